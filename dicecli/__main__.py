@@ -1,0 +1,3 @@
+from dicecli.cli import main
+
+main()

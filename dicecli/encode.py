@@ -1,0 +1,120 @@
+"""`dice encode`: prompts -> HDF5 embedding cache, appendable and written atomically."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from dicecli.cache import EMBEDDINGS_FORMAT, CacheWriter, EmbeddingCache, new_header, storage_dtype
+from dicecli.errors import IncompatibleError, UsageError
+from dicecli.families import FamilyAdapter, load_adapter
+from dicecli.files import STDIO, atomic_path, check_writable, remove_stale_temporaries, stream_to_stdout
+from dicecli.recipes import ModelRef
+
+
+@dataclass
+class EncodeResult:
+    output: str
+    model: str
+    family: str
+    prompts_total: int
+    prompts_new: int
+    truncated: int
+    tokens: int
+    context_dim: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def unique(prompts: list[str]) -> list[str]:
+    return list(dict.fromkeys(prompts))
+
+
+def encode_batches(adapter: FamilyAdapter, prompts: list[str], batch_size: int, progress: bool):
+    """Yield (prompts, EncodedPrompts) in batches, with a progress bar on a terminal."""
+    with tqdm(total=len(prompts), unit="prompt", desc="encode", disable=not progress, leave=False) as bar:
+        for start in range(0, len(prompts), batch_size):
+            batch = prompts[start : start + batch_size]
+            yield batch, adapter.encode(batch)
+            bar.update(len(batch))
+
+
+def encode_prompts(
+    prompts: list[str], ref: ModelRef, output: str, *, negative: str | None = None, batch_size: int = 64,
+    device: torch.device, dtype: torch.dtype, progress: bool = False,
+) -> EncodeResult:
+    to_stdout = output == STDIO
+    out = Path(output)
+    existing: dict | None = None
+    existing_prompts: set[str] = set()
+    if not to_stdout:
+        check_writable(out)
+        remove_stale_temporaries(out)
+        if out.exists():
+            existing, existing_prompts, existing_negative = _read_existing(out)
+            if existing["family"] != ref.family:
+                raise IncompatibleError(
+                    f"{out} holds {existing['family']} embeddings of {existing['model']}, not {ref.family} ones of "
+                    f"{ref.given}; write to another file with -o."
+                )
+    if batch_size < 1:
+        raise UsageError("--batch-size must be at least 1.")
+
+    adapter = load_adapter(ref, device, dtype)
+    fingerprint = adapter.text_encoder_fingerprint()
+    if existing and existing["text_encoder_fingerprint"] != fingerprint:
+        raise IncompatibleError(
+            f"{out} was encoded with model {existing['model']}, whose text encoder differs from that of "
+            f"{ref.given}; write to another file with -o, or append with --model {existing['model']}."
+        )
+    new_prompts = [p for p in unique(prompts) if p not in existing_prompts]
+    negative_changed = negative is not None and (existing is None or existing_negative != [negative])
+    result = EncodeResult(
+        output=output, model=ref.given, family=ref.family, prompts_total=len(existing_prompts) + len(new_prompts),
+        prompts_new=len(new_prompts), truncated=0, tokens=adapter.tokens, context_dim=adapter.context_dim,
+    )
+    if existing is not None and not new_prompts and not negative_changed:
+        return result  # already complete: nothing to do, file untouched
+
+    def write(tmp: Path) -> None:
+        if existing is not None:
+            shutil.copyfile(out, tmp)
+            header = None
+        else:
+            header = new_header(
+                EMBEDDINGS_FORMAT, family=ref.family, model=ref.given, model_resolved=ref.resolved,
+                fingerprint=fingerprint, dtype=storage_dtype(dtype), tokens=adapter.tokens,
+                context_dim=adapter.context_dim,
+            )
+        with CacheWriter(tmp, header) as writer:
+            for batch, encoded in encode_batches(adapter, new_prompts, batch_size, progress):
+                writer.append(batch, encoded.conditioning)
+                result.truncated += encoded.truncated
+            if negative_changed:
+                writer.replace([negative], adapter.encode([negative]).conditioning, prefix="negative_")
+
+    if to_stdout:
+        with tempfile.TemporaryDirectory(prefix="dice-encode-") as folder:
+            tmp = Path(folder) / "out.h5"
+            write(tmp)
+            stream_to_stdout(tmp)
+    else:
+        with atomic_path(out) as tmp:
+            write(tmp)
+    return result
+
+
+def _read_existing(out: Path):
+    try:
+        with EmbeddingCache(out) as cache:
+            return cache.attrs, set(cache.prompts), cache.negative_prompts
+    except UsageError:
+        raise UsageError(
+            f"Output {out} exists and is not a dice embedding cache; choose another -o or remove the file."
+        ) from None

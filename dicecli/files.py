@@ -1,0 +1,76 @@
+"""Atomic file output: write beside the target, then rename, so a killed run leaves no half file."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from dicecli.errors import UsageError
+
+STDIO = "-"
+
+
+def check_writable(path: Path, option: str = "-o") -> None:
+    """Fail early, before any expensive work, when `path` cannot be written."""
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise UsageError(f"Output {path} ({option}) is a folder; give a file name, e.g. {path / 'out.h5'}.")
+    if not folder.exists():
+        raise UsageError(f"Output folder {folder} ({option}) does not exist; create it first or choose another path.")
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"Output folder {folder} ({option}) is not writable; choose another path with {option}.")
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary path in `path`'s folder; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent or ".")
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def stream_to_stdout(path: Path) -> None:
+    """Copy a finished file to standard output (for `-o -`)."""
+    with open(path, "rb") as source:
+        shutil.copyfileobj(source, sys.stdout.buffer)
+    sys.stdout.buffer.flush()
+
+
+def stdin_to_file(folder: Path | None = None) -> Path:
+    """Spool standard input to a temporary file (HDF5 needs a seekable file)."""
+    fd, tmp = tempfile.mkstemp(prefix="dice-stdin-", suffix=".bin", dir=folder)
+    with os.fdopen(fd, "wb") as sink:
+        shutil.copyfileobj(sys.stdin.buffer, sink)
+    return Path(tmp)
+
+
+def remove_stale_temporaries(path: Path) -> None:
+    """Delete temporary files of `path` left by runs that were killed (their pid is gone)."""
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(\d+)\.")
+    for candidate in path.parent.glob(f".{path.name}.*.tmp"):
+        match = pattern.match(candidate.name)
+        if match and not _pid_alive(int(match.group(1))):
+            candidate.unlink(missing_ok=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

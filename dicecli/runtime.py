@@ -1,0 +1,31 @@
+"""Device and precision selection: CUDA + bf16 where available, CPU + fp32 otherwise (DESIGN §3)."""
+
+from __future__ import annotations
+
+import torch
+
+from dicecli.errors import UsageError
+
+DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+          "fp16": torch.float16, "float16": torch.float16}
+DTYPE_NAMES = {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
+def select_device(name: str | None = None) -> torch.device:
+    if name in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"--device {name!r} is not a device name; use auto, cpu, cuda or cuda:N.") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name} was asked for but no CUDA GPU is visible; use --device cpu.")
+    return device
+
+
+def select_dtype(name: str | None, device: torch.device) -> torch.dtype:
+    if name in (None, "", "auto"):
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if name not in DTYPES:
+        raise UsageError(f"--dtype {name!r} is not known; use auto, fp32, bf16 or fp16.")
+    return DTYPES[name]

@@ -1,0 +1,101 @@
+"""Shared fixtures: an isolated, offline environment and an in-process `dice` runner."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+SESSION_HOME = None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def offline_home(tmp_path_factory):
+    """Every test runs offline, with its own dicecli home and an empty Hugging Face cache."""
+    home = tmp_path_factory.mktemp("dice-home")
+    hf = tmp_path_factory.mktemp("hf-home")
+    saved = {k: os.environ.get(k) for k in ("DICE_HOME", "HF_HOME", "HF_HUB_OFFLINE", "HF_HUB_CACHE", "DICE_CHECKPOINTS_DIR")}
+    os.environ.update(DICE_HOME=str(home), HF_HOME=str(hf), HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(hf / "hub"))
+    os.environ.pop("DICE_CHECKPOINTS_DIR", None)
+    import huggingface_hub.constants as hub_constants
+
+    hub_constants.HF_HUB_OFFLINE = True
+    hub_constants.HF_HUB_CACHE = str(hf / "hub")
+    yield home
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
+@dataclass
+class Result:
+    code: int
+    stdout_bytes: bytes
+    stderr: str
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_bytes.decode()
+
+
+def run_dice(*args: str, input: bytes | str | None = None) -> Result:
+    """Run `dice ARGS` in this process through the real entry point (`dicecli.cli.main`)."""
+    from dicecli.cli import main
+
+    runner = CliRunner()
+    with runner.isolation(input=input) as (out, err, _):
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as done:
+            code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        return Result(code, out.getvalue(), err.getvalue().decode())
+
+
+def run_dice_process(*args: str, input: bytes | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `python -m dicecli ARGS` as a separate process (for stdout piping and signals)."""
+    return subprocess.run([sys.executable, "-m", "dicecli", *map(str, args)], input=input,
+                          capture_output=True, timeout=timeout, env=os.environ.copy())
+
+
+@pytest.fixture
+def dice():
+    return run_dice
+
+
+@pytest.fixture(scope="session")
+def tiny_sd15_dir(offline_home) -> Path:
+    from dicecli.builtin import ensure_builtin
+
+    return ensure_builtin("tiny-sd15")
+
+
+@pytest.fixture(scope="session")
+def other_sd15_dir(tiny_sd15_dir, tmp_path_factory) -> Path:
+    """A copy of tiny-sd15 whose text encoder has other weights (a 'different model')."""
+    import torch
+    from transformers import CLIPTextModel
+
+    folder = tmp_path_factory.mktemp("other") / "other-sd15"
+    shutil.copytree(tiny_sd15_dir, folder)
+    encoder = CLIPTextModel.from_pretrained(folder / "text_encoder")
+    with torch.no_grad():
+        for parameter in encoder.parameters():
+            parameter.add_(0.05)
+    encoder.save_pretrained(folder / "text_encoder")
+    return folder
+
+
+@pytest.fixture
+def prompts_file(tmp_path) -> Path:
+    path = tmp_path / "prompts.txt"
+    path.write_text("a red cat\n\na blue dog on a beach\na green house\n", encoding="utf-8")
+    return path
