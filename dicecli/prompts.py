@@ -31,7 +31,7 @@ def read_prompts(source: str) -> list[str]:
                 ".jsonl (a 'prompt', 'text' or 'caption' field) or a COCO captions .json."
             )
         raw = path.read_bytes()
-    if not raw.strip():
+    if not raw:
         raise UsageError(f"Prompt input {name} is empty; give at least one prompt.")
     try:
         text = raw.decode("utf-8-sig")

@@ -1,0 +1,125 @@
+"""Bad input: one sentence naming the file/option and the fix, exit 1 or 2, no traceback, nothing lost."""
+
+import hashlib
+
+import pytest
+
+
+def sha(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def assert_one_sentence(result, code, *needles):
+    assert result.code == code, (result.code, result.stderr)
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+
+
+@pytest.fixture
+def existing_cache(dice, prompts_file, tmp_path):
+    out = tmp_path / "emb.h5"
+    assert dice("encode", prompts_file, "-o", out, "--model", "tiny-sd15").code == 0
+    return out, sha(out)
+
+
+def bad_file(tmp_path, name, content: bytes):
+    path = tmp_path / name
+    path.write_bytes(content)
+    return path
+
+
+@pytest.mark.parametrize(
+    "name, content, needles",
+    [
+        ("empty.txt", b"", ["is empty"]),
+        ("blank.txt", b"\n   \n\t\n", ["no prompts left after skipping blank lines"]),
+        ("latin1.txt", "café au lait\n".encode("latin-1"), ["not UTF-8", "re-save it as UTF-8"]),
+        ("bad.jsonl", b'{"prompt": "ok"}\n{"prompt": oops}\n', ["line 2", "not valid JSON"]),
+        ("nofield.jsonl", b'{"prompt": "ok"}\n{"title": "x"}\n', ["line 2", "'prompt', 'text' or 'caption'"]),
+        ("bad.json", b'{"annotations": [\n{"caption": "a"},\n]}', ["not valid JSON", "line 3"]),
+        ("other.json", b'{"foo": 1}', ["neither a COCO captions file"]),
+        ("prompts.csv", b"a,b\n", ["unknown type '.csv'"]),
+    ],
+)
+def test_bad_prompt_files(dice, tmp_path, existing_cache, name, content, needles):
+    out, before = existing_cache
+    path = bad_file(tmp_path, name, content)
+    result = dice("encode", path, "-o", out, "--model", "tiny-sd15")
+    assert_one_sentence(result, 2, str(path), *needles)
+    assert sha(out) == before
+
+
+def test_missing_input(dice, tmp_path, existing_cache):
+    out, before = existing_cache
+    result = dice("encode", tmp_path / "nope.txt", "-o", out, "--model", "tiny-sd15")
+    assert_one_sentence(result, 2, "nope.txt", "does not exist")
+    assert sha(out) == before
+
+
+def test_empty_stdin(dice, tmp_path):
+    result = dice("encode", "-", "-o", tmp_path / "x.h5", "--model", "tiny-sd15", input="")
+    assert_one_sentence(result, 2, "standard input is empty")
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_unknown_model(dice, prompts_file, tmp_path):
+    result = dice("encode", prompts_file, "-o", tmp_path / "x.h5", "--model", "dreamshaper_v8")
+    assert_one_sentence(result, 2, "'dreamshaper_v8'", "dice recipes")
+    assert not (tmp_path / "x.h5").exists()
+
+
+def test_hub_id_offline_not_cached(dice, prompts_file, tmp_path):
+    from huggingface_hub import constants
+
+    result = dice("encode", prompts_file, "-o", tmp_path / "x.h5", "--model", "someone/some-model")
+    assert_one_sentence(result, 2, "someone/some-model", "HF_HUB_OFFLINE", constants.HF_HUB_CACHE)
+
+
+def test_recipe_hub_model_offline(dice, prompts_file, tmp_path):
+    result = dice("encode", prompts_file, "-o", tmp_path / "x.h5", "--model", "dreamshaper")
+    assert_one_sentence(result, 2, "Lykon/DreamShaper", "HF_HUB_OFFLINE")
+
+
+def test_single_file_recipe_without_checkpoint(dice, prompts_file, tmp_path):
+    result = dice("encode", prompts_file, "-o", tmp_path / "x.h5", "--model", "dreamshaper-pixelart")
+    assert_one_sentence(result, 2, "dreamshaperPixelart_v10.safetensors", "Civitai", "DICE_CHECKPOINTS_DIR")
+
+
+def test_pickle_checkpoint_is_refused(dice, prompts_file, tmp_path):
+    ckpt = bad_file(tmp_path, "model.ckpt", b"not even a pickle")
+    result = dice("encode", prompts_file, "-o", tmp_path / "x.h5", "--model", ckpt)
+    assert_one_sentence(result, 2, "pickle", ".safetensors")
+
+
+def test_output_folder_missing(dice, prompts_file, tmp_path):
+    result = dice("encode", prompts_file, "-o", tmp_path / "no" / "such" / "x.h5", "--model", "tiny-sd15")
+    assert_one_sentence(result, 2, "does not exist", "-o")
+
+
+def test_output_is_a_folder(dice, prompts_file, tmp_path):
+    result = dice("encode", prompts_file, "-o", tmp_path, "--model", "tiny-sd15")
+    assert_one_sentence(result, 2, "is a folder")
+
+
+def test_output_exists_and_is_not_a_cache(dice, prompts_file, tmp_path):
+    precious = bad_file(tmp_path, "precious.h5", b"my thesis")
+    result = dice("encode", prompts_file, "-o", precious, "--model", "tiny-sd15")
+    assert_one_sentence(result, 2, "not a dice embedding cache")
+    assert precious.read_bytes() == b"my thesis"
+
+
+def test_append_to_cache_of_another_model(dice, prompts_file, tmp_path, existing_cache, other_sd15_dir):
+    out, before = existing_cache
+    result = dice("encode", prompts_file, "-o", out, "--model", other_sd15_dir)
+    assert_one_sentence(result, 2, "tiny-sd15", "text encoder differs", "-o")
+    assert sha(out) == before
+    assert not list(tmp_path.glob(".emb.h5.*"))
+
+
+def test_debug_shows_traceback(dice, prompts_file, tmp_path):
+    result = dice("encode", prompts_file, "-o", tmp_path / "x.h5", "--model", "nobody-knows", "--debug")
+    assert result.code == 2
+    assert "Traceback" in result.stderr and "error: " in result.stderr
