@@ -140,6 +140,12 @@ class CacheWriter:
             array = value.detach().to("cpu").float().numpy() if value.is_floating_point() else value.cpu().numpy()
             self._extend(prefix + dataset, array.astype(dtype if value.is_floating_point() else np.int64))
 
+    def append_array(self, name: str, array: np.ndarray) -> None:
+        self._extend(name, array.astype(np.dtype(self.file.attrs["dtype"])))
+
+    def append_strings(self, name: str, strings: list[str]) -> None:
+        self._extend(name, np.array(strings, dtype=object), STRING)
+
     def replace(self, prompts: list[str], cond: Conditioning, prefix: str) -> None:
         for name in [prefix + "prompts"] + [prefix + d for d in FIELDS.values()]:
             if name in self.file:

@@ -12,6 +12,7 @@ import typer
 
 from dicecli import __version__
 from dicecli.errors import DiceError
+from dicecli.errors import UsageError as DiceUsage
 
 app = typer.Typer(
     name="dice",
@@ -86,25 +87,38 @@ def recipes_command(as_json: bool = JsonOption) -> None:
 
 @app.command("encode")
 def encode_command(
-    prompts: str = typer.Argument(..., metavar="PROMPTS", help="Prompts: .txt (one a line), .jsonl, COCO captions .json, or - for stdin."),
+    prompts: Optional[str] = typer.Argument(None, metavar="PROMPTS", help="Prompts: .txt (one a line), .jsonl, COCO captions .json, or - for stdin."),
     output: str = typer.Option(..., "-o", "--output", help="HDF5 cache to write or extend (- for stdout)."),
     model: str = typer.Option(..., "--model", "-m", help="Recipe name, hub id, diffusers folder or .safetensors file."),
     negative: Optional[str] = typer.Option(None, "--negative", help="Also store the embedding of this negative prompt."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Prompts per text-encoder call [recipe, else 64]."),
+    images: Optional[str] = typer.Option(None, "--images", help="Instead of prompts: build a latent cache of this imagefolder/COCO data for distill."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", help="With --images: image size [recipe sample size]."),
     device: str = DeviceOption,
     dtype: str = DtypeOption,
     quiet: bool = QuietOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Encode prompts with MODEL's text encoder into an HDF5 embedding cache (appends only new prompts)."""
-    from dicecli.encode import encode_prompts
+    """Encode prompts with MODEL's text encoder into an HDF5 embedding cache (appends only new prompts).
+
+    With --images DATA, encode training images with MODEL's VAE into a latent cache instead.
+    """
+    from dicecli.encode import encode_images, encode_prompts
     from dicecli.prompts import read_prompts
     from dicecli.recipes import resolve_model
     from dicecli.runtime import select_device, select_dtype
 
-    texts = read_prompts(prompts)
+    if (prompts is None) == (images is None):
+        raise DiceUsage("dice encode needs either PROMPTS or --images DATA (not both).")
     ref = resolve_model(model)
     torch_device = select_device(device)
+    if images is not None:
+        latents = encode_images(images, ref, output, resolution=resolution or ref.defaults("sample").get("height", 512),
+                                batch_size=batch_size or 16, device=torch_device,
+                                dtype=select_dtype(dtype, torch_device), progress=show_progress(quiet))
+        report(latents.as_dict(), as_json, f"{output}: {latents.images} images encoded to latents {latents.latent_shape}.", quiet)
+        return
+    texts = read_prompts(prompts)
     result = encode_prompts(
         texts, ref, output, negative=negative,
         batch_size=batch_size or ref.defaults("encode").get("batch_size", 64),
@@ -118,6 +132,90 @@ def encode_command(
         f"({result.family}, {result.tokens}x{result.context_dim}).",
         quiet, data_on_stdout=output == "-",
     )
+
+
+@app.command("distill")
+def distill_command(
+    model: str = typer.Option(..., "--model", "-m", help="Teacher model: recipe name, hub id, diffusers folder or .safetensors."),
+    data: Optional[str] = typer.Option(None, "--data", help="imagefolder, COCO folder or latent cache (.h5) [recipe]."),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="Enhancer to write [beside the work dir: dice-runs/NAME.safetensors]."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", help="Take the distill defaults from this recipe instead of MODEL's."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Optimizer updates [recipe, 8000 for SD1.5]."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images per update over all GPUs [recipe, 128]."),
+    grad_accum: Optional[int] = typer.Option(None, "--grad-accum", min=1, help="Micro-batches per update [1]."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="AdamW learning rate [2e-4]."),
+    guidance_scale: Optional[float] = typer.Option(None, "--guidance-scale", help="CFG scale w of the teacher [5]."),
+    negative_prompts: Optional[str] = typer.Option(None, "--negative-prompts", help="builtin, none, or a .txt file [recipe]."),
+    loss: Optional[str] = typer.Option(None, "--loss", help="l1 or l2 [recipe]."),
+    null_share: Optional[float] = typer.Option(None, "--null-share", help="Share of samples distilled against the empty prompt [0.2]."),
+    resolution: Optional[int] = typer.Option(None, "--resolution", help="Training image size [recipe sample size]."),
+    work_dir: Optional[str] = typer.Option(None, "--work-dir", help="Checkpoints, train_log.jsonl, validation grids [dice-runs/NAME]."),
+    resume: bool = typer.Option(False, "--resume", help="Continue exactly from the latest checkpoint in the work dir."),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=1, help="Steps between checkpoints [500]."),
+    seed: int = typer.Option(0, "--seed", help="Seed of initialisation, data order, noise and timesteps."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the denoiser."),
+    validate: bool = typer.Option(True, "--validate/--no-validate", help="Write a validation grid at each checkpoint."),
+    device: str = DeviceOption,
+    dtype: str = DtypeOption,
+    quiet: bool = QuietOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Train an enhancer on MODEL so that unguided sampling matches CFG (the DICE objective)."""
+    from dicecli.data import open_training_data
+    from dicecli.distill import DistillConfig, default_paths, distill
+    from dicecli.recipes import available_recipes, resolve_model
+    from dicecli.runtime import select_device, select_dtype
+
+    ref = resolve_model(model)
+    defaults = ref.defaults("distill")
+    if recipe:
+        recipes = available_recipes()
+        if recipe not in recipes:
+            raise DiceUsage(f"--recipe {recipe!r} is not a recipe; see `dice recipes`.")
+        defaults = recipes[recipe].defaults("distill")
+    given = dict(steps=steps, batch_size=batch_size, grad_accum=grad_accum, lr=lr, guidance_scale=guidance_scale,
+                 negative_prompts=negative_prompts, loss=loss, null_share=null_share, resolution=resolution,
+                 checkpoint_every=checkpoint_every)
+    settings = {k: v for k, v in defaults.items() if k in DistillConfig.__dataclass_fields__}
+    settings.update({k: v for k, v in given.items() if v is not None})
+    if "resolution" not in settings:
+        settings["resolution"] = ref.defaults("sample").get("height", 512)
+    config = DistillConfig(**settings, seed=seed, compile=compile, validate=validate)
+    training_data = open_training_data(data or defaults.get("data"), ref.recipe.name if ref.recipe else "")
+    work, out = default_paths(ref.recipe.name if ref.recipe else ref.given, work_dir, output)
+    torch_device = select_device(device)
+    result = distill(ref, training_data, config, work_dir=work, output=out, resume=resume, device=torch_device,
+                     dtype=select_dtype(dtype, torch_device), progress=show_progress(quiet))
+    summary = {k: v for k, v in vars(result).items() if k != "log"}
+    report(summary, as_json, f"{result.output}: enhancer after {result.steps} steps (loss {result.final_loss:.4f}); "
+           f"checkpoints and train_log.jsonl in {result.work_dir}.", quiet)
+
+
+@app.command("enhance")
+def enhance_command(
+    source: str = typer.Argument(..., metavar="INPUT", help="Prompts file (.txt/.jsonl/.json), embedding cache (.h5), or - for stdin."),
+    output: str = typer.Option(..., "-o", "--output", help="Enhanced embedding cache to write (- for stdout)."),
+    enhancer: str = typer.Option(..., "--enhancer", "-e", help="Enhancer .safetensors from `dice distill`."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Text encoder to use [the cache's model, else the enhancer's trained_on]."),
+    alpha: float = typer.Option(1.0, "--alpha", help="Strength: c' = c + alpha * E(c, c_neg)."),
+    negative: Optional[str] = typer.Option(None, "--negative", help="Negative prompt given to the enhancer [the cache's, else empty]."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Prompts per batch."),
+    device: str = DeviceOption,
+    dtype: str = DtypeOption,
+    quiet: bool = QuietOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Apply an enhancer to prompts or an embedding cache; only the text encoder is loaded."""
+    from pathlib import Path
+
+    from dicecli.enhance import enhance
+    from dicecli.runtime import select_device, select_dtype
+
+    torch_device = select_device(device)
+    result = enhance(source, output, Path(enhancer), model=model, alpha=alpha, negative=negative, batch_size=batch_size,
+                     device=torch_device, dtype=select_dtype(dtype, torch_device), progress=show_progress(quiet))
+    report(result.as_dict(), as_json, f"{output}: {result.prompts} prompts enhanced (alpha {result.alpha:g}).",
+           quiet, data_on_stdout=output == "-")
 
 
 def main(argv: list[str] | None = None) -> None:

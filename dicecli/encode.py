@@ -118,3 +118,49 @@ def _read_existing(out: Path):
         raise UsageError(
             f"Output {out} exists and is not a dice embedding cache; choose another -o or remove the file."
         ) from None
+
+
+@dataclass
+class LatentsResult:
+    output: str
+    model: str
+    images: int
+    latent_shape: list[int]
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def encode_images(data_spec: str, ref: ModelRef, output: str, *, resolution: int, batch_size: int,
+                  device: torch.device, dtype: torch.dtype, progress: bool = False) -> LatentsResult:
+    """Build a `dice-latents` cache: VAE latent means x scaling factor, captions alongside."""
+    from dicecli.cache import LATENTS_FORMAT
+    from dicecli.data import ImageDataset, open_training_data
+
+    out = Path(output)
+    check_writable(out)
+    remove_stale_temporaries(out)
+    data = open_training_data(data_spec, ref.recipe.name if ref.recipe else "")
+    if data.images is None:
+        raise UsageError(f"--images {data_spec} is already a latent cache; give an imagefolder or a COCO folder.")
+    adapter = load_adapter(ref, device, dtype)
+    adapter.require("vae")
+    vae = adapter.vae
+    loader = torch.utils.data.DataLoader(ImageDataset(data, resolution), batch_size=batch_size, num_workers=0)
+    header = new_header(
+        LATENTS_FORMAT, family=ref.family, model=ref.given, model_resolved=ref.resolved,
+        fingerprint=adapter.text_encoder_fingerprint(), dtype=storage_dtype(dtype), tokens=adapter.tokens,
+        context_dim=adapter.context_dim,
+    )
+    header.update(resolution=resolution, scaling_factor=float(vae.config.scaling_factor), source=data.source)
+    shape: list[int] = []
+    with atomic_path(out) as tmp, CacheWriter(tmp, header) as writer, \
+            tqdm(total=len(data), unit="image", desc="latents", disable=not progress, leave=False) as bar:
+        for images, indices in loader:
+            with torch.no_grad():
+                latents = vae.encode(images.to(device, dtype)).latent_dist.mean * vae.config.scaling_factor
+            writer.append_array("latents", latents.float().cpu().numpy())
+            writer.append_strings("prompts", [data.captions[i] for i in indices.tolist()])
+            shape = list(latents.shape[1:])
+            bar.update(len(indices))
+    return LatentsResult(output, ref.given, len(data), shape)

@@ -192,6 +192,29 @@ class FamilyAdapter(ABC):
                 digest.update(repr(sorted(module.get_vocab().items())).encode())
         return digest.hexdigest()[:16]
 
+    # -- sampling ------------------------------------------------------------------
+    def pipeline(self, scheduler=None):
+        """The family's diffusers pipeline around the loaded components (denoiser, VAE, text encoder)."""
+        self.require(*self.pipeline_components)
+        parts = {name: self.components[name] for name in self.pipeline_components}
+        if scheduler is not None:
+            parts["scheduler"] = scheduler
+        pipe = self.pipeline_class(**parts, **self.pipeline_extra_kwargs())
+        pipe.set_progress_bar_config(disable=True)
+        return pipe
+
+    pipeline_components: ClassVar[tuple[str, ...]] = ()
+
+    def pipeline_extra_kwargs(self) -> dict:
+        return {}
+
+    def pipeline_embeds(self, cond: Conditioning, negative: Conditioning | None) -> dict:
+        """Pipeline call arguments that pass precomputed embeddings instead of prompts."""
+        kwargs = {"prompt_embeds": cond.prompt_embeds.to(self.device, self.dtype)}
+        if negative is not None:
+            kwargs["negative_prompt_embeds"] = negative.prompt_embeds.to(self.device, self.dtype)
+        return kwargs
+
     # -- denoising ----------------------------------------------------------------
     @abstractmethod
     def denoise(self, latents: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning) -> torch.Tensor:

@@ -14,8 +14,13 @@ class SD15Adapter(FamilyAdapter):
     text_components = ("tokenizer", "text_encoder")
     all_components = ("tokenizer", "text_encoder", "unet", "vae", "scheduler", "safety_checker", "feature_extractor")
 
+    pipeline_components = ("vae", "text_encoder", "tokenizer", "unet", "scheduler")
+
     def extra_load_kwargs(self) -> dict:
         return {"requires_safety_checker": False}
+
+    def pipeline_extra_kwargs(self) -> dict:
+        return {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
 
     @property
     def tokens(self) -> int:

@@ -1,0 +1,415 @@
+"""`dice distill`: train an enhancer so that unguided sampling with c' matches CFG (DESIGN §1).
+
+    target = stopgrad(eps(x_t, t, c_neg) + w * (eps(x_t, t, c) - eps(x_t, t, c_neg)))
+    pred   = eps(x_t, t, c + E(c, c_neg))
+    loss   = |pred - target| (l1) or (pred - target)^2 (l2)
+
+Only the enhancer has trainable parameters; gradients reach it through the frozen
+denoiser. Every random draw of a step comes from a generator seeded by (seed, step,
+micro-batch, rank), and the data order is a per-epoch permutation seeded by
+(seed, epoch), so a run resumed from a checkpoint continues exactly.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from dicecli.data import ImageDataset, TrainingData
+from dicecli.enhancer import Enhancer, load_enhancer, save_enhancer
+from dicecli.errors import UsageError
+from dicecli.families import Conditioning, FamilyAdapter
+from dicecli.files import atomic_path
+
+CHECKPOINTS_KEPT = 2
+
+
+@dataclass
+class DistillConfig:
+    steps: int = 8000
+    batch_size: int = 128  # images per optimizer update, over all processes
+    grad_accum: int = 1
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 1e-2
+    eps: float = 1e-8
+    guidance_scale: float = 5.0
+    loss: str = "l1"
+    negative_prompts: str = "builtin"  # builtin | none | path to a .txt file
+    null_share: float = 0.2  # share of each batch that uses the null ("") prompt as c_neg
+    seed: int = 0
+    resolution: int = 512
+    checkpoint_every: int = 500
+    compile: bool = False
+    validate: bool = True
+    validation_steps: int = 20
+
+    def check(self, world: int) -> int:
+        """Validate, and return the per-process micro-batch size."""
+        if self.loss not in ("l1", "l2"):
+            raise UsageError(f"--loss {self.loss!r} is not known; use l1 or l2.")
+        if not 0 <= self.null_share <= 1:
+            raise UsageError("null_share must be between 0 and 1; fix the recipe.")
+        per_update = world * self.grad_accum
+        if self.batch_size % per_update:
+            raise UsageError(
+                f"--batch-size {self.batch_size} must be divisible by --grad-accum x processes ({per_update}); "
+                f"try --batch-size {max(per_update, self.batch_size // per_update * per_update)}."
+            )
+        if self.steps < 1 or self.checkpoint_every < 1:
+            raise UsageError("--steps and --checkpoint-every must be at least 1.")
+        return self.batch_size // per_update
+
+
+def load_negative_corpus(spec: str) -> tuple[list[str], str]:
+    """(prompts, name for the metadata) of --negative-prompts builtin|none|FILE."""
+    if spec == "none":
+        return [], "null"
+    if spec == "builtin":
+        text = resources.files("dicecli.corpora").joinpath("negative_prompts.txt").read_text(encoding="utf-8")
+        name = "builtin-v1"
+    else:
+        path = Path(spec)
+        if not path.is_file():
+            raise UsageError(f"--negative-prompts {spec}: no such file; give builtin, none or a .txt file with one prompt per line.")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise UsageError(f"--negative-prompts file {path} is not UTF-8 text; re-save it as UTF-8.") from None
+        name = path.name
+    prompts = list(dict.fromkeys(line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")))
+    if not prompts:
+        raise UsageError(f"--negative-prompts {spec} holds no prompts; add at least one per line.")
+    return prompts, name
+
+
+class SampleOrder:
+    """The k-th training sample overall is perm_{k // N}[k % N], perm_e seeded by (seed, e)."""
+
+    def __init__(self, size: int, seed: int):
+        self.size, self.seed, self._perms = size, seed, {}
+
+    def indices(self, start: int, count: int) -> list[int]:
+        out = []
+        for k in range(start, start + count):
+            epoch = k // self.size
+            if epoch not in self._perms:
+                g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+                self._perms = {epoch: torch.randperm(self.size, generator=g).tolist()}
+            out.append(self._perms[epoch][k % self.size])
+        return out
+
+
+def step_generator(device: torch.device, seed: int, step: int, micro: int, rank: int) -> torch.Generator:
+    return torch.Generator(device).manual_seed(((seed * 1_000_003 + step) * 131 + micro) * 1031 + rank)
+
+
+def dice_loss(adapter: FamilyAdapter, enhancer: torch.nn.Module, noise_scheduler, x0: torch.Tensor,
+              cond: Conditioning, negative: Conditioning, guidance_scale: float, loss: str,
+              generator: torch.Generator) -> torch.Tensor:
+    """The DICE objective on one batch of latents (DESIGN §1)."""
+    b = x0.shape[0]
+    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator, device=x0.device)
+    noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
+    x_t = noise_scheduler.add_noise(x0, noise, t).to(adapter.dtype)
+    with torch.no_grad():
+        both = adapter.denoise(torch.cat([x_t, x_t]), torch.cat([t, t]), Conditioning.cat([cond, negative]))
+        pred_cond, pred_neg = both.float().chunk(2)
+        target = pred_neg + guidance_scale * (pred_cond - pred_neg)
+    enhanced = enhancer(cond.prompt_embeds, negative.prompt_embeds)
+    pred = adapter.denoise(x_t, t, cond.with_embeds(enhanced.to(adapter.dtype))).float()
+    return F.l1_loss(pred, target) if loss == "l1" else F.mse_loss(pred, target)
+
+
+@dataclass
+class DistillResult:
+    output: str
+    work_dir: str
+    steps: int
+    resumed_from: int
+    final_loss: float | None
+    images_per_second: float | None
+    log: list[dict] = field(default_factory=list, repr=False)
+
+
+class Distiller:
+    """Owns the model, enhancer, optimizer and data of one `dice distill` run."""
+
+    def __init__(self, adapter: FamilyAdapter, data: TrainingData, config: DistillConfig, *, work_dir: Path,
+                 output: Path, model_name: str, accelerator=None, progress: bool = False):
+        from accelerate import Accelerator
+
+        self.adapter, self.data, self.config = adapter, data, config
+        self.work_dir, self.output, self.model_name, self.progress = work_dir, output, model_name, progress
+        self.accelerator = accelerator or Accelerator(cpu=adapter.device.type == "cpu", device_placement=False)
+        self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
+        self.micro_batch = config.check(self.world)
+        self.main = self.accelerator.is_main_process
+
+        needed = ["tokenizer", "text_encoder", "scheduler", adapter.denoiser_name]
+        if data.latents is None:
+            needed.append("vae")
+        adapter.require(*needed)
+        from diffusers import DDPMScheduler
+
+        self.noise_scheduler = DDPMScheduler.from_config(adapter.scheduler.config)
+        self.negatives_text, self.negatives_name = load_negative_corpus(config.negative_prompts)
+        # Row 0 is the null prompt; rows 1.. the negative corpus.
+        self.negative_bank = adapter.encode([""] + self.negatives_text).conditioning.to(adapter.device)
+
+        torch.manual_seed(config.seed)
+        self.enhancer = Enhancer(adapter.context_dim).to(adapter.device)
+        self.optimizer = torch.optim.AdamW(self.enhancer.parameters(), lr=config.lr, betas=config.betas,
+                                           weight_decay=config.weight_decay, eps=config.eps)
+        self.order = SampleOrder(len(data), config.seed)
+        self.step = 0
+        if config.compile:
+            name = adapter.denoiser_name
+            adapter.components[name] = torch.compile(adapter.components[name])
+        frozen = [p for n in needed if isinstance(adapter.components[n], torch.nn.Module) for p in adapter.components[n].parameters()]
+        assert not any(p.requires_grad for p in frozen), "the diffusion model must stay frozen"
+        assert all(p.requires_grad for p in self.enhancer.parameters())
+
+    # -- checkpoints --------------------------------------------------------------------
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.work_dir / "checkpoints"
+
+    def metadata(self) -> dict:
+        c = self.config
+        return {
+            "family": self.adapter.family, "tokens": self.adapter.tokens, "trained_on": self.model_name,
+            "guidance_scale": c.guidance_scale, "negative_prompts": self.negatives_name, "loss": c.loss,
+            "steps": self.step, "batch_size": c.batch_size, "lr": c.lr, "null_share": c.null_share, "seed": c.seed,
+        }
+
+    def save_checkpoint(self) -> Path:
+        final = self.checkpoint_dir / f"step-{self.step:07d}"
+        staging = self.checkpoint_dir / f".step-{self.step:07d}.tmp"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        save_enhancer(self.enhancer, staging / "enhancer.safetensors", **self.metadata())
+        state = self.optimizer.state_dict()
+        tensors = {f"state.{i}.{k}": v for i, s in state["state"].items() for k, v in s.items()}
+        tensors["rng.torch"] = torch.get_rng_state()
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(staging / "optimizer.safetensors"))
+        trainer = {"step": self.step, "samples_seen": self.step * self.config.batch_size,
+                   "config": asdict(self.config), "model": self.model_name, "data": self.data.source}
+        (staging / "trainer.json").write_text(json.dumps(trainer, indent=2))
+        shutil.rmtree(final, ignore_errors=True)
+        staging.rename(final)
+        for old in sorted(self.checkpoint_dir.glob("step-*"))[:-CHECKPOINTS_KEPT]:
+            shutil.rmtree(old, ignore_errors=True)
+        return final
+
+    def latest_checkpoint(self) -> Path | None:
+        done = sorted(p for p in self.checkpoint_dir.glob("step-*") if (p / "trainer.json").is_file())
+        return done[-1] if done else None
+
+    def resume(self) -> int:
+        checkpoint = self.latest_checkpoint()
+        if checkpoint is None:
+            return 0
+        trainer = json.loads((checkpoint / "trainer.json").read_text())
+        saved = trainer["config"]
+        for key in ("batch_size", "grad_accum", "seed", "loss", "guidance_scale", "negative_prompts", "null_share", "lr"):
+            mine = getattr(self.config, key)
+            if saved[key] != (list(mine) if isinstance(mine, tuple) else mine):
+                raise UsageError(
+                    f"--resume: the checkpoint in {self.work_dir} was made with {key}={saved[key]!r}, not "
+                    f"{mine!r}; resume with the same settings or use another --work-dir."
+                )
+        if trainer["model"] != self.model_name:
+            raise UsageError(f"--resume: {self.work_dir} holds a run of {trainer['model']}, not {self.model_name}; use another --work-dir.")
+        enhancer, _ = load_enhancer(checkpoint / "enhancer.safetensors", self.adapter.device)
+        self.enhancer.load_state_dict(enhancer.state_dict())
+        tensors = load_file(str(checkpoint / "optimizer.safetensors"))
+        state = self.optimizer.state_dict()
+        for key, value in tensors.items():
+            if key.startswith("state."):
+                _, index, name = key.split(".", 2)
+                state["state"].setdefault(int(index), {})[name] = value
+        self.optimizer.load_state_dict(state)
+        torch.set_rng_state(tensors["rng.torch"])
+        self.step = trainer["step"]
+        return self.step
+
+    # -- training -----------------------------------------------------------------------
+    def batch(self, step: int, micro: int):
+        """Latents, conditioning and negative conditioning of this process's share of a micro-batch."""
+        c, adapter = self.config, self.adapter
+        start = step * c.batch_size + (micro * self.world + self.rank) * self.micro_batch
+        indices = self.order.indices(start, self.micro_batch)
+        generator = step_generator(adapter.device, c.seed, step, micro, self.rank)
+        if self.data.latents is not None:
+            latents = self.data.latents[indices].to(adapter.device, torch.float32)
+        else:
+            latents = self.encode_images(indices)
+        cond = adapter.encode([self.data.captions[i] for i in indices]).conditioning.to(adapter.device)
+        use_null = torch.rand(self.micro_batch, generator=generator, device=adapter.device) < c.null_share
+        if len(self.negatives_text) == 0:
+            use_null[:] = True
+        pick = torch.randint(1, max(2, len(self.negative_bank)), (self.micro_batch,), generator=generator, device=adapter.device)
+        negative = self.negative_bank[torch.where(use_null, torch.zeros_like(pick), pick).cpu()]
+        return latents, cond, negative, generator
+
+    @torch.no_grad()
+    def encode_images(self, indices: list[int]) -> torch.Tensor:
+        dataset = ImageDataset(self.data, self.config.resolution)
+        images = torch.stack([dataset[i][0] for i in indices]).to(self.adapter.device, self.adapter.dtype)
+        vae = self.adapter.vae
+        return (vae.encode(images).latent_dist.mean * vae.config.scaling_factor).float()
+
+    def autocast(self):
+        if self.adapter.device.type == "cuda" and self.adapter.dtype != torch.float32:
+            return torch.autocast("cuda", dtype=self.adapter.dtype)
+        return contextlib.nullcontext()
+
+    def train_step(self, enhancer) -> float:
+        c = self.config
+        total = 0.0
+        for micro in range(c.grad_accum):
+            latents, cond, negative, generator = self.batch(self.step, micro)
+            sync = contextlib.nullcontext() if micro == c.grad_accum - 1 else self.accelerator.no_sync(enhancer)
+            with sync, self.autocast():
+                loss = dice_loss(self.adapter, enhancer, self.noise_scheduler, latents, cond, negative,
+                                 c.guidance_scale, c.loss, generator)
+                self.accelerator.backward(loss / c.grad_accum)
+            total += loss.item() / c.grad_accum
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        return total
+
+    def run(self, resume: bool = False) -> DistillResult:
+        c = self.config
+        resumed_from = self.resume() if resume else 0
+        if self.step >= c.steps:
+            raise UsageError(f"--resume: {self.work_dir} already holds step {self.step}; raise --steps above it to train more.")
+        enhancer, self.optimizer = self.accelerator.prepare(self.enhancer, self.optimizer)
+        enhancer.train()
+        log_path = self.work_dir / "train_log.jsonl"
+        if self.main:
+            self.work_dir.mkdir(parents=True, exist_ok=True)
+            _truncate_log(log_path, self.step)  # drop steps logged after the checkpoint we resume from
+        history, loss, speed = [], None, None
+        bar = tqdm(total=c.steps, initial=self.step, unit="step", desc="distill", disable=not (self.progress and self.main))
+        window_start, window_steps = time.perf_counter(), 0
+        while self.step < c.steps:
+            loss = self.train_step(enhancer)
+            window_steps += 1
+            elapsed = time.perf_counter() - window_start
+            speed = window_steps * c.batch_size / elapsed if elapsed > 0 else None
+            record = {"step": self.step, "loss": loss, "lr": c.lr, "images_per_s": speed, "time": time.time()}
+            history.append(record)
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{speed:.1f}" if speed else "-")
+            if self.main:
+                with open(log_path, "a") as log:
+                    log.write(json.dumps(record) + "\n")
+                if self.step % c.checkpoint_every == 0 or self.step == c.steps:
+                    checkpoint = self.save_checkpoint()
+                    if c.validate:
+                        self.validation_grid(checkpoint / "validation.png")
+                    window_start, window_steps = time.perf_counter(), 0
+            self.accelerator.wait_for_everyone()
+        bar.close()
+        if self.main:
+            save_enhancer(self.enhancer, self.output, **self.metadata())
+        return DistillResult(str(self.output), str(self.work_dir), self.step, resumed_from, loss, speed, history)
+
+    @torch.no_grad()
+    def validation_grid(self, path: Path, count: int = 4) -> None:
+        """Fixed prompts (the first captions) and seeds; columns unguided | CFG | DICE."""
+        from dicecli.sampling import generate, image_grid
+
+        adapter, c = self.adapter, self.config
+        adapter.require("vae")
+        prompts = list(dict.fromkeys(self.data.captions))[:count]
+        cond = adapter.encode(prompts).conditioning.to(adapter.device)
+        null = self.negative_bank[[0]]
+        enhanced = cond.with_embeds(self.enhancer(cond.prompt_embeds, null.prompt_embeds))
+        seeds = list(range(len(prompts)))
+        size = dict(steps=c.validation_steps, scheduler="dpmsolver++", seeds=seeds, height=c.resolution, width=c.resolution)
+        columns = [generate(adapter, cond, None, cfg=1.0, **size),
+                   generate(adapter, cond, null, cfg=c.guidance_scale, **size),
+                   generate(adapter, enhanced, None, cfg=1.0, **size)]
+        grid = image_grid([list(row) for row in zip(*columns)], ["unguided", f"CFG w={c.guidance_scale:g}", "DICE"])
+        with atomic_path(path) as tmp:
+            grid.save(tmp, format="PNG")
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    if not path.exists():
+        return
+    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+    path.write_text("".join(line + "\n" for line in kept))
+
+
+@torch.no_grad()
+def guidance_error(adapter: FamilyAdapter, enhancer: Enhancer, latents: torch.Tensor, cond: Conditioning,
+                   negative: Conditioning, guidance_scale: float, seed: int = 0) -> tuple[float, float]:
+    """Mean |eps(x_t, c) - eps_cfg| and |eps(x_t, c') - eps_cfg| on random (x_t, t): how much CFG the enhancer recovers."""
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler.from_config(adapter.scheduler.config)
+    generator = torch.Generator(adapter.device).manual_seed(seed)
+    b = latents.shape[0]
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator, device=adapter.device)
+    noise = torch.randn(latents.shape, generator=generator, device=adapter.device)
+    x_t = scheduler.add_noise(latents.to(adapter.device), noise, t).to(adapter.dtype)
+    if len(negative) == 1:
+        negative = Conditioning.cat([negative] * b)
+    eps_c = adapter.denoise(x_t, t, cond).float()
+    eps_neg = adapter.denoise(x_t, t, negative).float()
+    target = eps_neg + guidance_scale * (eps_c - eps_neg)
+    enhanced = cond.with_embeds(enhancer(cond.prompt_embeds, negative.prompt_embeds).to(adapter.dtype))
+    eps_e = adapter.denoise(x_t, t, enhanced).float()
+    return (eps_c - target).abs().mean().item(), (eps_e - target).abs().mean().item()
+
+
+def default_paths(ref_name: str, work_dir: str | None, output: str | None) -> tuple[Path, Path]:
+    """Work dir `dice-runs/NAME/` and, beside it, the enhancer `dice-runs/NAME.safetensors`."""
+    name = Path(ref_name.rstrip("/")).stem.replace("/", "--") or "model"
+    work = Path(work_dir) if work_dir else Path("dice-runs") / name
+    out = Path(output) if output else work.parent / f"{work.name}.safetensors"
+    return work, out
+
+
+def distill(ref, data: TrainingData, config: DistillConfig, *, work_dir: Path, output: Path, resume: bool,
+            device: torch.device, dtype: torch.dtype, progress: bool) -> DistillResult:
+    from accelerate import Accelerator
+
+    from dicecli.families import load_adapter
+    from dicecli.files import check_writable
+
+    if not resume and (work_dir / "checkpoints").is_dir() and any((work_dir / "checkpoints").glob("step-*")):
+        raise UsageError(
+            f"Work dir {work_dir} holds checkpoints of an earlier run; pass --resume to continue it, "
+            "or choose another --work-dir."
+        )
+    work_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(output)
+    accelerator = Accelerator(cpu=device.type == "cpu", device_placement=False)
+    if accelerator.num_processes > 1 or accelerator.device.type == "cuda" and device.type == "cuda":
+        device = accelerator.device  # one GPU per process under `accelerate launch` / torchrun
+    adapter = load_adapter(ref, device, dtype)
+    if data.latents is not None and data.latents.shape[1] != _latent_channels(adapter):
+        raise UsageError(f"Latent cache {data.source} holds {data.latents.shape[1]}-channel latents, not this model's; rebuild it with `dice encode --images`.")
+    trainer = Distiller(adapter, data, config, work_dir=work_dir, output=output, model_name=ref.given,
+                        accelerator=accelerator, progress=progress)
+    return trainer.run(resume=resume)
+
+
+def _latent_channels(adapter: FamilyAdapter) -> int:
+    return adapter.denoiser.config.in_channels

@@ -1,0 +1,131 @@
+"""`dice enhance`: prompts or an embedding cache -> enhanced embedding cache (text encoder only)."""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from dicecli.cache import EMBEDDINGS_FORMAT, CacheWriter, EmbeddingCache, is_hdf5, new_header, storage_dtype
+from dicecli.encode import encode_batches, unique
+from dicecli.enhancer import check_compatible, file_sha256, load_enhancer, read_metadata
+from dicecli.errors import IncompatibleError, UsageError
+from dicecli.families import Conditioning, load_adapter
+from dicecli.files import STDIO, atomic_path, check_writable, stdin_to_file, stream_to_stdout
+from dicecli.prompts import read_prompts
+from dicecli.recipes import resolve_model
+
+
+@dataclass
+class EnhanceResult:
+    output: str
+    model: str
+    enhancer: str
+    alpha: float
+    negative: str
+    prompts: int
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def open_input(source: str) -> tuple[str, Path | None]:
+    """('cache', path) for an HDF5 input (stdin spooled to a file), else ('prompts', None)."""
+    if source == STDIO:
+        spooled = stdin_to_file()
+        return ("cache", spooled) if is_hdf5(spooled) else ("prompts", spooled)
+    path = Path(source)
+    return ("cache", path) if path.suffix == ".h5" or is_hdf5(path) else ("prompts", None)
+
+
+def enhance(source: str, output: str, enhancer_path: Path, *, model: str | None, alpha: float,
+            negative: str | None, batch_size: int, device: torch.device, dtype: torch.dtype,
+            progress: bool = False) -> EnhanceResult:
+    meta = read_metadata(enhancer_path)
+    if output != STDIO:
+        check_writable(Path(output))
+    kind, path = open_input(source)
+    spooled = path if source == STDIO else None
+    try:
+        if kind == "cache":
+            with EmbeddingCache(path) as cache:
+                attrs = dict(cache.attrs)
+                check_compatible(meta, enhancer_path, family=attrs["family"], context_dim=int(attrs["context_dim"]),
+                                 tokens=int(attrs["tokens"]), model=f"the embeddings in {source}")
+                if attrs.get("enhancer"):
+                    raise UsageError(f"{source} is already enhanced (with {attrs['enhancer']}); enhance the plain cache from `dice encode`.")
+                prompts = cache.prompts
+                cond = cache.conditioning()
+                stored_negative = cache.negative_prompts
+                stored_neg_cond = cache.conditioning(prefix="negative_") if stored_negative else None
+            ref = resolve_model(model or attrs["model"])
+        else:
+            prompts = unique(read_prompts(str(spooled) if spooled else source))
+            ref = resolve_model(model or meta["trained_on"])
+            check_compatible(meta, enhancer_path, family=ref.family, model=ref.given)
+            cond, stored_negative, stored_neg_cond, attrs = None, [], None, None
+    finally:
+        if spooled is not None and kind == "prompts":
+            spooled.unlink(missing_ok=True)
+
+    adapter = load_adapter(ref, device, dtype)  # only the text encoder is ever loaded below
+    check_compatible(meta, enhancer_path, family=ref.family, context_dim=adapter.context_dim, tokens=adapter.tokens, model=ref.given)
+    fingerprint = adapter.text_encoder_fingerprint()
+    if attrs is not None and attrs["text_encoder_fingerprint"] != fingerprint:
+        raise IncompatibleError(
+            f"{source} was encoded with {attrs['model']}, whose text encoder differs from {ref.given}'s; "
+            f"drop --model or pass --model {attrs['model']}."
+        )
+    enhancer, _ = load_enhancer(enhancer_path, device)
+    if negative is not None:
+        negative_text, neg_cond = negative, adapter.encode([negative]).conditioning
+    elif stored_negative:
+        negative_text, neg_cond = stored_negative[0], stored_neg_cond[[0]]
+    else:
+        negative_text, neg_cond = "", adapter.encode([""]).conditioning
+    neg_cond = neg_cond.to(device)
+
+    header = new_header(
+        EMBEDDINGS_FORMAT, family=ref.family, model=attrs["model"] if attrs else ref.given,
+        model_resolved=attrs["model_resolved"] if attrs else ref.resolved, fingerprint=fingerprint,
+        dtype=storage_dtype(dtype) if attrs is None else attrs["dtype"], tokens=adapter.tokens, context_dim=adapter.context_dim,
+    )
+    header.update(enhancer=Path(enhancer_path).name, enhancer_sha256=file_sha256(enhancer_path), alpha=float(alpha),
+                  enhancer_trained_on=str(meta.get("trained_on", "")))
+
+    def write(tmp: Path) -> None:
+        with CacheWriter(tmp, header) as writer:
+            if cond is None:
+                batches = encode_batches(adapter, prompts, batch_size, progress)
+                batches = ((b, e.conditioning) for b, e in batches)
+            else:
+                batches = _slices(prompts, cond, batch_size, progress)
+            for batch, batch_cond in batches:
+                batch_cond = batch_cond.to(device)
+                with torch.no_grad():
+                    enhanced = enhancer(batch_cond.prompt_embeds.float(), neg_cond.prompt_embeds.float(), alpha,
+                                        neg_cond.attention_mask)
+                writer.append(batch, batch_cond.with_embeds(enhanced))
+            writer.append([negative_text], neg_cond, prefix="negative_")
+
+    if output == STDIO:
+        with tempfile.TemporaryDirectory(prefix="dice-enhance-") as folder:
+            tmp = Path(folder) / "out.h5"
+            write(tmp)
+            stream_to_stdout(tmp)
+    else:
+        with atomic_path(Path(output)) as tmp:
+            write(tmp)
+    if spooled is not None:
+        spooled.unlink(missing_ok=True)
+    return EnhanceResult(output, ref.given, str(enhancer_path), float(alpha), negative_text, len(prompts))
+
+
+def _slices(prompts: list[str], cond: Conditioning, batch_size: int, progress: bool):
+    with tqdm(total=len(prompts), unit="prompt", desc="enhance", disable=not progress, leave=False) as bar:
+        for start in range(0, len(prompts), batch_size):
+            yield prompts[start : start + batch_size], cond[start : start + batch_size]
+            bar.update(min(batch_size, len(prompts) - start))

@@ -1,0 +1,160 @@
+"""The DICE enhancer network and its safetensors file format (DESIGN §1, §2).
+
+    c' = c + alpha * E(c, c_neg), first token of c' kept equal to c's.
+
+E: a shared Linear(D, inner) on both inputs -> ReLU -> one multi-head
+cross-attention (queries from the prompt, keys/values from the negative prompt;
+q/k/v without bias, output projection with bias) -> ReLU -> Linear(inner, D).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from dicecli import __version__
+from dicecli.errors import IncompatibleError, UsageError
+from dicecli.files import atomic_path
+
+FORMAT = "dice-enhancer"
+FORMAT_VERSION = 1
+INIT = "torch-default, fc2 zero"  # starts as the identity map c' = c
+
+
+class CrossAttention(nn.Module):
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.to_q = nn.Linear(dim, dim, bias=False)
+        self.to_k = nn.Linear(dim, dim, bias=False)
+        self.to_v = nn.Linear(dim, dim, bias=False)
+        self.to_out = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None = None) -> torch.Tensor:
+        b, n, d = x.shape
+        q, k, v = (proj(t).view(b, -1, self.heads, d // self.heads).transpose(1, 2)
+                   for proj, t in ((self.to_q, x), (self.to_k, context), (self.to_v, context)))
+        mask = None if context_mask is None else context_mask.bool()[:, None, None, :]
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.to_out(out.transpose(1, 2).reshape(b, n, d))
+
+
+class Enhancer(nn.Module):
+    def __init__(self, context_dim: int, inner_dim: int = 512, heads: int = 8, keep_first_token: bool = True):
+        super().__init__()
+        self.context_dim, self.inner_dim, self.heads = context_dim, inner_dim, heads
+        self.keep_first_token = keep_first_token
+        self.fc1 = nn.Linear(context_dim, inner_dim)
+        self.attn = CrossAttention(inner_dim, heads)
+        self.fc2 = nn.Linear(inner_dim, context_dim)
+        nn.init.zeros_(self.fc2.weight)
+        nn.init.zeros_(self.fc2.bias)
+
+    def residual(self, c: torch.Tensor, c_neg: torch.Tensor, neg_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """E(c, c_neg), shape [N, T, D]; its first token is zero when keep_first_token."""
+        h = F.relu(self.fc1(c))
+        h_neg = F.relu(self.fc1(c_neg))
+        delta = self.fc2(F.relu(self.attn(h, h_neg, neg_mask)))
+        if self.keep_first_token:
+            delta = torch.cat([torch.zeros_like(delta[:, :1]), delta[:, 1:]], dim=1)
+        return delta
+
+    def forward(self, c: torch.Tensor, c_neg: torch.Tensor, alpha: float = 1.0, neg_mask=None) -> torch.Tensor:
+        """c' = c + alpha * E(c, c_neg), computed in the enhancer's dtype and returned in c's.
+
+        A single negative embedding ([1, T, D]) is broadcast over the batch.
+        """
+        if c_neg.shape[0] == 1 and c.shape[0] > 1:
+            c_neg = c_neg.expand(c.shape[0], -1, -1)
+            neg_mask = None if neg_mask is None else neg_mask.expand(c.shape[0], -1)
+        weight = self.fc1.weight
+        delta = self.residual(c.to(weight.dtype), c_neg.to(weight.dtype), neg_mask)
+        return (c.to(delta.dtype) + alpha * delta).to(c.dtype)
+
+
+def parameter_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_enhancer(enhancer: Enhancer, path: Path, **metadata) -> None:
+    """Write the weights and DESIGN §2 metadata atomically (string values, JSON where structured)."""
+    meta = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "context_dim": enhancer.context_dim,
+        "inner_dim": enhancer.inner_dim, "heads": enhancer.heads, "keep_first_token": enhancer.keep_first_token,
+        "init": INIT, "dicecli_version": __version__, **metadata,
+    }
+    strings = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
+    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in enhancer.state_dict().items()}
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata=strings)
+
+
+def read_metadata(path: Path) -> dict:
+    """The enhancer file's metadata, validated, without reading the weights."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"Enhancer {path} does not exist; check the path given to --enhancer.")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise UsageError(f"Enhancer {path} is not a readable .safetensors file ({error}).") from None
+    if raw.get("format") != FORMAT:
+        raise UsageError(f"{path} is not a dice enhancer (format={raw.get('format')!r}); give a file written by `dice distill`.")
+    meta = {}
+    for key, value in raw.items():
+        try:
+            meta[key] = json.loads(value)
+        except (json.JSONDecodeError, TypeError):
+            meta[key] = value
+    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        raise UsageError(f"Enhancer {path} needs a newer dicecli (format_version {meta['format_version']}); upgrade dicecli.")
+    return meta
+
+
+def check_compatible(meta: dict, path: Path, *, family: str, context_dim: int | None = None,
+                     tokens: int | None = None, model: str = "the model") -> None:
+    """Refuse an enhancer made for another family or embedding shape, in one sentence."""
+    if meta.get("family") != family:
+        raise IncompatibleError(
+            f"Enhancer {path} was trained for the {meta.get('family')} family and cannot be used with {model} "
+            f"({family}); use an enhancer trained on a {family} model."
+        )
+    if context_dim is not None and int(meta["context_dim"]) != context_dim:
+        raise IncompatibleError(
+            f"Enhancer {path} works on {meta['context_dim']}-wide embeddings but {model} produces {context_dim}-wide "
+            "ones; use an enhancer trained on a model of the same architecture."
+        )
+    if tokens is not None and meta.get("tokens") is not None and int(meta["tokens"]) != tokens:
+        raise IncompatibleError(
+            f"Enhancer {path} expects {meta['tokens']} tokens but {model} produces {tokens}; use a matching enhancer."
+        )
+
+
+def load_enhancer(path: Path, device: torch.device | str = "cpu") -> tuple[Enhancer, dict]:
+    meta = read_metadata(path)
+    enhancer = Enhancer(int(meta["context_dim"]), int(meta["inner_dim"]), int(meta["heads"]), bool(meta["keep_first_token"]))
+    from safetensors.torch import load_file
+
+    state = load_file(str(path))
+    try:
+        enhancer.load_state_dict(state)
+    except RuntimeError as error:
+        raise UsageError(f"Enhancer {path} has weights that do not match its metadata ({str(error).splitlines()[0]}); re-export it.") from None
+    return enhancer.to(device).eval().requires_grad_(False), meta
