@@ -311,6 +311,8 @@ class Distiller:
             elapsed = time.perf_counter() - window_start
             speed = window_steps * c.batch_size / elapsed if elapsed > 0 else None
             record = {"step": self.step, "loss": loss, "lr": c.lr, "images_per_s": speed, "time": time.time()}
+            if self.adapter.device.type == "cuda":
+                record["max_memory_gb"] = torch.cuda.max_memory_allocated(self.adapter.device) / 2**30
             history.append(record)
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{speed:.1f}" if speed else "-")

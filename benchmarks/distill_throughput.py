@@ -1,0 +1,78 @@
+"""Distill throughput and memory on the real SD1.5 architecture (random weights), one GPU.
+
+    python benchmarks/distill_throughput.py OUT_DIR [--steps N] [--batch 32] [--compile]
+
+Runs `dicecli.distill.Distiller` exactly as `dice distill` does, from a latent cache
+of random 64x64 latents with captions, and prints images/s (median over the last
+steps, excluding warm-up) and peak GPU memory as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from dicecli.cache import LATENTS_FORMAT, CacheWriter, new_header
+from dicecli.data import open_training_data
+from dicecli.distill import DistillConfig, Distiller
+from dicecli.families import load_adapter
+from dicecli.recipes import resolve_model
+
+from sd15_random import build
+
+
+def latent_cache(path: Path, count: int) -> Path:
+    rng = np.random.default_rng(0)
+    header = new_header(LATENTS_FORMAT, family="sd15", model="sd15-random", model_resolved="", fingerprint="",
+                        dtype=np.float16, tokens=77, context_dim=768)
+    with CacheWriter(path, header) as writer:
+        writer.append_array("latents", rng.standard_normal((count, 4, 64, 64)).astype(np.float16))
+        writer.append_strings("prompts", [f"a photograph of object {i} on a table near a window" for i in range(count)])
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--batch", type=int, default=32)
+    parser.add_argument("--grad-accum", type=int, default=1)
+    parser.add_argument("--compile", action="store_true")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    model = build(Path("/tmp/sd15-random"))
+    data = open_training_data(str(latent_cache(args.out / "latents.h5", 1024)))
+    ref = resolve_model(str(model))
+    adapter = load_adapter(ref, torch.device("cuda"), torch.bfloat16)
+    config = DistillConfig(steps=args.steps, batch_size=args.batch * args.grad_accum, grad_accum=args.grad_accum,
+                           negative_prompts="builtin", checkpoint_every=10**9, validate=False, compile=args.compile,
+                           resolution=512)
+    torch.cuda.reset_peak_memory_stats()
+    trainer = Distiller(adapter, data, config, work_dir=args.out / "work", output=args.out / "e.safetensors",
+                        model_name="sd15-random")
+    times = []
+    trainer.enhancer.train()
+    for _ in range(args.steps):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        trainer.train_step(trainer.enhancer)
+        torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    warm = times[len(times) // 3:]
+    result = {
+        "device": torch.cuda.get_device_name(), "torch": torch.__version__, "batch_per_step": config.batch_size,
+        "micro_batch": args.batch, "compile": args.compile, "first_step_s": times[0],
+        "images_per_s": config.batch_size / statistics.median(warm),
+        "max_memory_gb": torch.cuda.max_memory_allocated() / 2**30,
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,155 @@
+import itertools
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from conftest import run_dice_process
+
+
+@pytest.fixture(scope="module")
+def imagefolder(tmp_path_factory):
+    """16 random images with captions, as `dice sample` or a user would lay them out."""
+    folder = tmp_path_factory.mktemp("imagefolder")
+    rng = np.random.default_rng(0)
+    with open(folder / "metadata.jsonl", "w") as f:
+        for i in range(16):
+            Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(folder / f"{i:06d}.png")
+            f.write(json.dumps({"file_name": f"{i:06d}.png", "text": f"a photo of thing number {i}"}) + "\n")
+    return folder
+
+
+def distill_args(data, work, out, *extra):
+    return ["distill", "--model", "tiny-sd15", "--data", data, "--work-dir", work, "-o", out,
+            "--batch-size", "4", "--grad-accum", "2", "--seed", "3", *extra]
+
+
+def test_distill_writes_enhancer_log_checkpoints_and_grid(dice, imagefolder, tmp_path):
+    out = tmp_path / "e.safetensors"
+    result = dice(*distill_args(imagefolder, tmp_path / "run", out, "--steps", "4", "--checkpoint-every", "2", "--json"))
+    assert result.code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["steps"] == 4 and summary["output"] == str(out)
+    from dicecli.enhancer import read_metadata
+
+    meta = read_metadata(out)
+    assert (meta["family"], meta["trained_on"], meta["steps"], meta["batch_size"]) == ("sd15", "tiny-sd15", 4, 4)
+    assert (meta["guidance_scale"], meta["loss"], meta["negative_prompts"], meta["tokens"]) == (5.0, "l1", "builtin-v1", 77)
+    log = [json.loads(line) for line in (tmp_path / "run" / "train_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3, 4] and all(r["loss"] > 0 for r in log)
+    checkpoints = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert checkpoints == ["step-0000002", "step-0000004"]
+    grid = Image.open(tmp_path / "run" / "checkpoints" / "step-0000004" / "validation.png")
+    assert grid.width == 3 * 32  # unguided | CFG | DICE
+
+
+def test_latent_cache_gives_same_training_as_images(dice, imagefolder, tmp_path):
+    latents = tmp_path / "latents.h5"
+    result = dice("encode", "--images", imagefolder, "-o", latents, "--model", "tiny-sd15", "--json")
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout)["latent_shape"] == [4, 16, 16]
+    import h5py
+
+    with h5py.File(latents) as f:
+        assert f.attrs["format"] == "dice-latents" and f["latents"].shape == (16, 4, 16, 16)
+        assert f["prompts"][0].decode() == "a photo of thing number 0"
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    assert dice(*distill_args(imagefolder, tmp_path / "ra", a, "--steps", "2", "--no-validate")).code == 0
+    assert dice(*distill_args(latents, tmp_path / "rb", b, "--steps", "2", "--no-validate")).code == 0
+    for key, value in load_file(str(a)).items():
+        torch.testing.assert_close(load_file(str(b))[key], value, atol=1e-5, rtol=1e-4, msg=key)
+
+
+def test_only_the_enhancer_trains():
+    from pathlib import Path
+
+    from dicecli.data import TrainingData
+    from dicecli.distill import DistillConfig, Distiller
+    from dicecli.families import load_adapter
+    from dicecli.recipes import resolve_model
+
+    adapter = load_adapter(resolve_model("tiny-sd15"), torch.device("cpu"), torch.float32)
+    data = TrainingData(["a", "b", "c", "d"], latents=torch.randn(4, 4, 16, 16))
+    config = DistillConfig(steps=1, batch_size=4, negative_prompts="none", validate=False)
+    trainer = Distiller(adapter, data, config, work_dir=Path("unused"), output=Path("unused.safetensors"), model_name="tiny-sd15")
+    unet_before = {k: v.clone() for k, v in adapter.unet.state_dict().items()}
+    latents, cond, negative, generator = trainer.batch(0, 0)
+    from dicecli.distill import dice_loss
+
+    loss = dice_loss(adapter, trainer.enhancer, trainer.noise_scheduler, latents, cond, negative, 5.0, "l1", generator)
+    loss.backward()
+    assert all(p.grad is None for p in adapter.unet.parameters())
+    assert all(p.grad is None for p in adapter.text_encoder.parameters())
+    assert trainer.enhancer.fc2.weight.grad.abs().sum() > 0  # reached through the frozen UNet
+    assert all(torch.equal(v, adapter.unet.state_dict()[k]) for k, v in unet_before.items())
+
+
+def test_sigkill_then_resume_equals_uninterrupted(imagefolder, tmp_path, tiny_sd15_dir):
+    common = ["--steps", "10", "--checkpoint-every", "2", "--no-validate"]
+    straight = tmp_path / "straight.safetensors"
+    done = run_dice_process(*distill_args(imagefolder, tmp_path / "r1", straight, *common))
+    assert done.returncode == 0, done.stderr.decode()
+
+    killed = tmp_path / "killed.safetensors"
+    args = [sys.executable, "-m", "dicecli", *map(str, distill_args(imagefolder, tmp_path / "r2", killed, *common))]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoints = tmp_path / "r2" / "checkpoints"
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(checkpoints.glob("step-0000004")):
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not killed.exists(), "the run finished before it was killed"
+
+    refused = run_dice_process(*distill_args(imagefolder, tmp_path / "r2", killed, *common))
+    assert refused.returncode == 2 and b"--resume" in refused.stderr
+    resumed = run_dice_process(*distill_args(imagefolder, tmp_path / "r2", killed, *common, "--resume", "--json"))
+    assert resumed.returncode == 0, resumed.stderr.decode()
+    assert json.loads(resumed.stdout)["resumed_from"] >= 4
+    a, b = load_file(str(straight)), load_file(str(killed))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+    steps = [json.loads(line)["step"] for line in (tmp_path / "r2" / "train_log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 11))
+
+
+def test_resume_with_other_settings_is_refused(dice, imagefolder, tmp_path):
+    assert dice(*distill_args(imagefolder, tmp_path / "r", tmp_path / "e.safetensors", "--steps", "2", "--no-validate")).code == 0
+    result = dice(*distill_args(imagefolder, tmp_path / "r", tmp_path / "e.safetensors", "--steps", "4", "--no-validate",
+                                "--resume", "--guidance-scale", "7"))
+    assert result.code == 2 and "guidance_scale=5.0" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_recipe_default_data_missing_says_how_to_provide_it(dice, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DICE_COCO_DIR", str(tmp_path / "coco"))
+    recipe = tmp_path / "ds.toml"
+    from dicecli.builtin import builtin_path
+
+    recipe.write_text(f'name = "ds"\nfamily = "sd15"\n[source]\npath = "{builtin_path("tiny-sd15")}"\n[distill]\ndata = "coco2017-train"\n')
+    result = dice("distill", "--model", recipe)
+    assert result.code == 2
+    assert "COCO 2017" in result.stderr and "DICE_COCO_DIR" in result.stderr and str(tmp_path / "coco") in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_batch_not_divisible_by_accumulation(dice, imagefolder, tmp_path):
+    result = dice("distill", "--model", "tiny-sd15", "--data", imagefolder, "--batch-size", "6", "--grad-accum", "4",
+                  "--work-dir", tmp_path / "w")
+    assert result.code == 2 and "--batch-size 6 must be divisible" in result.stderr
+
+
+def test_negative_corpus_has_100_distinct_prompts():
+    from dicecli.distill import load_negative_corpus
+
+    prompts, name = load_negative_corpus("builtin")
+    assert len(prompts) >= 100 and len(set(prompts)) == len(prompts) and name == "builtin-v1"
+    assert "watermark" in prompts and "extra limbs" in prompts
