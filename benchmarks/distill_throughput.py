@@ -44,12 +44,20 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--grad-accum", type=int, default=1)
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--compile-mode", default=None)
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--cudnn-benchmark", action="store_true")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     model = build(Path("/tmp/sd15-random"))
     data = open_training_data(str(latent_cache(args.out / "latents.h5", 1024)))
     ref = resolve_model(str(model))
     adapter = load_adapter(ref, torch.device("cuda"), torch.bfloat16)
+    torch.backends.cudnn.benchmark = args.cudnn_benchmark
+    if args.channels_last:
+        adapter.unet.to(memory_format=torch.channels_last)
+    if args.compile_mode:
+        adapter.components["unet"] = torch.compile(adapter.unet, mode=args.compile_mode)
     config = DistillConfig(steps=args.steps, batch_size=args.batch * args.grad_accum, grad_accum=args.grad_accum,
                            negative_prompts="builtin", checkpoint_every=10**9, validate=False, compile=args.compile,
                            resolution=512)
@@ -67,7 +75,8 @@ def main() -> None:
     warm = times[len(times) // 3:]
     result = {
         "device": torch.cuda.get_device_name(), "torch": torch.__version__, "batch_per_step": config.batch_size,
-        "micro_batch": args.batch, "compile": args.compile, "first_step_s": times[0],
+        "micro_batch": args.batch, "compile": args.compile_mode or args.compile, "channels_last": args.channels_last,
+        "cudnn_benchmark": args.cudnn_benchmark, "first_step_s": times[0],
         "images_per_s": config.batch_size / statistics.median(warm),
         "max_memory_gb": torch.cuda.max_memory_allocated() / 2**30,
     }

@@ -153,7 +153,7 @@ def distill_command(
     resume: bool = typer.Option(False, "--resume", help="Continue exactly from the latest checkpoint in the work dir."),
     checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", min=1, help="Steps between checkpoints [500]."),
     seed: int = typer.Option(0, "--seed", help="Seed of initialisation, data order, noise and timesteps."),
-    compile: bool = typer.Option(False, "--compile", help="torch.compile the denoiser."),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the denoiser [on for CUDA: 1.5x faster after a few minutes of compiling]."),
     validate: bool = typer.Option(True, "--validate/--no-validate", help="Write a validation grid at each checkpoint."),
     device: str = DeviceOption,
     dtype: str = DtypeOption,
@@ -180,10 +180,12 @@ def distill_command(
     settings.update({k: v for k, v in given.items() if v is not None})
     if "resolution" not in settings:
         settings["resolution"] = ref.defaults("sample").get("height", 512)
+    torch_device = select_device(device)
+    if compile is None:
+        compile = torch_device.type == "cuda"
     config = DistillConfig(**settings, seed=seed, compile=compile, validate=validate)
     training_data = open_training_data(data or defaults.get("data"), ref.recipe.name if ref.recipe else "")
     work, out = default_paths(ref.recipe.name if ref.recipe else ref.given, work_dir, output)
-    torch_device = select_device(device)
     result = distill(ref, training_data, config, work_dir=work, output=out, resume=resume, device=torch_device,
                      dtype=select_dtype(dtype, torch_device), progress=show_progress(quiet))
     summary = {k: v for k, v in vars(result).items() if k != "log"}
