@@ -188,7 +188,9 @@ def distill_command(
     work, out = default_paths(ref.recipe.name if ref.recipe else ref.given, work_dir, output)
     result = distill(ref, training_data, config, work_dir=work, output=out, resume=resume, device=torch_device,
                      dtype=select_dtype(dtype, torch_device), progress=show_progress(quiet))
-    summary = {k: v for k, v in vars(result).items() if k != "log"}
+    if not result.main_process:
+        return  # under `accelerate launch`/torchrun, only the main process reports
+    summary = {k: v for k, v in vars(result).items() if k not in ("log", "main_process")}
     report(summary, as_json, f"{result.output}: enhancer after {result.steps} steps (loss {result.final_loss:.4f}); "
            f"checkpoints and train_log.jsonl in {result.work_dir}.", quiet)
 

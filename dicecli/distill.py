@@ -110,17 +110,15 @@ class SampleOrder:
         return out
 
 
-def step_generator(device: torch.device, seed: int, step: int, micro: int, rank: int) -> torch.Generator:
-    return torch.Generator(device).manual_seed(((seed * 1_000_003 + step) * 131 + micro) * 1031 + rank)
+def step_generator(device: torch.device, seed: int, step: int, micro: int) -> torch.Generator:
+    """Randomness of one micro-batch over all processes: the same draws whatever the process count."""
+    return torch.Generator(device).manual_seed((seed * 1_000_003 + step) * 131 + micro)
 
 
 def dice_loss(adapter: FamilyAdapter, enhancer: torch.nn.Module, noise_scheduler, x0: torch.Tensor,
-              cond: Conditioning, negative: Conditioning, guidance_scale: float, loss: str,
-              generator: torch.Generator) -> torch.Tensor:
+              cond: Conditioning, negative: Conditioning, t: torch.Tensor, noise: torch.Tensor,
+              guidance_scale: float, loss: str) -> torch.Tensor:
     """The DICE objective on one batch of latents (DESIGN §1)."""
-    b = x0.shape[0]
-    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=generator, device=x0.device)
-    noise = torch.randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
     x_t = noise_scheduler.add_noise(x0, noise, t).to(adapter.dtype)
     with torch.no_grad():
         both = adapter.denoise(torch.cat([x_t, x_t]), torch.cat([t, t]), Conditioning.cat([cond, negative]))
@@ -139,6 +137,7 @@ class DistillResult:
     resumed_from: int
     final_loss: float | None
     images_per_second: float | None
+    main_process: bool = True
     log: list[dict] = field(default_factory=list, repr=False)
 
 
@@ -246,22 +245,30 @@ class Distiller:
 
     # -- training -----------------------------------------------------------------------
     def batch(self, step: int, micro: int):
-        """Latents, conditioning and negative conditioning of this process's share of a micro-batch."""
+        """This process's share of a micro-batch: latents, conditioning, negative conditioning, t, noise.
+
+        Draws are made for the whole micro-batch of all processes, then sliced, so that N processes
+        train exactly like one process with the same total batch.
+        """
         c, adapter = self.config, self.adapter
-        start = step * c.batch_size + (micro * self.world + self.rank) * self.micro_batch
-        indices = self.order.indices(start, self.micro_batch)
-        generator = step_generator(adapter.device, c.seed, step, micro, self.rank)
+        size, mine = self.micro_batch * self.world, slice(self.rank * self.micro_batch, (self.rank + 1) * self.micro_batch)
+        start = step * c.batch_size + micro * size
+        indices = self.order.indices(start, size)[mine]
         if self.data.latents is not None:
             latents = self.data.latents[indices].to(adapter.device, torch.float32)
         else:
             latents = self.encode_images(indices)
-        cond = adapter.encode([self.data.captions[i] for i in indices]).conditioning.to(adapter.device)
-        use_null = torch.rand(self.micro_batch, generator=generator, device=adapter.device) < c.null_share
+        generator = step_generator(adapter.device, c.seed, step, micro)
+        use_null = torch.rand(size, generator=generator, device=adapter.device)[mine] < c.null_share
+        pick = torch.randint(1, max(2, len(self.negative_bank)), (size,), generator=generator, device=adapter.device)[mine]
         if len(self.negatives_text) == 0:
             use_null[:] = True
-        pick = torch.randint(1, max(2, len(self.negative_bank)), (self.micro_batch,), generator=generator, device=adapter.device)
+        t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (size,), generator=generator,
+                          device=adapter.device)[mine]
+        noise = torch.randn((size, *latents.shape[1:]), generator=generator, device=adapter.device)[mine]
+        cond = adapter.encode([self.data.captions[i] for i in indices]).conditioning.to(adapter.device)
         negative = self.negative_bank[torch.where(use_null, torch.zeros_like(pick), pick).cpu()]
-        return latents, cond, negative, generator
+        return latents, cond, negative, t, noise
 
     @torch.no_grad()
     def encode_images(self, indices: list[int]) -> torch.Tensor:
@@ -279,13 +286,13 @@ class Distiller:
         c = self.config
         total = 0.0
         for micro in range(c.grad_accum):
-            latents, cond, negative, generator = self.batch(self.step, micro)
+            latents, cond, negative, t, noise = self.batch(self.step, micro)
             sync = contextlib.nullcontext() if micro == c.grad_accum - 1 else self.accelerator.no_sync(enhancer)
             with sync, self.autocast():
-                loss = dice_loss(self.adapter, enhancer, self.noise_scheduler, latents, cond, negative,
-                                 c.guidance_scale, c.loss, generator)
+                loss = dice_loss(self.adapter, enhancer, self.noise_scheduler, latents, cond, negative, t, noise,
+                                 c.guidance_scale, c.loss)
                 self.accelerator.backward(loss / c.grad_accum)
-            total += loss.item() / c.grad_accum
+            total += self.accelerator.reduce(loss.detach(), "mean").item() / c.grad_accum
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
@@ -328,7 +335,7 @@ class Distiller:
         bar.close()
         if self.main:
             save_enhancer(self.enhancer, self.output, **self.metadata())
-        return DistillResult(str(self.output), str(self.work_dir), self.step, resumed_from, loss, speed, history)
+        return DistillResult(str(self.output), str(self.work_dir), self.step, resumed_from, loss, speed, self.main, history)
 
     @torch.no_grad()
     def validation_grid(self, path: Path, count: int = 4) -> None:

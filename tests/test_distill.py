@@ -80,10 +80,10 @@ def test_only_the_enhancer_trains():
     config = DistillConfig(steps=1, batch_size=4, negative_prompts="none", validate=False)
     trainer = Distiller(adapter, data, config, work_dir=Path("unused"), output=Path("unused.safetensors"), model_name="tiny-sd15")
     unet_before = {k: v.clone() for k, v in adapter.unet.state_dict().items()}
-    latents, cond, negative, generator = trainer.batch(0, 0)
+    latents, cond, negative, t, noise = trainer.batch(0, 0)
     from dicecli.distill import dice_loss
 
-    loss = dice_loss(adapter, trainer.enhancer, trainer.noise_scheduler, latents, cond, negative, 5.0, "l1", generator)
+    loss = dice_loss(adapter, trainer.enhancer, trainer.noise_scheduler, latents, cond, negative, t, noise, 5.0, "l1")
     loss.backward()
     assert all(p.grad is None for p in adapter.unet.parameters())
     assert all(p.grad is None for p in adapter.text_encoder.parameters())
@@ -193,3 +193,26 @@ def test_short_distill_recovers_guidance_on_held_out_prompts(dice, tmp_path):
     x0 = torch.randn(len(held_out), 4, 16, 16, generator=torch.Generator().manual_seed(5)) * 0.8
     plain, enhanced = guidance_error(adapter, enhancer, x0, cond, null, 5.0, seed=7)
     assert enhanced <= 0.7 * plain, (plain, enhanced)
+
+
+def test_two_processes_train_like_one(imagefolder, tmp_path, tiny_sd15_dir):
+    """torchrun with 2 CPU processes (gloo): data sharded, loss averaged, one writer, same enhancer as 1 process."""
+    import os
+
+    common = ["--steps", "3", "--batch-size", "8", "--no-validate", "--device", "cpu", "--seed", "1", "--json"]
+    single = run_dice_process("distill", "--model", "tiny-sd15", "--data", imagefolder, "--work-dir", tmp_path / "one",
+                              "-o", tmp_path / "one.safetensors", *common)
+    assert single.returncode == 0, single.stderr.decode()
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    double = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533", "-m", "dicecli",
+         "distill", "--model", "tiny-sd15", "--data", str(imagefolder), "--work-dir", str(tmp_path / "two"),
+         "-o", str(tmp_path / "two.safetensors"), *common],
+        capture_output=True, timeout=300, env=env,
+    )
+    assert double.returncode == 0, double.stderr.decode()[-2000:]
+    assert double.stdout.decode().count('"output"') == 1  # one process reports
+    one, two = load_file(str(tmp_path / "one.safetensors")), load_file(str(tmp_path / "two.safetensors"))
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], atol=2e-6, rtol=1e-4, msg=key)
+    assert len((tmp_path / "two" / "train_log.jsonl").read_text().splitlines()) == 3
