@@ -222,6 +222,45 @@ def enhance_command(
            quiet, data_on_stdout=output == "-")
 
 
+@app.command("sample")
+def sample_command(
+    source: Optional[str] = typer.Argument(None, metavar="[INPUT]", help="Embedding cache (.h5), prompts file, or - (default: piped stdin)."),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="Sample folder [samples/MODEL-METHOD-cfgW-aA-sN]."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Model [the cache's model; the enhancer's trained_on]."),
+    enhancer: Optional[str] = typer.Option(None, "--enhancer", "-e", help="Enhancer .safetensors to apply to plain embeddings."),
+    alpha: Optional[float] = typer.Option(None, "--alpha", help="Enhancer strength [1]."),
+    cfg: float = typer.Option(1.0, "--cfg", help="Guidance scale: 1 = unguided (one evaluation per step); >1 = CFG (two)."),
+    negative: Optional[str] = typer.Option(None, "--negative", help="Negative prompt (CFG, and the enhancer's second input)."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Sampler steps [recipe, 20]."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="dpmsolver++ (default), ddim, euler, euler-a, pndm, unipc."),
+    seed: int = typer.Option(0, "--seed", help="Image i uses seed + i, whatever the batch size."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per pipeline call."),
+    height: Optional[int] = typer.Option(None, "--height", help="Image height [recipe, model's native size]."),
+    width: Optional[int] = typer.Option(None, "--width", help="Image width [recipe, model's native size]."),
+    num_per_prompt: int = typer.Option(1, "--num-per-prompt", min=1, help="Images per prompt."),
+    device: str = DeviceOption,
+    dtype: str = DtypeOption,
+    quiet: bool = QuietOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Generate images from embeddings or prompts: unguided, CFG, DICE (--enhancer), or DICE + CFG."""
+    from pathlib import Path
+
+    from dicecli.runtime import select_device, select_dtype
+    from dicecli.sample import prepare_job
+    from dicecli.sampling import run_job
+
+    torch_device = select_device(device)
+    job = prepare_job(source, model=model, enhancer=Path(enhancer) if enhancer else None, alpha=alpha, cfg=cfg,
+                      negative=negative, steps=steps, scheduler=scheduler, seed=seed, height=height, width=width,
+                      num_per_prompt=num_per_prompt, device=torch_device, dtype=select_dtype(dtype, torch_device))
+    folder = Path(output) if output else job.settings.default_folder()
+    result = run_job(job, folder, batch_size, progress=show_progress(quiet))
+    summary = {k: v for k, v in vars(result).items() if k != "settings"}
+    report(summary, as_json, f"{result.output}: {result.generated} images generated, {result.skipped} already there "
+           f"({job.settings.method}, {result.nfe_per_image} model evaluations per image).", quiet)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the app and turns failures into one sentence and an exit status."""
     args = list(sys.argv[1:] if argv is None else argv)

@@ -9,13 +9,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from dicecli.cache import EMBEDDINGS_FORMAT, CacheWriter, EmbeddingCache, is_hdf5, new_header, storage_dtype
+from dicecli.cache import EMBEDDINGS_FORMAT, CacheWriter, EmbeddingCache, new_header, storage_dtype
 from dicecli.encode import encode_batches, unique
 from dicecli.enhancer import check_compatible, file_sha256, load_enhancer, read_metadata
 from dicecli.errors import IncompatibleError, UsageError
 from dicecli.families import Conditioning, load_adapter
-from dicecli.files import STDIO, atomic_path, check_writable, stdin_to_file, stream_to_stdout
-from dicecli.prompts import read_prompts
+from dicecli.files import STDIO, atomic_path, check_writable, stream_to_stdout
+from dicecli.prompts import open_input, read_prompts
 from dicecli.recipes import resolve_model
 
 
@@ -30,15 +30,6 @@ class EnhanceResult:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def open_input(source: str) -> tuple[str, Path | None]:
-    """('cache', path) for an HDF5 input (stdin spooled to a file), else ('prompts', None)."""
-    if source == STDIO:
-        spooled = stdin_to_file()
-        return ("cache", spooled) if is_hdf5(spooled) else ("prompts", spooled)
-    path = Path(source)
-    return ("cache", path) if path.suffix == ".h5" or is_hdf5(path) else ("prompts", None)
 
 
 def enhance(source: str, output: str, enhancer_path: Path, *, model: str | None, alpha: float,
@@ -63,7 +54,7 @@ def enhance(source: str, output: str, enhancer_path: Path, *, model: str | None,
                 stored_neg_cond = cache.conditioning(prefix="negative_") if stored_negative else None
             ref = resolve_model(model or attrs["model"])
         else:
-            prompts = unique(read_prompts(str(spooled) if spooled else source))
+            prompts = unique(read_prompts(str(spooled), name="standard input") if spooled else read_prompts(source))
             ref = resolve_model(model or meta["trained_on"])
             check_compatible(meta, enhancer_path, family=ref.family, model=ref.given)
             cond, stored_negative, stored_neg_cond, attrs = None, [], None, None

@@ -11,15 +11,15 @@ from dicecli.errors import UsageError
 TEXT_FIELDS = ("prompt", "text", "caption")
 
 
-def read_prompts(source: str) -> list[str]:
-    """Return the prompts of `source` in order; `-` reads standard input."""
+def read_prompts(source: str, name: str | None = None) -> list[str]:
+    """Return the prompts of `source` in order; `-` reads standard input. `name` is how errors call it."""
     if source == "-":
         raw = sys.stdin.buffer.read()
         name = "standard input"
         suffix = ".jsonl" if raw.lstrip().startswith(b"{") else ".txt"
     else:
         path = Path(source)
-        name = str(path)
+        name = name or str(path)
         if not path.exists():
             raise UsageError(f"Prompt file {path} does not exist; check the path.")
         if path.is_dir():
@@ -92,3 +92,19 @@ def _from_json(text: str, name: str) -> list[str]:
             "convert it to one of those or to .txt/.jsonl."
         )
     return [_field(record, name, f" entry {index}") for index, record in enumerate(records)]
+
+
+def open_input(source: str) -> tuple[str, Path | None]:
+    """('cache', path) for an HDF5 embedding cache (stdin is spooled to a file), else ('prompts', path or None)."""
+    from dicecli.cache import is_hdf5
+    from dicecli.files import stdin_to_file
+
+    if source == "-":
+        spooled = stdin_to_file()
+        if is_hdf5(spooled):
+            return "cache", spooled
+        with open(spooled, "rb") as f:
+            suffix = ".jsonl" if f.read(4096).lstrip().startswith(b"{") else ".txt"
+        return "prompts", spooled.rename(spooled.with_suffix(suffix))
+    path = Path(source)
+    return ("cache", path) if path.suffix == ".h5" or is_hdf5(path) else ("prompts", None)

@@ -1,12 +1,21 @@
-"""Sampling from embeddings with diffusers pipelines and schedulers (never a hand-written sampler)."""
+"""Sampling from embeddings with diffusers pipelines and schedulers (never a hand-written sampler),
+and the sample folder format (DESIGN §2): NNNNNN.png with PNG text chunks, metadata.jsonl, dice-sample.json."""
 
 from __future__ import annotations
 
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
 import torch
 from PIL import Image, ImageDraw
+from PIL.PngImagePlugin import PngInfo
+from tqdm.auto import tqdm
 
-from dicecli.errors import UsageError
+from dicecli.errors import IncompatibleError, UsageError
 from dicecli.families import Conditioning, FamilyAdapter
+from dicecli.files import atomic_path
 
 # name -> (diffusers scheduler class name, extra config); built from the model's own scheduler config
 SCHEDULERS = {
@@ -54,3 +63,147 @@ def image_grid(rows: list[list[Image.Image]], column_titles: list[str] | None = 
         for j, image in enumerate(row):
             grid.paste(image, (j * w, strip + i * h))
     return grid
+
+
+# -- sample folders (DESIGN §2) -----------------------------------------------------------
+
+SETTINGS_FILE = "dice-sample.json"
+METADATA_FILE = "metadata.jsonl"
+
+
+@dataclass
+class SampleSettings:
+    """Everything that determines the images of a sample folder; a folder holds one set of settings."""
+
+    model: str
+    family: str
+    enhancer: str | None
+    enhancer_sha256: str | None
+    alpha: float | None
+    cfg: float
+    negative_prompt: str
+    steps: int
+    scheduler: str
+    seed: int
+    height: int
+    width: int
+    num_per_prompt: int
+
+    @property
+    def nfe(self) -> int:
+        """Denoiser evaluations per image (CFG doubles them)."""
+        return self.steps * (2 if self.cfg > 1 else 1)
+
+    @property
+    def method(self) -> str:
+        if self.enhancer:
+            return "dice+cfg" if self.cfg > 1 else "dice"
+        return "cfg" if self.cfg > 1 else "unguided"
+
+    def default_folder(self) -> Path:
+        name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(self.model.rstrip("/")).name)
+        alpha = f"-a{self.alpha:g}" if self.enhancer else ""
+        return Path("samples") / f"{name}-{self.method}-cfg{self.cfg:g}{alpha}-s{self.steps}"
+
+
+@dataclass
+class SampleJob:
+    adapter: FamilyAdapter
+    prompts: list[str]
+    cond: Conditioning  # one row per prompt, already enhanced when an enhancer is used
+    negative: Conditioning | None  # [1, T, D], used when cfg > 1
+    settings: SampleSettings
+
+
+@dataclass
+class SampleResult:
+    output: str
+    images: int
+    generated: int
+    skipped: int
+    nfe_per_image: int
+    settings: dict = field(repr=False, default_factory=dict)
+
+
+def _png_info(record: dict) -> PngInfo:
+    info = PngInfo()
+    for key, value in record.items():
+        if key != "file_name":
+            info.add_text(key, "" if value is None else str(value))
+    # The A1111 "parameters" chunk, which SD tools and image viewers read.
+    s = record
+    extra = f", DICE enhancer: {s['enhancer']}, DICE alpha: {s['alpha']}" if s.get("enhancer") else ""
+    info.add_text("parameters", f"{s['text']}\nNegative prompt: {s['negative_prompt']}\nSteps: {s['steps']}, "
+                  f"Sampler: {s['scheduler']}, CFG scale: {s['cfg']}, Seed: {s['seed']}, "
+                  f"Size: {s['width']}x{s['height']}, Model: {s['model']}{extra}")
+    return info
+
+
+def prepare_folder(folder: Path, settings: SampleSettings, prompts: list[str]) -> dict[int, dict]:
+    """Create or re-open a sample folder; return the records of images already there."""
+    settings_path = folder / SETTINGS_FILE
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"Output {folder} is a file; give a folder to -o.")
+    if folder.is_dir() and any(folder.iterdir()) and not settings_path.exists():
+        raise UsageError(f"Folder {folder} is not empty and is not a dice sample folder; choose another -o.")
+    wanted = asdict(settings)
+    if settings_path.exists():
+        saved = json.loads(settings_path.read_text())
+        changed = [k for k in wanted if saved.get(k) != wanted[k]]
+        if changed:
+            raise IncompatibleError(
+                f"Folder {folder} holds samples made with other settings ({', '.join(f'{k}={saved.get(k)!r}' for k in changed)}); "
+                "choose another -o or use the same settings."
+            )
+    folder.mkdir(parents=True, exist_ok=True)
+    if not settings_path.exists():
+        with atomic_path(settings_path) as tmp:
+            tmp.write_text(json.dumps(wanted, indent=2))
+    done: dict[int, dict] = {}
+    metadata = folder / METADATA_FILE
+    if metadata.exists():
+        for line in metadata.read_text(encoding="utf-8").splitlines():
+            if not line.strip():
+                continue
+            record = json.loads(line)
+            index = int(Path(record["file_name"]).stem)
+            expected = prompts[index // settings.num_per_prompt] if index // settings.num_per_prompt < len(prompts) else None
+            if record["text"] != expected:
+                raise IncompatibleError(
+                    f"Folder {folder} holds image {record['file_name']} of prompt {record['text']!r}, but this prompt "
+                    "list has another prompt there; choose another -o."
+                )
+            if (folder / record["file_name"]).is_file():
+                done[index] = record
+    return done
+
+
+def run_job(job: SampleJob, folder: Path, batch_size: int, progress: bool = False) -> SampleResult:
+    """Generate the missing images of `folder`. Image i uses seed + i and belongs to the fixed
+    batch i // batch_size, so a resumed run makes exactly the images an uninterrupted one would."""
+    s = job.settings
+    total = len(job.prompts) * s.num_per_prompt
+    done = prepare_folder(folder, s, job.prompts)
+    groups = [list(range(g, min(g + batch_size, total))) for g in range(0, total, batch_size)]
+    todo = [g for g in groups if any(i not in done for i in g)]
+    generated = 0
+    with tqdm(total=total, initial=len(done), unit="image", desc="sample", disable=not progress, leave=False) as bar:
+        for group in todo:
+            rows = [i // s.num_per_prompt for i in group]
+            images = generate(job.adapter, job.cond[rows], job.negative, cfg=s.cfg, steps=s.steps, scheduler=s.scheduler,
+                              seeds=[s.seed + i for i in group], height=s.height, width=s.width)
+            for i, image in zip(group, images):
+                if i in done:
+                    continue
+                record = {"file_name": f"{i:06d}.png", "text": job.prompts[i // s.num_per_prompt],
+                          "negative_prompt": s.negative_prompt, "seed": s.seed + i, "model": s.model,
+                          "enhancer": s.enhancer, "alpha": s.alpha, "cfg": s.cfg, "steps": s.steps,
+                          "scheduler": s.scheduler, "height": s.height, "width": s.width}
+                with atomic_path(folder / record["file_name"]) as tmp:
+                    image.save(tmp, format="PNG", pnginfo=_png_info(record))
+                done[i] = record
+                generated += 1
+                bar.update(1)
+            with atomic_path(folder / METADATA_FILE) as tmp:
+                tmp.write_text("".join(json.dumps(done[i]) + "\n" for i in sorted(done)), encoding="utf-8")
+    return SampleResult(str(folder), total, generated, total - generated, s.nfe, asdict(s))

@@ -205,6 +205,12 @@ class FamilyAdapter(ABC):
 
     pipeline_components: ClassVar[tuple[str, ...]] = ()
 
+    def default_size(self) -> int:
+        """Native image size: the denoiser's sample size times the VAE's downsampling."""
+        self.require("vae", self.denoiser_name)
+        vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return int(self.denoiser.config.sample_size) * vae_scale
+
     def pipeline_extra_kwargs(self) -> dict:
         return {}
 
