@@ -49,6 +49,8 @@ def prepare_job(source: str | None, *, model: str | None, enhancer: Path | None,
             prompts, cond = cache.prompts, cache.conditioning()
             if cache.negative_prompts:
                 stored_negative, stored_neg_cond = cache.negative_prompts[0], cache.conditioning([0], prefix="negative_")
+        if source in (None, "-"):
+            path.unlink(missing_ok=True)  # the spooled standard input
         if attrs.get("enhancer"):
             if enhancer:
                 raise UsageError(f"{source} is already enhanced (with {attrs['enhancer']}); drop --enhancer or sample the plain cache.")

@@ -1,0 +1,173 @@
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import run_dice_process
+from dicecli.enhancer import Enhancer, save_enhancer
+
+
+@pytest.fixture(scope="module")
+def enhancer_file(tmp_path_factory):
+    torch.manual_seed(0)
+    enhancer = Enhancer(32)
+    with torch.no_grad():
+        for p in enhancer.parameters():
+            p.normal_(0, 0.1)
+    path = tmp_path_factory.mktemp("enh") / "tiny.safetensors"
+    save_enhancer(enhancer, path, family="sd15", tokens=77, trained_on="tiny-sd15", guidance_scale=5.0,
+                  negative_prompts="builtin-v1", loss="l1", steps=1, batch_size=1)
+    return path
+
+
+def pixels(folder, count):
+    return [np.asarray(Image.open(folder / f"{i:06d}.png")) for i in range(count)]
+
+
+def test_cfg5_equals_diffusers_pipeline(dice, prompts_file, tiny_sd15_dir, tmp_path):
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+
+    out = tmp_path / "cfg5"
+    result = dice("sample", prompts_file, "--model", "tiny-sd15", "--cfg", "5", "--steps", "8", "--seed", "10",
+                  "--batch-size", "2", "-o", out)
+    assert result.code == 0, result.stderr
+    pipe = StableDiffusionPipeline.from_pretrained(tiny_sd15_dir, safety_checker=None, requires_safety_checker=False)
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, algorithm_type="dpmsolver++")
+    pipe.set_progress_bar_config(disable=True)
+    prompts = ["a red cat", "a blue dog on a beach", "a green house"]
+    expected = pipe(prompts, guidance_scale=5.0, num_inference_steps=8, height=32, width=32,
+                    generator=[torch.Generator().manual_seed(10 + i) for i in range(3)]).images
+    for got, want in zip(pixels(out, 3), expected):
+        assert np.abs(got.astype(int) - np.asarray(want).astype(int)).max() <= 1
+
+
+def count_evaluations(monkeypatch):
+    from diffusers import UNet2DConditionModel
+
+    rows = []
+    original = UNet2DConditionModel.forward
+
+    def counting(self, sample, *args, **kwargs):
+        rows.append(sample.shape[0])
+        return original(self, sample, *args, **kwargs)
+
+    monkeypatch.setattr(UNet2DConditionModel, "forward", counting)
+    return rows
+
+
+@pytest.mark.parametrize("cfg, use_enhancer, per_step", [("1", False, 1), ("1", True, 1), ("5", False, 2), ("5", True, 2)])
+def test_denoiser_evaluations(dice, prompts_file, enhancer_file, tmp_path, monkeypatch, cfg, use_enhancer, per_step):
+    rows = count_evaluations(monkeypatch)
+    extra = ["--enhancer", enhancer_file] if use_enhancer else []
+    result = dice("sample", prompts_file, "--model", "tiny-sd15", "--cfg", cfg, "--steps", "7", "-o", tmp_path / "s",
+                  "--json", *extra)
+    assert result.code == 0, result.stderr
+    assert sum(rows) / 3 == 7 * per_step  # evaluations per image
+    assert json.loads(result.stdout)["nfe_per_image"] == 7 * per_step
+
+
+def test_enhance_pipe_into_sample(prompts_file, enhancer_file, tmp_path, tiny_sd15_dir):
+    enhanced = run_dice_process("enhance", prompts_file, "-o", "-", "--enhancer", enhancer_file)
+    assert enhanced.returncode == 0, enhanced.stderr.decode()
+    out = tmp_path / "out"
+    sampled = run_dice_process("sample", "-", "--cfg", "1", "-o", out, "--steps", "4", input=enhanced.stdout)
+    assert sampled.returncode == 0, sampled.stderr.decode()
+    records = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
+    assert [r["text"] for r in records] == ["a red cat", "a blue dog on a beach", "a green house"]
+    assert all(r["enhancer"] == "tiny.safetensors" and r["cfg"] == 1.0 for r in records)
+    image = Image.open(out / "000001.png")
+    assert image.text["prompt" if "prompt" in image.text else "text"] == "a blue dog on a beach"
+    assert image.text["seed"] == "1" and "DICE enhancer: tiny.safetensors" in image.text["parameters"]
+
+
+def test_plain_cache_needs_nothing_else_and_matches_prompts(dice, prompts_file, tmp_path):
+    cache = tmp_path / "emb.h5"
+    assert dice("encode", prompts_file, "-o", cache, "--model", "tiny-sd15").code == 0
+    assert dice("sample", cache, "--cfg", "1", "-o", tmp_path / "a", "--steps", "4").code == 0
+    assert dice("sample", prompts_file, "--model", "tiny-sd15", "--cfg", "1", "-o", tmp_path / "b", "--steps", "4").code == 0
+    for a, b in zip(pixels(tmp_path / "a", 3), pixels(tmp_path / "b", 3)):
+        assert np.array_equal(a, b)
+
+
+def test_seed_per_image_whatever_the_batch(dice, prompts_file, tmp_path):
+    assert dice("sample", prompts_file, "--model", "tiny-sd15", "--steps", "4", "--batch-size", "1", "-o", tmp_path / "one").code == 0
+    assert dice("sample", prompts_file, "--model", "tiny-sd15", "--steps", "4", "--batch-size", "3", "-o", tmp_path / "three").code == 0
+    for a, b in zip(pixels(tmp_path / "one", 3), pixels(tmp_path / "three", 3)):
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+def test_rerun_does_nothing_and_other_settings_are_refused(dice, prompts_file, tmp_path):
+    out = tmp_path / "s"
+    args = ["sample", prompts_file, "--model", "tiny-sd15", "--steps", "4", "-o", out, "--num-per-prompt", "2"]
+    first = dice(*args, "--json")
+    assert first.code == 0 and json.loads(first.stdout)["generated"] == 6
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    again = dice(*args, "--json")
+    assert again.code == 0 and json.loads(again.stdout)["generated"] == 0
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
+    refused = dice("sample", prompts_file, "--model", "tiny-sd15", "--steps", "5", "-o", out, "--num-per-prompt", "2")
+    assert refused.code == 2 and "other settings (steps=4)" in refused.stderr
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
+    records = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
+    assert [r["text"] for r in records[:2]] == ["a red cat", "a red cat"] and [r["seed"] for r in records[:2]] == [0, 1]
+
+
+def test_folder_that_is_not_a_sample_folder_is_refused(dice, prompts_file, tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "holiday.jpg").write_bytes(b"x")
+    result = dice("sample", prompts_file, "--model", "tiny-sd15", "-o", tmp_path / "mine")
+    assert result.code == 2 and "not a dice sample folder" in result.stderr
+
+
+def test_killed_sample_resumes_to_the_same_images(tmp_path, tiny_sd15_dir):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("".join(f"prompt {i}\n" for i in range(40)))
+    args = ["sample", prompts, "--model", "tiny-sd15", "--steps", "10", "--batch-size", "2"]
+    straight = run_dice_process(*args, "-o", tmp_path / "straight")
+    assert straight.returncode == 0, straight.stderr.decode()
+    killed = tmp_path / "killed"
+    process = subprocess.Popen([sys.executable, "-m", "dicecli", *map(str, args), "-o", str(killed)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(killed.glob("0*.png"))) < 6:
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert 0 < len(list(killed.glob("0*.png"))) < 40
+    resumed = run_dice_process(*args, "-o", killed, "--json")
+    assert resumed.returncode == 0, resumed.stderr.decode()
+    assert json.loads(resumed.stdout)["skipped"] > 0
+    for a, b in zip(pixels(tmp_path / "straight", 40), pixels(killed, 40)):
+        assert np.array_equal(a, b)
+    assert len((killed / "metadata.jsonl").read_text().splitlines()) == 40
+
+
+@pytest.mark.parametrize("scheduler", ["dpmsolver++", "ddim", "euler", "euler-a", "pndm", "unipc"])
+def test_schedulers_by_name(dice, tmp_path, scheduler):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\n")
+    result = dice("sample", prompts, "--model", "tiny-sd15", "--steps", "3", "--scheduler", scheduler, "-o", tmp_path / "s")
+    assert result.code == 0, result.stderr
+    assert json.loads((tmp_path / "s" / "metadata.jsonl").read_text())["scheduler"] == scheduler
+
+
+def test_unknown_scheduler_and_missing_input(dice, prompts_file, tmp_path):
+    result = dice("sample", prompts_file, "--model", "tiny-sd15", "--scheduler", "heun9", "-o", tmp_path / "s")
+    assert result.code == 2 and "--scheduler 'heun9' is not known" in result.stderr
+    assert not (tmp_path / "s").exists()
+    result = dice("sample", prompts_file, "-o", tmp_path / "s")
+    assert result.code == 2 and "needs --model" in result.stderr
+
+
+def test_sample_folder_feeds_distill(dice, prompts_file, tmp_path):
+    out = tmp_path / "teacher"
+    assert dice("sample", prompts_file, "--model", "tiny-sd15", "--cfg", "5", "--steps", "3", "-o", out).code == 0
+    result = dice("distill", "--model", "tiny-sd15", "--data", out, "--steps", "1", "--batch-size", "2",
+                  "--no-validate", "--work-dir", tmp_path / "w", "-o", tmp_path / "e.safetensors")
+    assert result.code == 0, result.stderr
