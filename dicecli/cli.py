@@ -6,7 +6,7 @@ import json
 import os
 import sys
 import traceback
-from typing import Optional
+from typing import List, Optional
 
 import typer
 
@@ -259,6 +259,45 @@ def sample_command(
     summary = {k: v for k, v in vars(result).items() if k != "settings"}
     report(summary, as_json, f"{result.output}: {result.generated} images generated, {result.skipped} already there "
            f"({job.settings.method}, {result.nfe_per_image} model evaluations per image).", quiet)
+
+
+@app.command("transfer")
+def transfer_command(
+    paths: List[str] = typer.Argument(..., metavar="ENHANCER... INPUT", help="Enhancer files, then the prompts file."),
+    to: List[str] = typer.Option(..., "--to", help="Target model (repeat, or comma-separate): recipe, hub id, folder, .safetensors."),
+    output: str = typer.Option(..., "-o", "--output", help="Folder for the sample folders, grid.png and the compatibility report."),
+    alpha: float = typer.Option(1.0, "--alpha", help="Enhancer strength."),
+    cfg: float = typer.Option(1.0, "--cfg", help="Guidance scale of every run (1 = unguided)."),
+    negative: Optional[str] = typer.Option(None, "--negative", help="Negative prompt."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Sampler steps [recipe, 20]."),
+    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="dpmsolver++ (default), ddim, euler, euler-a, pndm, unipc."),
+    seed: int = typer.Option(0, "--seed", help="Image i uses seed + i."),
+    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per pipeline call."),
+    height: Optional[int] = typer.Option(None, "--height"),
+    width: Optional[int] = typer.Option(None, "--width"),
+    num_per_prompt: int = typer.Option(1, "--num-per-prompt", min=1),
+    device: str = DeviceOption,
+    dtype: str = DtypeOption,
+    quiet: bool = QuietOption,
+    as_json: bool = JsonOption,
+) -> None:
+    """Apply enhancers to other models of their family: one sample folder per (model, enhancer), the unguided
+    baseline per model, a grid, and a text-encoder compatibility report."""
+    from pathlib import Path
+
+    from dicecli.runtime import select_device, select_dtype
+    from dicecli.transfer import transfer
+
+    if len(paths) < 2:
+        raise DiceUsage("dice transfer needs ENHANCER... and then INPUT (a prompts file).")
+    targets = [t for value in to for t in value.split(",") if t]
+    torch_device = select_device(device)
+    result = transfer([Path(p) for p in paths[:-1]], targets, paths[-1], Path(output), alpha=alpha, cfg=cfg,
+                      negative=negative, steps=steps, scheduler=scheduler, seed=seed, batch_size=batch_size,
+                      height=height, width=width, num_per_prompt=num_per_prompt, device=torch_device,
+                      dtype=select_dtype(dtype, torch_device), progress=show_progress(quiet))
+    report(vars(result), as_json, f"{result.output}: {len(result.folders)} sample folders, grid {result.grid}, "
+           f"report {result.output}/compatibility.md.", quiet)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -29,8 +29,6 @@ PIPELINE_FAMILIES = {
     "StableDiffusionXLPipeline": "sdxl",
     "PixArtAlphaPipeline": "pixart",
 }
-# diffusers' single-file model types -> our families
-SINGLE_FILE_FAMILIES = {"v1": "sd15", "xl_base": "sdxl"}
 # Config repos used to build a pipeline around a single-file checkpoint of each family.
 DEFAULT_SINGLE_FILE_CONFIG = {
     "sd15": "stable-diffusion-v1-5/stable-diffusion-v1-5",
@@ -180,21 +178,22 @@ def _single_file(given: str, path: Path, family: str | None) -> ModelRef:
 
 
 def _single_file_family(path: Path) -> str:
-    from diffusers.loaders.single_file_utils import infer_diffusers_model_type
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    """Family of an original-format checkpoint from its tensor names alone (no weights are read)."""
+    from safetensors import SafetensorError, safe_open
 
     try:
-        checkpoint = load_file(str(path))
+        with safe_open(str(path), framework="pt") as f:
+            keys = set(f.keys())
     except (SafetensorError, OSError) as error:
         raise UsageError(f"Checkpoint {path} is not a readable .safetensors file ({error}).") from None
-    model_type = infer_diffusers_model_type(checkpoint)
-    if model_type not in SINGLE_FILE_FAMILIES:
-        raise UsageError(
-            f"Checkpoint {path} looks like a '{model_type}' model, which dicecli has no family for; "
-            "use an SD1.5 or SDXL checkpoint, or a recipe naming its family."
-        )
-    return SINGLE_FILE_FAMILIES[model_type]
+    if any(k.startswith("conditioner.embedders.1.") for k in keys):
+        return "sdxl"
+    if any(k.startswith("cond_stage_model.transformer.") for k in keys):
+        return "sd15"
+    raise UsageError(
+        f"Checkpoint {path} is neither an SD1.5 nor an SDXL checkpoint in the original single-file layout; "
+        "use a diffusers folder, or a recipe naming its family."
+    )
 
 
 def _pipeline_family(model_index: dict, where: str) -> str:

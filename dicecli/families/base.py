@@ -9,8 +9,10 @@ with one, and which diffusers pipeline class it is. Components load lazily, so
 from __future__ import annotations
 
 import hashlib
+import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -140,6 +142,22 @@ class FamilyAdapter(ABC):
     def extra_load_kwargs(self) -> dict:
         return {}
 
+    # -- shape without weights --------------------------------------------------------
+    single_file_shape: ClassVar[tuple[int, int]] = (0, 0)  # (context_dim, tokens) of the family's base model
+
+    @classmethod
+    def embedding_shape(cls, ref: ModelRef) -> tuple[int, int]:
+        """(context_dim, tokens) read from config files only, so compatibility is checked before any weights load."""
+        if ref.kind == "single_file":
+            return cls.single_file_shape
+        encoder = json.loads(_config_file(ref, "text_encoder/config.json").read_text())
+        tokenizer = json.loads(_config_file(ref, "tokenizer/tokenizer_config.json").read_text())
+        return cls.context_dim_from_config(ref, encoder), int(tokenizer.get("model_max_length", 77))
+
+    @classmethod
+    def context_dim_from_config(cls, ref: ModelRef, encoder_config: dict) -> int:
+        return int(encoder_config["hidden_size"])
+
     # -- components ----------------------------------------------------------------
     def __getattr__(self, name: str):
         if name in type(self).all_components:
@@ -225,6 +243,22 @@ class FamilyAdapter(ABC):
     @abstractmethod
     def denoise(self, latents: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         """One denoiser evaluation: the model's raw prediction (epsilon or v)."""
+
+
+def _config_file(ref: ModelRef, name: str) -> Path:
+    """One small config file of a model (builtin, folder or hub), never its weights."""
+    from dicecli.recipes import hub_file
+
+    if ref.kind == "builtin":
+        from dicecli.builtin import ensure_builtin
+
+        return ensure_builtin(ref.location) / name
+    if ref.kind == "folder":
+        path = Path(ref.location) / name
+        if not path.is_file():
+            raise UsageError(f"Model folder {ref.location} has no {name}; check that it is a complete diffusers pipeline.")
+        return path
+    return Path(hub_file(ref.location, name))
 
 
 def quiet_libraries() -> None:

@@ -15,6 +15,7 @@ class SD15Adapter(FamilyAdapter):
     all_components = ("tokenizer", "text_encoder", "unet", "vae", "scheduler", "safety_checker", "feature_extractor")
 
     pipeline_components = ("vae", "text_encoder", "tokenizer", "unet", "scheduler")
+    single_file_shape = (768, 77)  # CLIP ViT-L/14
 
     def extra_load_kwargs(self) -> dict:
         return {"requires_safety_checker": False}

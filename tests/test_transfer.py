@@ -1,0 +1,67 @@
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from dicecli.enhancer import Enhancer, save_enhancer
+
+
+@pytest.fixture(scope="module")
+def enhancer_file(tmp_path_factory):
+    torch.manual_seed(0)
+    enhancer = Enhancer(32)
+    with torch.no_grad():
+        for p in enhancer.parameters():
+            p.normal_(0, 0.1)
+    path = tmp_path_factory.mktemp("enh") / "tiny-enh.safetensors"
+    save_enhancer(enhancer, path, family="sd15", tokens=77, trained_on="tiny-sd15", guidance_scale=5.0,
+                  negative_prompts="builtin-v1", loss="l1", steps=1, batch_size=1)
+    return path
+
+
+def test_transfer_to_two_models(dice, prompts_file, enhancer_file, other_sd15_dir, tmp_path):
+    out = tmp_path / "transfer"
+    result = dice("transfer", enhancer_file, prompts_file, "--to", f"tiny-sd15,{other_sd15_dir}", "-o", out,
+                  "--steps", "3", "--json")
+    assert result.code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert sorted(summary["folders"]) == sorted(
+        [str(out / "tiny-sd15" / "unguided"), str(out / "tiny-sd15" / "tiny-enh"),
+         str(out / "other-sd15" / "unguided"), str(out / "other-sd15" / "tiny-enh")]
+    )
+    for folder in summary["folders"]:
+        assert len((out / folder.split("transfer/")[1] / "metadata.jsonl").read_text().splitlines()) == 3
+    enhanced = json.loads((out / "other-sd15" / "tiny-enh" / "metadata.jsonl").read_text().splitlines()[0])
+    assert enhanced["enhancer"] == "tiny-enh.safetensors" and enhanced["model"] == str(other_sd15_dir)
+    grid = Image.open(out / "grid.png")
+    assert grid.size == (2 * 32, 2 * 3 * 32 + 14)  # rows: 2 models x 3 prompts; columns: unguided, enhancer
+    report = {entry["target"]: entry["sources"][0] for entry in json.loads((out / "compatibility.json").read_text())}
+    assert report["tiny-sd15"]["mean_cosine"] == pytest.approx(1.0) and report["tiny-sd15"]["same_text_encoder"]
+    assert report[str(other_sd15_dir)]["mean_cosine"] < 0.999 and not report[str(other_sd15_dir)]["same_text_encoder"]
+    assert "| tiny-sd15 | tiny-sd15 |" in (out / "compatibility.md").read_text()
+
+
+def test_transfer_refuses_other_family_before_loading_weights(dice, prompts_file, tmp_path, monkeypatch):
+    from dicecli.families.base import FamilyAdapter
+
+    def forbidden(self, wanted):
+        raise AssertionError(f"weights were loaded: {wanted}")
+
+    monkeypatch.setattr(FamilyAdapter, "_load_pipeline", forbidden)
+    sdxl = tmp_path / "sdxl-enh.safetensors"
+    save_enhancer(Enhancer(2048), sdxl, family="sdxl", tokens=77, trained_on="sdxl")
+    result = dice("transfer", sdxl, prompts_file, "--to", "tiny-sd15", "-o", tmp_path / "t")
+    assert result.code == 2, result.stderr
+    assert "trained for the sdxl family and cannot be used with tiny-sd15" in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "t").exists()
+
+
+def test_transfer_refuses_other_dimension_before_loading_weights(dice, prompts_file, tmp_path, monkeypatch):
+    from dicecli.families.base import FamilyAdapter
+
+    monkeypatch.setattr(FamilyAdapter, "_load_pipeline", lambda self, wanted: (_ for _ in ()).throw(AssertionError(wanted)))
+    wide = tmp_path / "sd15-enh.safetensors"
+    save_enhancer(Enhancer(768), wide, family="sd15", tokens=77, trained_on="sd15")
+    result = dice("transfer", wide, prompts_file, "--to", "tiny-sd15", "-o", tmp_path / "t")
+    assert result.code == 2 and "768-wide embeddings but tiny-sd15 produces 32-wide" in result.stderr
