@@ -300,6 +300,66 @@ def transfer_command(
            f"report {result.output}/compatibility.md.", quiet)
 
 
+@app.command("eval")
+def eval_command(
+    folders: List[str] = typer.Argument(..., metavar="FOLDER...", help="Sample folders from `dice sample`."),
+    ref: Optional[str] = typer.Option(None, "--ref", help="FID reference: an image folder or statistics from `dice fid-stats`."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated: fid, clip, aesthetic [clip,aesthetic; +fid with --ref]."),
+    fid_features: str = typer.Option("inception", "--fid-features", help="inception (clean-fid) or tiny-random (smoke tests)."),
+    clip_model: Optional[str] = typer.Option(None, "--clip-model", help="CLIP model for the CLIP score [laion/CLIP-ViT-g-14-laion2B-s12B-b42K]."),
+    aesthetic_clip: Optional[str] = typer.Option(None, "--aesthetic-clip", help="CLIP under the aesthetic predictor [openai/clip-vit-large-patch14]."),
+    aesthetic_weights: Optional[str] = typer.Option(None, "--aesthetic-weights", help="LAION aesthetic predictor weights (.pth or .safetensors)."),
+    output_format: str = typer.Option("table", "--format", help="What to print: table (Markdown), json or csv."),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="Write REPORT.json, REPORT.md, REPORT.csv (and REPORT-nfe.png)."),
+    device: str = DeviceOption,
+) -> None:
+    """FID, CLIP score and aesthetic score of sample folders, as the paper's Table 1 (and Figure 5 across step counts)."""
+    from pathlib import Path
+
+    from dicecli.evaluate import DEFAULT_AESTHETIC_CLIP, DEFAULT_CLIP, csv_text, evaluate, json_text, markdown_table, nfe_plot
+    from dicecli.files import atomic_path
+    from dicecli.runtime import select_device
+
+    if output_format not in ("table", "json", "csv"):
+        raise DiceUsage(f"--format {output_format!r} is not known; use table, json or csv.")
+    chosen = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else ["clip", "aesthetic"] + (["fid"] if ref else [])
+    result = evaluate([Path(f) for f in folders], ref=ref, metrics=chosen, fid_features=fid_features,
+                      clip_model=clip_model or DEFAULT_CLIP, aesthetic_clip=aesthetic_clip or DEFAULT_AESTHETIC_CLIP,
+                      aesthetic_weights=aesthetic_weights,
+                      device=select_device(device))
+    if output:
+        base = Path(output)
+        if nfe_plot(result, base.with_name(base.name + "-nfe.png")):
+            result.plot = str(base.with_name(base.name + "-nfe.png"))
+        for suffix, text in ((".json", json_text(result)), (".md", markdown_table(result)), (".csv", csv_text(result))):
+            with atomic_path(base.with_name(base.name + suffix)) as tmp:
+                tmp.write_text(text, encoding="utf-8")
+    typer.echo({"table": markdown_table, "json": json_text, "csv": csv_text}[output_format](result), nl=False)
+
+
+@app.command("fid-stats")
+def fid_stats_command(
+    folder: str = typer.Argument(..., metavar="FOLDER", help="Reference images (e.g. COCO 2017 val resized), or a sample folder."),
+    output: str = typer.Option(..., "-o", "--output", help="Statistics file (.npz) for `dice eval --ref`."),
+    fid_features: str = typer.Option("inception", "--fid-features", help="inception (clean-fid) or tiny-random (smoke tests)."),
+    device: str = DeviceOption,
+    quiet: bool = QuietOption,
+) -> None:
+    """Compute and save FID reference statistics (mean and covariance of the features) of an image folder."""
+    from pathlib import Path
+
+    from dicecli.evaluate import feature_extractor, folder_features, open_folder, save_statistics
+    from dicecli.files import check_writable
+    from dicecli.runtime import select_device
+
+    check_writable(Path(output))
+    torch_device = select_device(device)
+    extractor, _ = feature_extractor(fid_features, torch_device)
+    images = open_folder(Path(folder)).images
+    save_statistics(Path(output), folder_features(images, extractor, torch_device), fid_features, folder)
+    info(f"{output}: FID statistics of {len(images)} images ({fid_features} features).", quiet)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: runs the app and turns failures into one sentence and an exit status."""
     args = list(sys.argv[1:] if argv is None else argv)

@@ -99,3 +99,43 @@ def prompts_file(tmp_path) -> Path:
     path = tmp_path / "prompts.txt"
     path.write_text("a red cat\n\na blue dog on a beach\na green house\n", encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_clip_dir(tmp_path_factory) -> Path:
+    """A random-weight CLIP (model + processor) built from configs, standing in for CLIP ViT-g/14 and ViT-L/14."""
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    from dicecli.builtin import clip_byte_tokenizer
+
+    tokenizer = clip_byte_tokenizer()
+    torch.manual_seed(0)
+    config = CLIPConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, max_position_embeddings=77, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                           image_size=32, patch_size=8),
+        projection_dim=32,
+    )
+    folder = tmp_path_factory.mktemp("clip") / "tiny-clip"
+    CLIPModel(config).save_pretrained(folder)
+    processor = CLIPProcessor(image_processor=CLIPImageProcessor(size={"shortest_edge": 32},
+                                                                 crop_size={"height": 32, "width": 32}),
+                              tokenizer=tokenizer)
+    processor.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_aesthetic_weights(tmp_path_factory) -> Path:
+    """Aesthetic-predictor weights for the tiny CLIP (32-dim embeddings), saved as the published .pth is: a state dict."""
+    import torch
+
+    from dicecli.evaluate import AestheticPredictor
+
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("aesthetic") / "tiny-aesthetic.pth"
+    torch.save(AestheticPredictor(32).state_dict(), path)
+    return path

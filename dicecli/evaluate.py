@@ -1,0 +1,342 @@
+"""`dice eval`: FID (clean-fid), CLIP score and aesthetic score of sample folders, with reports.
+
+Every model is loaded from local files or the Hugging Face cache; one that is missing gets
+one sentence on how to get it. Numbers come with the settings that produced them.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from dicecli.errors import UsageError
+from dicecli.files import atomic_path
+from dicecli.sampling import METADATA_FILE, SETTINGS_FILE
+
+DEFAULT_CLIP = "laion/CLIP-ViT-g-14-laion2B-s12B-b42K"  # the reference evaluation's CLIP score model
+DEFAULT_AESTHETIC_CLIP = "openai/clip-vit-large-patch14"  # the LAION aesthetic predictor's backbone
+AESTHETIC_FILE = "sac+logos+ava1-l14-linearMSE.pth"
+CLEANFID_INCEPTION = Path("/tmp/inception-2015-12-05.pt")  # where clean-fid keeps its Inception weights
+METRICS = ("fid", "clip", "aesthetic")
+
+
+@dataclass
+class SampleFolder:
+    path: Path
+    images: list[Path]
+    prompts: list[str]
+    settings: dict
+
+    @property
+    def label(self) -> dict:
+        s = self.settings
+        method = s.get("method") or _method(s)
+        nfe = s.get("steps", 0) * (2 if s.get("cfg", 1) > 1 else 1) if s.get("steps") else None
+        return {"folder": str(self.path), "model": s.get("model"), "method": method, "cfg": s.get("cfg"),
+                "alpha": s.get("alpha"), "steps": s.get("steps"), "nfe": nfe}
+
+
+def _method(s: dict) -> str:
+    if s.get("enhancer"):
+        return "DICE+CFG" if s.get("cfg", 1) > 1 else "DICE"
+    if not s:
+        return "reference"
+    return "CFG" if s.get("cfg", 1) > 1 else "unguided"
+
+
+def open_folder(path: Path) -> SampleFolder:
+    if not path.is_dir():
+        raise UsageError(f"Sample folder {path} does not exist; give folders written by `dice sample`.")
+    settings = json.loads((path / SETTINGS_FILE).read_text()) if (path / SETTINGS_FILE).is_file() else {}
+    images, prompts = [], []
+    if (path / METADATA_FILE).is_file():
+        for number, line in enumerate((path / METADATA_FILE).read_text(encoding="utf-8").splitlines(), start=1):
+            if line.strip():
+                try:
+                    record = json.loads(line)
+                    images.append(path / record["file_name"])
+                    prompts.append(record.get("text", ""))
+                except (json.JSONDecodeError, KeyError):
+                    raise UsageError(f"{path / METADATA_FILE} line {number} needs JSON with 'file_name'; fix that line.") from None
+    else:
+        images = sorted(p for p in path.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"))
+        prompts = [""] * len(images)
+    if not images:
+        raise UsageError(f"Sample folder {path} holds no images; run `dice sample` into it first.")
+    return SampleFolder(path, images, prompts, settings)
+
+
+# -- FID ------------------------------------------------------------------------------------
+class TinyRandomFeatures(torch.nn.Module):
+    """A seeded random conv net as FID feature extractor: only for offline smoke tests (`--fid-features tiny-random`)."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(
+            torch.nn.Conv2d(3, 16, 5, stride=4), torch.nn.ReLU(), torch.nn.Conv2d(16, 6, 5, stride=4),
+            torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),  # 6 features: estimable from a handful of images
+        )
+
+    @torch.no_grad()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # clean-fid passes [B, 3, 299, 299] in 0..255
+        return self.net(x / 127.5 - 1)
+
+
+def feature_extractor(name: str, device: torch.device):
+    """(callable or None for clean-fid's Inception, description)."""
+    if name == "inception":
+        if not CLEANFID_INCEPTION.is_file() and _offline():
+            raise UsageError(
+                f"FID needs clean-fid's Inception weights at {CLEANFID_INCEPTION}; on a connected machine run "
+                "`python -c \"from cleanfid import fid; fid.build_feature_extractor('clean')\"` and copy the file there."
+            )
+        return None, "clean-fid Inception-v3 (clean mode)"
+    if name == "tiny-random":
+        return TinyRandomFeatures().to(device).eval(), "tiny random conv features (smoke tests only)"
+    raise UsageError(f"--fid-features {name!r} is not known; use inception or tiny-random.")
+
+
+def folder_features(images: list[Path], extractor, device: torch.device) -> np.ndarray:
+    from cleanfid import fid
+
+    model = extractor if extractor is not None else fid.build_feature_extractor("clean", device=device, use_dataparallel=False)
+    return fid.get_files_features([str(p) for p in images], model, num_workers=0, batch_size=32, device=device,
+                                  mode="clean", verbose=False)
+
+
+def statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return np.mean(features, axis=0), np.cov(features, rowvar=False)
+
+
+def save_statistics(path: Path, features: np.ndarray, extractor_name: str, source: str) -> None:
+    mu, sigma = statistics(features)
+    buffer = io.BytesIO()
+    np.savez(buffer, mu=mu, sigma=sigma, count=len(features), features=np.array(extractor_name), source=np.array(source))
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buffer.getvalue())
+
+
+def load_statistics(path: Path, extractor_name: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if str(data["features"]) != extractor_name:
+                raise UsageError(f"Statistics {path} were computed with {data['features']} features, not {extractor_name}; recompute them with `dice fid-stats`.")
+            return data["mu"], data["sigma"]
+    except (OSError, KeyError, ValueError) as error:
+        raise UsageError(f"{path} is not a statistics file from `dice fid-stats` ({error}).") from None
+
+
+# -- CLIP and aesthetic scores ------------------------------------------------------------------
+def load_clip(name: str, device: torch.device, what: str):
+    from transformers import AutoProcessor, CLIPModel
+
+    from dicecli.families.base import quiet_libraries
+
+    quiet_libraries()
+    local = Path(name).expanduser().exists() or _offline()
+    try:
+        model = CLIPModel.from_pretrained(name, local_files_only=local).to(device).eval()
+        processor = AutoProcessor.from_pretrained(name, local_files_only=local)
+    except (OSError, ValueError) as error:
+        raise UsageError(
+            f"{what} model {name} is not available here ({str(error).splitlines()[0][:120]}); download it on a connected "
+            f"machine (`hf download {name}`) into the Hugging Face cache, or pass a local folder."
+        ) from None
+    return model, processor
+
+
+def _offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+@torch.no_grad()
+def image_embeddings(model, processor, images: list[Path], device: torch.device, batch_size: int = 32) -> torch.Tensor:
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = [Image.open(p).convert("RGB") for p in images[start : start + batch_size]]
+        pixels = processor(images=batch, return_tensors="pt")["pixel_values"].to(device)
+        out.append(_tensor(model.get_image_features(pixel_values=pixels)).float())
+    return torch.cat(out)
+
+
+def _tensor(output) -> torch.Tensor:
+    """transformers 5 may return a model output instead of a tensor from get_*_features."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+@torch.no_grad()
+def clip_score(model, processor, images: list[Path], prompts: list[str], device: torch.device) -> float:
+    """100 * mean(max(cos(image, prompt), 0)), as torchmetrics' CLIPScore."""
+    if not any(prompts):
+        raise UsageError("CLIP score needs prompts: the folder's metadata.jsonl has no 'text' fields.")
+    image = torch.nn.functional.normalize(image_embeddings(model, processor, images, device), dim=-1)
+    texts = []
+    for start in range(0, len(prompts), 64):
+        tokens = processor(text=prompts[start : start + 64], return_tensors="pt", padding="max_length", truncation=True,
+                           max_length=processor.tokenizer.model_max_length)
+        texts.append(_tensor(model.get_text_features(input_ids=tokens["input_ids"].to(device),
+                                                     attention_mask=tokens["attention_mask"].to(device))).float())
+    text = torch.nn.functional.normalize(torch.cat(texts), dim=-1)
+    return (100 * (image * text).sum(-1).clamp(min=0)).mean().item()
+
+
+class AestheticPredictor(torch.nn.Module):
+    """The LAION improved aesthetic predictor: an MLP on L2-normalised CLIP ViT-L/14 image embeddings."""
+
+    def __init__(self, dim: int = 768):
+        super().__init__()
+        self.layers = torch.nn.Sequential(
+            torch.nn.Linear(dim, 1024), torch.nn.Dropout(0.2), torch.nn.Linear(1024, 128), torch.nn.Dropout(0.2),
+            torch.nn.Linear(128, 64), torch.nn.Dropout(0.1), torch.nn.Linear(64, 16), torch.nn.Linear(16, 1),
+        )
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return self.layers(torch.nn.functional.normalize(embeddings, dim=-1)).squeeze(-1)
+
+
+def aesthetic_weights_path(given: str | None) -> Path:
+    from dicecli.paths import dice_home
+
+    path = Path(given or os.environ.get("DICE_AESTHETIC_WEIGHTS") or dice_home() / "aesthetic" / AESTHETIC_FILE).expanduser()
+    if not path.is_file():
+        raise UsageError(
+            f"Aesthetic score needs the LAION improved-aesthetic-predictor weights ({AESTHETIC_FILE}, from the "
+            f"christophschuhmann/improved-aesthetic-predictor repository) at {path}; download them there, or pass --aesthetic-weights."
+        )
+    return path
+
+
+def load_aesthetic(path: Path, device: torch.device) -> AestheticPredictor:
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:  # the published file is a torch state dict: load tensors only, never code
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001 - any unpickling refusal is the same message
+            raise UsageError(f"Aesthetic weights {path} are not a plain state dict ({type(error).__name__}); use the published .pth or a .safetensors file.") from None
+    predictor = AestheticPredictor(state["layers.0.weight"].shape[1])
+    predictor.load_state_dict(state)
+    return predictor.to(device).eval()
+
+
+# -- the report --------------------------------------------------------------------------------
+@dataclass
+class EvalReport:
+    rows: list[dict]
+    settings: dict
+    plot: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def evaluate(folders: list[Path], *, ref: str | None, metrics: list[str], fid_features: str, clip_model: str,
+             aesthetic_clip: str, aesthetic_weights: str | None, device: torch.device) -> EvalReport:
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise UsageError(f"--metrics {','.join(unknown)} not known; choose from fid, clip, aesthetic.")
+    if "fid" in metrics and not ref:
+        raise UsageError("FID needs --ref: a folder of reference images or statistics from `dice fid-stats`.")
+    samples = [open_folder(Path(f)) for f in folders]
+    rows = [{**s.label, "images": len(s.images)} for s in samples]
+    settings = {"metrics": metrics, "ref": ref, "fid_features": fid_features, "clip_model": clip_model,
+                "aesthetic_clip": aesthetic_clip, "device": str(device)}
+    if "fid" in metrics:
+        ref_path = Path(ref)
+        if not ref_path.exists():
+            raise UsageError(f"--ref {ref} does not exist; give a reference image folder or a statistics .npz.")
+        stats = load_statistics(ref_path, fid_features) if ref_path.is_file() else None
+        extractor, description = feature_extractor(fid_features, device)
+        settings["fid_features_description"] = description
+        mu_r, sigma_r = stats or statistics(folder_features(open_folder(ref_path).images, extractor, device))
+        from cleanfid import fid
+
+        for row, sample in zip(rows, samples):
+            mu, sigma = statistics(folder_features(sample.images, extractor, device))
+            row["fid"] = float(fid.frechet_distance(mu, sigma, mu_r, sigma_r))
+    if "clip" in metrics:
+        model, processor = load_clip(clip_model, device, "CLIP-score")
+        for row, sample in zip(rows, samples):
+            row["clip"] = clip_score(model, processor, sample.images, sample.prompts, device)
+        del model
+    if "aesthetic" in metrics:
+        predictor = load_aesthetic(aesthetic_weights_path(aesthetic_weights), device)
+        model, processor = load_clip(aesthetic_clip, device, "Aesthetic-score CLIP")
+        for row, sample in zip(rows, samples):
+            with torch.no_grad():
+                row["aesthetic"] = predictor(image_embeddings(model, processor, sample.images, device)).mean().item()
+    return EvalReport(rows, settings)
+
+
+COLUMNS = [("model", "model"), ("method", "method"), ("cfg", "cfg"), ("alpha", "alpha"), ("steps", "steps"),
+           ("nfe", "NFE"), ("fid", "FID ↓"), ("clip", "CLIP ↑"), ("aesthetic", "AS ↑"), ("alignment", "alignment ↑"),
+           ("images", "images")]
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.2f}" if abs(value) >= 0.01 or value == 0 else f"{value:.4f}"
+    return str(value)
+
+
+def markdown_table(report: EvalReport) -> str:
+    columns = [(k, title) for k, title in COLUMNS if any(k in row for row in report.rows)]
+    lines = ["| " + " | ".join(t for _, t in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+    lines += ["| " + " | ".join(_cell(row.get(k)) for k, _ in columns) + " |" for row in report.rows]
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(report: EvalReport) -> str:
+    keys = ["folder"] + [k for k, _ in COLUMNS if any(k in row for row in report.rows)]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(report.rows)
+    return buffer.getvalue()
+
+
+def json_text(report: EvalReport) -> str:
+    return json.dumps(asdict(report), indent=2)
+
+
+def nfe_plot(report: EvalReport, path: Path) -> bool:
+    """Quality vs NFE (the paper's Figure 5) when some method was evaluated at several step counts."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in report.rows:
+        groups.setdefault((row.get("model"), row.get("method"), row.get("cfg"), row.get("alpha")), []).append(row)
+    lines = {k: sorted(v, key=lambda r: r["nfe"] or 0) for k, v in groups.items() if len({r.get("nfe") for r in v}) > 1}
+    metrics = [m for m in ("alignment", "clip", "fid", "aesthetic") if any(m in r for r in report.rows)]
+    if not lines or not metrics:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.5), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for (model, method, cfg, alpha), rows in lines.items():
+            label = f"{method} (cfg {cfg:g})" if cfg is not None else str(method)
+            ax.plot([r["nfe"] for r in rows], [r.get(metric) for r in rows], marker="o", label=label)
+        ax.set_xlabel("NFE (denoiser evaluations per image)")
+        ax.set_ylabel(dict(COLUMNS).get(metric, metric))
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+    return True
