@@ -173,8 +173,7 @@ class Distiller:
         self.order = SampleOrder(len(data), config.seed)
         self.step = 0
         if config.compile:
-            name = adapter.denoiser_name
-            adapter.components[name] = torch.compile(adapter.components[name])
+            adapter.compile_denoiser()
         frozen = [p for n in needed if isinstance(adapter.components[n], torch.nn.Module) for p in adapter.components[n].parameters()]
         assert not any(p.requires_grad for p in frozen), "the diffusion model must stay frozen"
         assert all(p.requires_grad for p in self.enhancer.parameters())

@@ -165,6 +165,11 @@ class FamilyAdapter(ABC):
             return self.components[name]
         raise AttributeError(name)
 
+    def compile_denoiser(self) -> None:
+        """torch.compile the denoiser in place (the first calls are slow while it compiles)."""
+        self.require(self.denoiser_name)
+        self.components[self.denoiser_name] = torch.compile(self.components[self.denoiser_name])
+
     @property
     def denoiser(self) -> torch.nn.Module:
         self.require(self.denoiser_name)
