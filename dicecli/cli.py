@@ -238,6 +238,7 @@ def sample_command(
     height: Optional[int] = typer.Option(None, "--height", help="Image height [recipe, model's native size]."),
     width: Optional[int] = typer.Option(None, "--width", help="Image width [recipe, model's native size]."),
     num_per_prompt: int = typer.Option(1, "--num-per-prompt", min=1, help="Images per prompt."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the UNet and VAE decoder (worth it for hundreds of images)."),
     device: str = DeviceOption,
     dtype: str = DtypeOption,
     quiet: bool = QuietOption,
@@ -255,6 +256,8 @@ def sample_command(
                       negative=negative, steps=steps, scheduler=scheduler, seed=seed, height=height, width=width,
                       num_per_prompt=num_per_prompt, device=torch_device, dtype=select_dtype(dtype, torch_device))
     folder = Path(output) if output else job.settings.default_folder()
+    if compile:
+        job.adapter.compile_denoiser(vae_decoder=True)
     result = run_job(job, folder, batch_size, progress=show_progress(quiet))
     summary = {k: v for k, v in vars(result).items() if k != "settings"}
     report(summary, as_json, f"{result.output}: {result.generated} images generated, {result.skipped} already there "

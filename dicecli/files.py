@@ -57,11 +57,13 @@ def stdin_to_file(folder: Path | None = None) -> Path:
     return Path(tmp)
 
 
-def remove_stale_temporaries(path: Path) -> None:
-    """Delete temporary files of `path` left by runs that were killed (their pid is gone)."""
-    pattern = re.compile(rf"^\.{re.escape(path.name)}\.(\d+)\.")
-    for candidate in path.parent.glob(f".{path.name}.*.tmp"):
-        match = pattern.match(candidate.name)
+def remove_stale_temporaries(path: Path, pattern: str | None = None) -> None:
+    """Delete temporary files of `path` (or of every file in folder `path` when pattern="*")
+    left by runs that were killed: their process id is gone."""
+    folder, name = (path, pattern) if pattern else (path.parent, re.escape(path.name))
+    owner = re.compile(rf"^\.{name if pattern is None else '.+'}\.(\d+)\.[^.]+\.tmp$")
+    for candidate in folder.glob(f".{path.name if pattern is None else '*'}.*.tmp"):
+        match = owner.match(candidate.name)
         if match and not _pid_alive(int(match.group(1))):
             candidate.unlink(missing_ok=True)
 

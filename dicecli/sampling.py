@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from tqdm.auto import tqdm
 
 from dicecli.errors import IncompatibleError, UsageError
 from dicecli.families import Conditioning, FamilyAdapter
-from dicecli.files import atomic_path
+from dicecli.files import atomic_path, remove_stale_temporaries
 
 # name -> (diffusers scheduler class name, extra config); built from the model's own scheduler config
 SCHEDULERS = {
@@ -39,9 +40,9 @@ def make_scheduler(name: str, config):
 
 @torch.no_grad()
 def generate(adapter: FamilyAdapter, cond: Conditioning, negative: Conditioning | None, *, cfg: float,
-             steps: int, scheduler: str, seeds: list[int], height: int, width: int) -> list[Image.Image]:
+             steps: int, scheduler: str, seeds: list[int], height: int, width: int, pipe=None) -> list[Image.Image]:
     """One image per row of `cond`, image i from seed seeds[i]; cfg <= 1 means one evaluation per step."""
-    pipe = adapter.pipeline(make_scheduler(scheduler, adapter.scheduler.config))
+    pipe = pipe or adapter.pipeline(make_scheduler(scheduler, adapter.scheduler.config))
     if cfg > 1 and negative is not None and len(negative) == 1 and len(cond) > 1:
         negative = Conditioning.cat([negative] * len(cond))
     generators = [torch.Generator(adapter.device).manual_seed(s) for s in seeds]
@@ -156,6 +157,7 @@ def prepare_folder(folder: Path, settings: SampleSettings, prompts: list[str]) -
                 "choose another -o or use the same settings."
             )
     folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(folder, pattern="*")  # half-written PNGs of a killed run
     if not settings_path.exists():
         with atomic_path(settings_path) as tmp:
             tmp.write_text(json.dumps(wanted, indent=2))
@@ -178,20 +180,47 @@ def prepare_folder(folder: Path, settings: SampleSettings, prompts: list[str]) -
     return done
 
 
+def _save_png(image: Image.Image, path: Path, record: dict) -> None:
+    with atomic_path(path) as tmp:
+        # Lossless either way; level 3 keeps PNG encoding off the critical path at 512 px and above.
+        image.save(tmp, format="PNG", pnginfo=_png_info(record), compress_level=3)
+
+
 def run_job(job: SampleJob, folder: Path, batch_size: int, progress: bool = False) -> SampleResult:
     """Generate the missing images of `folder`. Image i uses seed + i and belongs to the fixed
-    batch i // batch_size, so a resumed run makes exactly the images an uninterrupted one would."""
+    batch i // batch_size, so a resumed run makes exactly the images an uninterrupted one would.
+
+    PNGs of batch k are encoded on worker threads while the GPU makes batch k+1; metadata.jsonl
+    is rewritten only once a batch's files are all in place, so it never lists a missing image.
+    """
     s = job.settings
     total = len(job.prompts) * s.num_per_prompt
     done = prepare_folder(folder, s, job.prompts)
     groups = [list(range(g, min(g + batch_size, total))) for g in range(0, total, batch_size)]
     todo = [g for g in groups if any(i not in done for i in g)]
+    pipe = job.adapter.pipeline(make_scheduler(s.scheduler, job.adapter.scheduler.config))
     generated = 0
-    with tqdm(total=total, initial=len(done), unit="image", desc="sample", disable=not progress, leave=False) as bar:
+    pending: list[tuple[Future, int, dict]] = []
+
+    def settle() -> None:
+        nonlocal generated
+        for future, i, record in pending:
+            future.result()
+            done[i] = record
+            generated += 1
+            bar.update(1)
+        if pending:
+            with atomic_path(folder / METADATA_FILE) as tmp:
+                tmp.write_text("".join(json.dumps(done[i]) + "\n" for i in sorted(done)), encoding="utf-8")
+        pending.clear()
+
+    with ThreadPoolExecutor(max_workers=4) as writers, \
+            tqdm(total=total, initial=len(done), unit="image", desc="sample", disable=not progress, leave=False) as bar:
         for group in todo:
             rows = [i // s.num_per_prompt for i in group]
             images = generate(job.adapter, job.cond[rows], job.negative, cfg=s.cfg, steps=s.steps, scheduler=s.scheduler,
-                              seeds=[s.seed + i for i in group], height=s.height, width=s.width)
+                              seeds=[s.seed + i for i in group], height=s.height, width=s.width, pipe=pipe)
+            settle()  # the previous batch's files, written while this batch was generated
             for i, image in zip(group, images):
                 if i in done:
                     continue
@@ -199,11 +228,6 @@ def run_job(job: SampleJob, folder: Path, batch_size: int, progress: bool = Fals
                           "negative_prompt": s.negative_prompt, "seed": s.seed + i, "model": s.model,
                           "enhancer": s.enhancer, "alpha": s.alpha, "cfg": s.cfg, "steps": s.steps,
                           "scheduler": s.scheduler, "height": s.height, "width": s.width}
-                with atomic_path(folder / record["file_name"]) as tmp:
-                    image.save(tmp, format="PNG", pnginfo=_png_info(record))
-                done[i] = record
-                generated += 1
-                bar.update(1)
-            with atomic_path(folder / METADATA_FILE) as tmp:
-                tmp.write_text("".join(json.dumps(done[i]) + "\n" for i in sorted(done)), encoding="utf-8")
+                pending.append((writers.submit(_save_png, image, folder / record["file_name"], record), i, record))
+        settle()
     return SampleResult(str(folder), total, generated, total - generated, s.nfe, asdict(s))

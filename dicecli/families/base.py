@@ -165,10 +165,13 @@ class FamilyAdapter(ABC):
             return self.components[name]
         raise AttributeError(name)
 
-    def compile_denoiser(self) -> None:
-        """torch.compile the denoiser in place (the first calls are slow while it compiles)."""
+    def compile_denoiser(self, vae_decoder: bool = False) -> None:
+        """torch.compile the denoiser (and the VAE decoder) in place; the first calls are slow while it compiles."""
         self.require(self.denoiser_name)
         self.components[self.denoiser_name] = torch.compile(self.components[self.denoiser_name])
+        if vae_decoder:
+            self.require("vae")
+            self.components["vae"].decoder = torch.compile(self.components["vae"].decoder)
 
     @property
     def denoiser(self) -> torch.nn.Module:
