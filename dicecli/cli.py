@@ -128,7 +128,7 @@ def encode_command(
         warn(f"{result.truncated} of {result.prompts_new} prompts are longer than {result.tokens} tokens and were truncated.")
     report(
         result.as_dict(), as_json,
-        f"{output}: {result.prompts_new} new prompts encoded, {result.prompts_total} in the cache "
+        f"{'stdout' if output == '-' else output}: {result.prompts_new} new prompts encoded, {result.prompts_total} in the cache "
         f"({result.family}, {result.tokens}x{result.context_dim}).",
         quiet, data_on_stdout=output == "-",
     )
@@ -218,7 +218,7 @@ def enhance_command(
     torch_device = select_device(device)
     result = enhance(source, output, Path(enhancer), model=model, alpha=alpha, negative=negative, batch_size=batch_size,
                      device=torch_device, dtype=select_dtype(dtype, torch_device), progress=show_progress(quiet))
-    report(result.as_dict(), as_json, f"{output}: {result.prompts} prompts enhanced (alpha {result.alpha:g}).",
+    report(result.as_dict(), as_json, f"{'stdout' if output == '-' else output}: {result.prompts} prompts enhanced (alpha {result.alpha:g}).",
            quiet, data_on_stdout=output == "-")
 
 

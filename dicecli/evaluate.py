@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -264,7 +265,9 @@ def evaluate(folders: list[Path], *, ref: str | None, metrics: list[str], fid_fe
 
         for row, sample in zip(rows, samples):
             mu, sigma = statistics(folder_features(sample.images, extractor, device))
-            row["fid"] = float(fid.frechet_distance(mu, sigma, mu_r, sigma_r))
+            with warnings.catch_warnings():  # near-singular covariances of small folders: the value is still reported
+                warnings.simplefilter("ignore")
+                row["fid"] = max(0.0, float(fid.frechet_distance(mu, sigma, mu_r, sigma_r)))
     if "clip" in metrics:
         model, processor = load_clip(clip_model, device, "CLIP-score")
         for row, sample in zip(rows, samples):
