@@ -29,6 +29,17 @@ DtypeOption = typer.Option("auto", "--dtype", help="auto (bf16 on CUDA, fp32 on 
 QuietOption = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary (for cron and scripts).")
 JsonOption = typer.Option(False, "--json", help="Print a machine-readable JSON summary.")
 
+# Sampling options shared by `sample` and `transfer`.
+CfgOption = typer.Option(1.0, "--cfg", help="Guidance scale: 1 = unguided (one evaluation per step); >1 = CFG (two).")
+NegativeOption = typer.Option(None, "--negative", help="Negative prompt (CFG, and the enhancer's second input).")
+StepsOption = typer.Option(None, "--steps", min=1, help="Sampler steps [recipe, 20].")
+SchedulerOption = typer.Option(None, "--scheduler", help="dpmsolver++ (default), ddim, euler, euler-a, pndm, unipc.")
+SeedOption = typer.Option(0, "--seed", help="Image i uses seed + i, whatever the batch size.")
+BatchOption = typer.Option(8, "--batch-size", min=1, help="Images per pipeline call.")
+HeightOption = typer.Option(None, "--height", help="Image height [recipe, model's native size].")
+WidthOption = typer.Option(None, "--width", help="Image width [recipe, model's native size].")
+PerPromptOption = typer.Option(1, "--num-per-prompt", min=1, help="Images per prompt.")
+
 
 def show_progress(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty()
@@ -229,15 +240,15 @@ def sample_command(
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model [the cache's model; the enhancer's trained_on]."),
     enhancer: Optional[str] = typer.Option(None, "--enhancer", "-e", help="Enhancer .safetensors to apply to plain embeddings."),
     alpha: Optional[float] = typer.Option(None, "--alpha", help="Enhancer strength [1]."),
-    cfg: float = typer.Option(1.0, "--cfg", help="Guidance scale: 1 = unguided (one evaluation per step); >1 = CFG (two)."),
-    negative: Optional[str] = typer.Option(None, "--negative", help="Negative prompt (CFG, and the enhancer's second input)."),
-    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Sampler steps [recipe, 20]."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="dpmsolver++ (default), ddim, euler, euler-a, pndm, unipc."),
-    seed: int = typer.Option(0, "--seed", help="Image i uses seed + i, whatever the batch size."),
-    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per pipeline call."),
-    height: Optional[int] = typer.Option(None, "--height", help="Image height [recipe, model's native size]."),
-    width: Optional[int] = typer.Option(None, "--width", help="Image width [recipe, model's native size]."),
-    num_per_prompt: int = typer.Option(1, "--num-per-prompt", min=1, help="Images per prompt."),
+    cfg: float = CfgOption,
+    negative: Optional[str] = NegativeOption,
+    steps: Optional[int] = StepsOption,
+    scheduler: Optional[str] = SchedulerOption,
+    seed: int = SeedOption,
+    batch_size: int = BatchOption,
+    height: Optional[int] = HeightOption,
+    width: Optional[int] = WidthOption,
+    num_per_prompt: int = PerPromptOption,
     compile: bool = typer.Option(False, "--compile", help="torch.compile the UNet and VAE decoder (worth it for hundreds of images)."),
     device: str = DeviceOption,
     dtype: str = DtypeOption,
@@ -270,15 +281,15 @@ def transfer_command(
     to: List[str] = typer.Option(..., "--to", help="Target model (repeat, or comma-separate): recipe, hub id, folder, .safetensors."),
     output: str = typer.Option(..., "-o", "--output", help="Folder for the sample folders, grid.png and the compatibility report."),
     alpha: float = typer.Option(1.0, "--alpha", help="Enhancer strength."),
-    cfg: float = typer.Option(1.0, "--cfg", help="Guidance scale of every run (1 = unguided)."),
-    negative: Optional[str] = typer.Option(None, "--negative", help="Negative prompt."),
-    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Sampler steps [recipe, 20]."),
-    scheduler: Optional[str] = typer.Option(None, "--scheduler", help="dpmsolver++ (default), ddim, euler, euler-a, pndm, unipc."),
-    seed: int = typer.Option(0, "--seed", help="Image i uses seed + i."),
-    batch_size: int = typer.Option(8, "--batch-size", min=1, help="Images per pipeline call."),
-    height: Optional[int] = typer.Option(None, "--height"),
-    width: Optional[int] = typer.Option(None, "--width"),
-    num_per_prompt: int = typer.Option(1, "--num-per-prompt", min=1),
+    cfg: float = CfgOption,
+    negative: Optional[str] = NegativeOption,
+    steps: Optional[int] = StepsOption,
+    scheduler: Optional[str] = SchedulerOption,
+    seed: int = SeedOption,
+    batch_size: int = BatchOption,
+    height: Optional[int] = HeightOption,
+    width: Optional[int] = WidthOption,
+    num_per_prompt: int = PerPromptOption,
     device: str = DeviceOption,
     dtype: str = DtypeOption,
     quiet: bool = QuietOption,

@@ -139,3 +139,21 @@ def tiny_aesthetic_weights(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("aesthetic") / "tiny-aesthetic.pth"
     torch.save(AestheticPredictor(32).state_dict(), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def enhancer_file(tmp_path_factory) -> Path:
+    """A non-trivial enhancer for tiny-sd15: random weights, whose effect (not quality) tests measure."""
+    import torch
+
+    from dicecli.enhancer import Enhancer, save_enhancer
+
+    torch.manual_seed(0)
+    enhancer = Enhancer(32)
+    with torch.no_grad():
+        for p in enhancer.parameters():
+            p.normal_(0, 0.1)
+    path = tmp_path_factory.mktemp("enhancer") / "tiny-enh.safetensors"
+    save_enhancer(enhancer, path, family="sd15", tokens=77, trained_on="tiny-sd15", guidance_scale=5.0,
+                  negative_prompts="builtin-v1", loss="l1", steps=1, batch_size=1)
+    return path

@@ -9,20 +9,6 @@ from conftest import run_dice_process
 from dicecli.enhancer import Enhancer, file_sha256, save_enhancer
 
 
-@pytest.fixture(scope="module")
-def enhancer_file(tmp_path_factory):
-    """A non-trivial enhancer for tiny-sd15 (random weights; its effect is what is tested, not its quality)."""
-    torch.manual_seed(0)
-    enhancer = Enhancer(32)
-    with torch.no_grad():
-        for p in enhancer.parameters():
-            p.normal_(0, 0.1)
-    path = tmp_path_factory.mktemp("enh") / "tiny.safetensors"
-    save_enhancer(enhancer, path, family="sd15", tokens=77, trained_on="tiny-sd15", guidance_scale=5.0,
-                  negative_prompts="builtin-v1", loss="l1", steps=1, batch_size=1)
-    return path
-
-
 def read(path):
     with h5py.File(path) as f:
         return dict(f.attrs), [p.decode() for p in f["prompts"][:]], f["prompt_embeds"][:], [p.decode() for p in f["negative_prompts"][:]] if "negative_prompts" in f else []
@@ -42,7 +28,7 @@ def test_enhance_prompts_and_cache_agree(dice, prompts_file, enhancer_file, tmp_
     _, _, embeds2, _ = read(via_cache)
     _, _, original, _ = read(plain)
     np.testing.assert_allclose(embeds, embeds2, atol=1e-6)
-    assert attrs["enhancer"] == "tiny.safetensors" and attrs["enhancer_sha256"] == file_sha256(enhancer_file)
+    assert attrs["enhancer"] == "tiny-enh.safetensors" and attrs["enhancer_sha256"] == file_sha256(enhancer_file)
     assert attrs["alpha"] == 1.5 and attrs["format"] == "dice-embeddings" and negatives == [""]
     np.testing.assert_array_equal(embeds[:, 0], original[:, 0])  # first token kept
     assert np.abs(embeds[:, 1:] - original[:, 1:]).mean() > 1e-3

@@ -13,19 +13,6 @@ from conftest import run_dice_process
 from dicecli.enhancer import Enhancer, save_enhancer
 
 
-@pytest.fixture(scope="module")
-def enhancer_file(tmp_path_factory):
-    torch.manual_seed(0)
-    enhancer = Enhancer(32)
-    with torch.no_grad():
-        for p in enhancer.parameters():
-            p.normal_(0, 0.1)
-    path = tmp_path_factory.mktemp("enh") / "tiny.safetensors"
-    save_enhancer(enhancer, path, family="sd15", tokens=77, trained_on="tiny-sd15", guidance_scale=5.0,
-                  negative_prompts="builtin-v1", loss="l1", steps=1, batch_size=1)
-    return path
-
-
 def pixels(folder, count):
     return [np.asarray(Image.open(folder / f"{i:06d}.png")) for i in range(count)]
 
@@ -80,10 +67,10 @@ def test_enhance_pipe_into_sample(prompts_file, enhancer_file, tmp_path, tiny_sd
     assert sampled.returncode == 0, sampled.stderr.decode()
     records = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
     assert [r["text"] for r in records] == ["a red cat", "a blue dog on a beach", "a green house"]
-    assert all(r["enhancer"] == "tiny.safetensors" and r["cfg"] == 1.0 for r in records)
+    assert all(r["enhancer"] == "tiny-enh.safetensors" and r["cfg"] == 1.0 for r in records)
     image = Image.open(out / "000001.png")
     assert image.text["prompt" if "prompt" in image.text else "text"] == "a blue dog on a beach"
-    assert image.text["seed"] == "1" and "DICE enhancer: tiny.safetensors" in image.text["parameters"]
+    assert image.text["seed"] == "1" and "DICE enhancer: tiny-enh.safetensors" in image.text["parameters"]
 
 
 def test_plain_cache_needs_nothing_else_and_matches_prompts(dice, prompts_file, tmp_path):

@@ -7,19 +7,6 @@ from PIL import Image
 from dicecli.enhancer import Enhancer, save_enhancer
 
 
-@pytest.fixture(scope="module")
-def enhancer_file(tmp_path_factory):
-    torch.manual_seed(0)
-    enhancer = Enhancer(32)
-    with torch.no_grad():
-        for p in enhancer.parameters():
-            p.normal_(0, 0.1)
-    path = tmp_path_factory.mktemp("enh") / "tiny-enh.safetensors"
-    save_enhancer(enhancer, path, family="sd15", tokens=77, trained_on="tiny-sd15", guidance_scale=5.0,
-                  negative_prompts="builtin-v1", loss="l1", steps=1, batch_size=1)
-    return path
-
-
 def test_transfer_to_two_models(dice, prompts_file, enhancer_file, other_sd15_dir, tmp_path):
     out = tmp_path / "transfer"
     result = dice("transfer", enhancer_file, prompts_file, "--to", f"tiny-sd15,{other_sd15_dir}", "-o", out,
