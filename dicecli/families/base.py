@@ -135,6 +135,16 @@ class FamilyAdapter(ABC):
         config = self.ref.config
         if config is None:
             raise UsageError(f"Checkpoint {self.ref.location} needs a diffusers config; name its recipe or family.")
+        if not Path(config).expanduser().is_dir():
+            from dicecli.recipes import hub_file
+
+            try:
+                hub_file(config, "model_index.json")  # the config repo must be at hand, like any hub model
+            except UsageError as error:
+                raise UsageError(
+                    f"Checkpoint {self.ref.location} is built with the diffusers config of {config}, which is not "
+                    f"available ({error}); or set `config` to a local diffusers folder in a recipe."
+                ) from None
         return self.pipeline_class.from_single_file(
             self.ref.location, config=config, local_files_only=bool(constants.HF_HUB_OFFLINE), **kwargs
         )
