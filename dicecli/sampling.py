@@ -130,7 +130,7 @@ def _png_info(record: dict) -> PngInfo:
     info = PngInfo()
     for key, value in record.items():
         if key != "file_name":
-            info.add_text(key, "" if value is None else str(value))
+            info.add_text("prompt" if key == "text" else key, "" if value is None else str(value))
     # The A1111 "parameters" chunk, which SD tools and image viewers read.
     s = record
     extra = f", DICE enhancer: {s['enhancer']}, DICE alpha: {s['alpha']}" if s.get("enhancer") else ""

@@ -69,7 +69,7 @@ def test_enhance_pipe_into_sample(prompts_file, enhancer_file, tmp_path, tiny_sd
     assert [r["text"] for r in records] == ["a red cat", "a blue dog on a beach", "a green house"]
     assert all(r["enhancer"] == "tiny-enh.safetensors" and r["cfg"] == 1.0 for r in records)
     image = Image.open(out / "000001.png")
-    assert image.text["prompt" if "prompt" in image.text else "text"] == "a blue dog on a beach"
+    assert image.text["prompt"] == "a blue dog on a beach" and image.text["negative_prompt"] == ""
     assert image.text["seed"] == "1" and "DICE enhancer: tiny-enh.safetensors" in image.text["parameters"]
 
 
