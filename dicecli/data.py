@@ -6,6 +6,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -25,11 +26,12 @@ def coco_root() -> Path:
 class TrainingData:
     """Either image files (VAE-encoded during training) or cached latents, with one caption each."""
 
-    captions: list[str]
+    captions: Sequence[str]
     images: list[Path] | None = None
     latents: torch.Tensor | None = None  # [N, C, h, w], already times the VAE scaling factor
     source: str = ""
     model_fingerprint: str | None = None  # latents: the VAE they were made with
+    render: Callable[[int], Image.Image] | None = None  # images made on the fly (the toy world)
 
     def __len__(self) -> int:
         return len(self.captions)
@@ -45,6 +47,8 @@ class ImageDataset(torch.utils.data.Dataset):
         return len(self.data)
 
     def __getitem__(self, index: int):
+        if self.data.render is not None:
+            return to_tensor(self.data.render(index), self.resolution), index
         return load_image(self.data.images[index], self.resolution), index
 
 
@@ -54,6 +58,10 @@ def load_image(path: Path, resolution: int) -> torch.Tensor:
             image = image.convert("RGB")
     except OSError as error:
         raise UsageError(f"Image {path} cannot be read ({error}); remove it from the data or replace it.") from None
+    return to_tensor(image, resolution)
+
+
+def to_tensor(image: Image.Image, resolution: int) -> torch.Tensor:
     scale = resolution / min(image.size)
     size = (max(resolution, round(image.width * scale)), max(resolution, round(image.height * scale)))
     image = image.resize(size, Image.Resampling.BICUBIC)
@@ -68,6 +76,11 @@ def open_training_data(spec: str | None, recipe_name: str = "") -> TrainingData:
         raise UsageError("--data is required for this model (its recipe names no data); give an imagefolder, a COCO folder or a latent cache.")
     if spec in NAMED_DATA:
         return _named(spec, recipe_name)
+    if spec == "toy":
+        from dicecli.toyworld import ToyWorld
+
+        world = ToyWorld()  # 100,000 seeded scenes, made as they are read
+        return TrainingData(world, render=world.image, source="toy")
     path = Path(spec).expanduser()
     if not path.exists():
         raise UsageError(f"Training data {spec} does not exist; give an imagefolder, a COCO folder or a latent cache (.h5) to --data.")

@@ -343,7 +343,7 @@ class Distiller:
 
         adapter, c = self.adapter, self.config
         adapter.require("vae")
-        prompts = list(dict.fromkeys(self.data.captions))[:count]
+        prompts = list(dict.fromkeys(self.data.captions[i] for i in range(min(len(self.data), 64))))[:count]
         cond = adapter.encode(prompts).conditioning.to(adapter.device)
         null = self.negative_bank[[0]]
         enhanced = cond.with_embeds(self.enhancer(cond.prompt_embeds, null.prompt_embeds))

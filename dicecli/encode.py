@@ -141,7 +141,7 @@ def encode_images(data_spec: str, ref: ModelRef, output: str, *, resolution: int
     check_writable(out)
     remove_stale_temporaries(out)
     data = open_training_data(data_spec, ref.recipe.name if ref.recipe else "")
-    if data.images is None:
+    if data.latents is not None:
         raise UsageError(f"--images {data_spec} is already a latent cache; give an imagefolder or a COCO folder.")
     adapter = load_adapter(ref, device, dtype)
     adapter.require("vae")
