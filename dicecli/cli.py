@@ -295,8 +295,10 @@ def transfer_command(
     quiet: bool = QuietOption,
     as_json: bool = JsonOption,
 ) -> None:
-    """Apply enhancers to other models of their family: one sample folder per (model, enhancer), the unguided
-    baseline per model, a grid, and a text-encoder compatibility report."""
+    """Apply enhancers to other models of their family: sample folders, a grid and a compatibility report.
+
+    One sample folder per (model, enhancer) pair plus the unguided baseline per model.
+    """
     from pathlib import Path
 
     from dicecli.runtime import select_device, select_dtype
@@ -322,7 +324,7 @@ def eval_command(
     fid_features: str = typer.Option("inception", "--fid-features", help="inception (clean-fid) or tiny-random (smoke tests)."),
     clip_model: Optional[str] = typer.Option(None, "--clip-model", help="CLIP model for the CLIP score [laion/CLIP-ViT-g-14-laion2B-s12B-b42K]."),
     aesthetic_clip: Optional[str] = typer.Option(None, "--aesthetic-clip", help="CLIP under the aesthetic predictor [openai/clip-vit-large-patch14]."),
-    aesthetic_weights: Optional[str] = typer.Option(None, "--aesthetic-weights", help="LAION aesthetic predictor weights (.pth or .safetensors)."),
+    aesthetic_weights: Optional[str] = typer.Option(None, "--aesthetic-weights", help="LAION aesthetic predictor weights: a .pth/.safetensors path, or REPO_ID:FILE in the hub cache."),
     output_format: str = typer.Option("table", "--format", help="What to print: table (Markdown), json or csv."),
     output: Optional[str] = typer.Option(None, "-o", "--output", help="Write REPORT.json, REPORT.md, REPORT.csv (and REPORT-nfe.png)."),
     device: str = DeviceOption,

@@ -207,9 +207,15 @@ class AestheticPredictor(torch.nn.Module):
 
 
 def aesthetic_weights_path(given: str | None) -> Path:
+    """A local file, or `REPO_ID:FILE` taken from the Hugging Face cache (downloaded when online)."""
     from dicecli.paths import dice_home
+    from dicecli.recipes import HUB_ID, hub_file
 
-    path = Path(given or os.environ.get("DICE_AESTHETIC_WEIGHTS") or dice_home() / "aesthetic" / AESTHETIC_FILE).expanduser()
+    given = given or os.environ.get("DICE_AESTHETIC_WEIGHTS")
+    if given and not Path(given).expanduser().exists() and ":" in given and HUB_ID.match(given.split(":", 1)[0]):
+        repo_id, filename = given.split(":", 1)
+        return Path(hub_file(repo_id, filename))
+    path = Path(given or dice_home() / "aesthetic" / AESTHETIC_FILE).expanduser()
     if not path.is_file():
         raise UsageError(
             f"Aesthetic score needs the LAION improved-aesthetic-predictor weights ({AESTHETIC_FILE}, from the "

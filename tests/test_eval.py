@@ -92,6 +92,8 @@ def test_missing_models_say_how_to_get_them(dice, folders, tmp_path):
     assert result.code == 2 and "laion/CLIP-ViT-g-14-laion2B-s12B-b42K" in result.stderr and "hf download" in result.stderr
     result = dice("eval", folders["cfg"], "--metrics", "aesthetic", "--aesthetic-weights", tmp_path / "none.pth")
     assert result.code == 2 and "sac+logos+ava1-l14-linearMSE.pth" in result.stderr
+    result = dice("eval", folders["cfg"], "--metrics", "aesthetic", "--aesthetic-weights", "someone/aesthetic:model.pth")
+    assert result.code == 2 and "someone/aesthetic" in result.stderr and "HF_HUB_OFFLINE" in result.stderr
     result = dice("eval", folders["cfg"], "--metrics", "fid")
     assert result.code == 2 and "--ref" in result.stderr
     assert "Traceback" not in result.stderr
