@@ -21,14 +21,24 @@ from dicecli.paths import builtin_models_dir
 BUILD_VERSION = 2  # bump when a builder changes, so stale copies are rebuilt
 
 
+# Trained models shipped inside the package (rebuilt by scripts/toy/build_toy.py).
+SHIPPED = {"toy": Path(__file__).resolve().parent / "models" / "toy"}
+
+
 def builtin_path(name: str) -> Path:
+    if name in SHIPPED:
+        return SHIPPED[name]
     return builtin_models_dir() / f"{name}-v{BUILD_VERSION}"
 
 
 def ensure_builtin(name: str) -> Path:
     """Return the folder of built-in model `name`, building it atomically if needed."""
+    if name in SHIPPED:
+        if not (SHIPPED[name] / "model_index.json").is_file():
+            raise UsageError(f"The shipped model {name} is missing from {SHIPPED[name]}; reinstall dicecli.")
+        return SHIPPED[name]
     if name not in BUILDERS:
-        raise UsageError(f"Built-in model {name!r} does not exist; choose one of {', '.join(BUILDERS)}.")
+        raise UsageError(f"Built-in model {name!r} does not exist; choose one of {', '.join([*BUILDERS, *SHIPPED])}.")
     path = builtin_path(name)
     if (path / "model_index.json").exists():
         return path
@@ -64,6 +74,37 @@ def clip_byte_tokenizer(model_max_length: int = 77):
     vocab["<|startoftext|>"] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
     return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=model_max_length)
+
+
+def _apply_bpe(pieces: list[str], merges: list[tuple[str, str]]) -> list[str]:
+    ranks = {pair: rank for rank, pair in enumerate(merges)}
+    while len(pieces) > 1:
+        pairs = [(ranks.get((a, b), len(ranks)), i) for i, (a, b) in enumerate(zip(pieces, pieces[1:]))]
+        rank, i = min(pairs)
+        if rank == len(ranks):
+            break
+        pieces = pieces[:i] + [pieces[i] + pieces[i + 1]] + pieces[i + 2:]
+    return pieces
+
+
+def clip_word_tokenizer(words: list[str], model_max_length: int = 77):
+    """The byte-level CLIP tokenizer plus BPE merges that make each of `words` a single token."""
+    from transformers import CLIPTokenizer
+
+    chars = _byte_alphabet()
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
+    merges: list[tuple[str, str]] = []
+    for word in words:
+        # Split the word as BPE would with the merges so far, then merge what is left, left to right.
+        pieces = _apply_bpe(list(word[:-1]) + [word[-1] + "</w>"], merges)
+        while len(pieces) > 1:
+            merges.append((pieces[0], pieces[1]))
+            pieces = [pieces[0] + pieces[1]] + pieces[2:]
+            vocab.setdefault(pieces[0], len(vocab))
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
 
 
 def tiny_sd15():

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 
 SHAPES = ("circle", "square", "triangle", "star", "diamond")
@@ -181,3 +182,96 @@ class ToyWorld(Sequence):
         words.update(SHAPES, COLORS, SIZES, POSITIONS, BACKGROUNDS)
         words.update("a an and there is against background canvas side of at in on the".split())
         return sorted(words)
+
+
+# -- the evaluator: reads the attributes back from an image ---------------------------------------
+
+POSITION_NAMES = tuple(POSITIONS)
+BACKGROUND_NAMES = tuple(BACKGROUNDS)
+COLOR_NAMES = tuple(COLORS)
+SIZE_NAMES = tuple(SIZES)
+
+
+def scene_labels(scene: Scene) -> dict[str, np.ndarray]:
+    """Targets of the attribute classifier: background, and per position presence/shape/colour/size (-1 = none)."""
+    labels = {"background": np.int64(BACKGROUND_NAMES.index(scene.background)),
+              "present": np.zeros(len(POSITIONS), np.int64), "shape": np.full(len(POSITIONS), -1, np.int64),
+              "color": np.full(len(POSITIONS), -1, np.int64), "size": np.full(len(POSITIONS), -1, np.int64)}
+    for thing in scene.things:
+        p = POSITION_NAMES.index(thing.position)
+        labels["present"][p] = 1
+        labels["shape"][p] = SHAPES.index(thing.shape)
+        labels["color"][p] = COLOR_NAMES.index(thing.color)
+        labels["size"][p] = SIZE_NAMES.index(thing.size)
+    return labels
+
+
+def alignment(stated: dict, reading: dict) -> float:
+    """Share of the attributes a prompt states that the classifier finds in the image.
+
+    `reading` holds the classifier's answers: background, and per position whether an object
+    is there and its shape, colour and size. An object whose position the prompt leaves open is
+    matched to the detected object that agrees with it best.
+    """
+    found = total = 0
+    if "background" in stated:
+        total += 1
+        found += reading["background"] == stated["background"]
+    detected = [p for p in POSITION_NAMES if reading["present"][p]]
+    for wanted in stated["objects"]:
+        keys = [k for k in ("shape", "color", "size") if k in wanted]
+        total += len(keys) + ("position" in wanted)
+        candidates = [wanted["position"]] if "position" in wanted else detected
+        best = 0
+        for p in candidates:
+            if not reading["present"][p]:
+                continue
+            best = max(best, sum(reading[k][p] == wanted[k] for k in keys) + ("position" in wanted))
+        found += best
+    return found / total if total else 1.0
+
+
+class AttributeNet(torch.nn.Module):
+    """The toy evaluator: a small CNN reading the background and, per position, presence / shape / colour /
+    size. Its 256-d penultimate features serve as FID features for the toy world."""
+
+    def __init__(self):
+        super().__init__()
+        c = [3, 32, 64, 128, 128]
+        layers = []
+        for a, b in zip(c, c[1:]):
+            layers += [torch.nn.Conv2d(a, b, 3, padding=1), torch.nn.GroupNorm(8, b), torch.nn.SiLU(), torch.nn.MaxPool2d(2)]
+        self.features = torch.nn.Sequential(*layers, torch.nn.Flatten(), torch.nn.Linear(128 * 16, 256), torch.nn.SiLU())
+        p = len(POSITION_NAMES)
+        self.background = torch.nn.Linear(256, len(BACKGROUND_NAMES))
+        self.present = torch.nn.Linear(256, p * 2)
+        self.shape = torch.nn.Linear(256, p * len(SHAPES))
+        self.color = torch.nn.Linear(256, p * len(COLOR_NAMES))
+        self.size = torch.nn.Linear(256, p * len(SIZE_NAMES))
+
+    def forward(self, x):  # x: [B, 3, 64, 64] in [-1, 1]
+        h = self.features(x)
+        p = len(POSITION_NAMES)
+        return {"features": h, "background": self.background(h), "present": self.present(h).view(-1, p, 2),
+                "shape": self.shape(h).view(-1, p, len(SHAPES)), "color": self.color(h).view(-1, p, len(COLOR_NAMES)),
+                "size": self.size(h).view(-1, p, len(SIZE_NAMES))}
+
+
+def to_input(images: np.ndarray, device) -> torch.Tensor:
+    return torch.from_numpy(images).to(device).permute(0, 3, 1, 2).float() / 127.5 - 1
+
+
+@torch.no_grad()
+def read(net: AttributeNet, images: np.ndarray, device) -> list[dict]:
+    out = []
+    for s in range(0, len(images), 512):
+        o = net(to_input(images[s : s + 512], device))
+        for b in range(o["background"].shape[0]):
+            out.append({
+                "background": BACKGROUND_NAMES[o["background"][b].argmax().item()],
+                "present": {p: bool(o["present"][b, i].argmax().item()) for i, p in enumerate(POSITION_NAMES)},
+                "shape": {p: SHAPES[o["shape"][b, i].argmax().item()] for i, p in enumerate(POSITION_NAMES)},
+                "color": {p: COLOR_NAMES[o["color"][b, i].argmax().item()] for i, p in enumerate(POSITION_NAMES)},
+                "size": {p: SIZE_NAMES[o["size"][b, i].argmax().item()] for i, p in enumerate(POSITION_NAMES)},
+            })
+    return out

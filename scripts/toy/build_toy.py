@@ -1,0 +1,203 @@
+"""Build the toy model from scratch (GPU): word tokenizer, frozen CLIP text encoder, VAE, UNet, evaluator.
+
+    python scripts/toy/build_toy.py OUT_DIR [--seconds-eval 45 --seconds-vae 75 --seconds-unet 330]
+    python scripts/toy/build_toy.py OUT_DIR --steps-eval 6173 --steps-vae 2258 --steps-unet 3380   # the shipped model
+
+Seeded. Stages: render the toy world; train the attribute classifier (the evaluator); train a
+small AutoencoderKL; encode the images; train a small UNet2DConditionModel on the latents with
+10 % caption dropout; save a diffusers StableDiffusionPipeline (fp16) and the evaluator; measure
+alignment of unguided vs CFG w = 5 samples on held-out prompts. Time budgets, not step counts,
+bound the training stages, so the script fits one command on a lent GPU; the steps reached are
+printed and saved.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dicecli.toyworld import AttributeNet, ToyWorld, alignment, read, scene_labels, to_input
+
+
+def render_chunk(args):
+    seed, held_out, start, stop = args
+    world = ToyWorld(seed=seed, held_out=held_out)
+    return np.stack([np.asarray(world.image(i)) for i in range(start, stop)])
+
+
+def render(world_seed: int, count: int, held_out: bool = False, workers: int = 14) -> np.ndarray:
+    chunks = [(world_seed, held_out, s, min(s + 2000, count)) for s in range(0, count, 2000)]
+    with ProcessPoolExecutor(workers) as pool:
+        return np.concatenate(list(pool.map(render_chunk, chunks)))
+
+
+def running(start: float, seconds: float, step: int, steps: int | None) -> bool:
+    """Train for `steps` when given (exact rebuilds), else for `seconds` (fits a command's time limit)."""
+    return step < steps if steps is not None else time.time() - start < seconds
+
+
+def train_evaluator(images, labels, device, seconds: float, steps: int | None = None) -> tuple[AttributeNet, int]:
+    torch.manual_seed(0)
+    net = AttributeNet().to(device)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
+    start, step = time.time(), 0
+    n = len(images)
+    while running(start, seconds, step, steps):
+        idx = np.random.default_rng(step).integers(0, n, 256)
+        out = net(to_input(images[idx], device))
+        lab = {k: torch.from_numpy(v[idx]).to(device) for k, v in labels.items()}
+        loss = F.cross_entropy(out["background"], lab["background"]) + F.cross_entropy(out["present"].flatten(0, 1), lab["present"].flatten())
+        for key in ("shape", "color", "size"):
+            loss = loss + F.cross_entropy(out[key].flatten(0, 1), lab[key].flatten(), ignore_index=-1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+    return net.eval(), step
+
+
+def main() -> None:
+    from diffusers import AutoencoderKL, DDPMScheduler, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from dicecli.builtin import clip_word_tokenizer
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--images", type=int, default=100_000)
+    parser.add_argument("--seconds-eval", type=float, default=60)
+    parser.add_argument("--seconds-vae", type=float, default=90)
+    parser.add_argument("--seconds-unet", type=float, default=420)
+    parser.add_argument("--held-out", type=int, default=256)
+    for stage in ("eval", "vae", "unet"):  # exact rebuilds: the step counts of report.json
+        parser.add_argument(f"--steps-{stage}", type=int, default=None)
+    args = parser.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    report: dict = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "seeds": {"world": 0}}
+    t0 = time.time()
+    world = ToyWorld(size=args.images, seed=0)
+    images = render(0, args.images)
+    labels = {k: np.stack([scene_labels(world.scene(i))[k] for i in range(args.images)]) for k in ("background", "present", "shape", "color", "size")}
+    report["render_s"] = time.time() - t0
+
+    # 1. evaluator
+    evaluator, steps = train_evaluator(images, labels, device, args.seconds_eval, args.steps_eval)
+    check = ToyWorld(size=1000, seed=1)
+    check_images = render(1, 1000)
+    truth = [alignment(check.scene(i).stated, r) for i, r in enumerate(read(evaluator, check_images, device))]
+    report["evaluator"] = {"steps": steps, "alignment_on_ground_truth_renders": float(np.mean(truth))}
+    print(json.dumps(report["evaluator"]), flush=True)
+
+    # 2. text encoder (random, frozen) and tokenizer
+    tokenizer = clip_word_tokenizer(world.vocabulary())
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=77, projection_dim=64, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)).to(device).eval().requires_grad_(False)
+
+    # 3. VAE
+    torch.manual_seed(1)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64, 64),
+                        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+                        layers_per_block=1, norm_num_groups=16, sample_size=64).to(device)
+    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3)
+    start, step = time.time(), 0
+    while running(start, args.seconds_vae, step, args.steps_vae):
+        x = to_input(images[np.random.default_rng(10_000 + step).integers(0, args.images, 128)], device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            posterior = vae.encode(x).latent_dist
+            z = posterior.sample()
+            recon = vae.decode(z).sample
+        loss = F.mse_loss(recon.float(), x) + 1e-6 * posterior.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+    vae.eval().requires_grad_(False)
+    report["vae"] = {"steps": step, "final_mse": loss.item()}
+    with torch.no_grad():
+        latents = torch.cat([vae.encode(to_input(images[s : s + 1024], device)).latent_dist.mean for s in range(0, args.images, 1024)])
+    scale = 1.0 / latents.std().item()
+    vae.register_to_config(scaling_factor=scale)
+    latents = latents * scale
+    print(json.dumps(report["vae"] | {"scaling_factor": scale}), flush=True)
+
+    # 4. UNet on cached latents and frozen text embeddings, 10 % empty captions
+    with torch.no_grad():
+        ids = tokenizer([world.caption(i) for i in range(args.images)], padding="max_length", max_length=77,
+                        truncation=True, return_tensors="pt").input_ids
+        embeds = torch.cat([text_encoder(ids[s : s + 4096].to(device))[0] for s in range(0, args.images, 4096)]).half()
+        null = text_encoder(tokenizer([""], padding="max_length", max_length=77, return_tensors="pt").input_ids.to(device))[0].half()
+    torch.manual_seed(2)
+    unet = UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(64, 128, 128),
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=64, attention_head_dim=8, norm_num_groups=32).to(device)
+    report["unet_parameters"] = sum(p.numel() for p in unet.parameters())
+    noise_scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
+    opt = torch.optim.AdamW(unet.parameters(), lr=4e-4, weight_decay=1e-2)
+    start, step = time.time(), 0
+    while running(start, args.seconds_unet, step, args.steps_unet):
+        rng = np.random.default_rng(20_000 + step)
+        idx = torch.from_numpy(rng.integers(0, args.images, 256))
+        x0 = latents[idx.to(device)]
+        cond = embeds[idx.to(device)]
+        drop = torch.from_numpy(rng.random(256) < 0.1).to(device)
+        cond = torch.where(drop[:, None, None], null.expand_as(cond), cond)
+        t = torch.randint(0, 1000, (256,), device=device)
+        noise = torch.randn_like(x0)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            pred = unet(noise_scheduler.add_noise(x0, noise, t), t, encoder_hidden_states=cond.float()).sample
+        loss = F.mse_loss(pred.float(), noise)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        step += 1
+    unet.eval().requires_grad_(False)
+    report["unet"] = {"steps": step, "final_loss": loss.item(), "seconds": args.seconds_unet}
+    print(json.dumps(report["unet"] | {"parameters": report["unet_parameters"]}), flush=True)
+
+    # 5. save the pipeline (fp16) and the evaluator
+    scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False)
+    pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.to(torch.float16).save_pretrained(args.out / "toy")
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in evaluator.state_dict().items()}, str(args.out / "toy-evaluator.safetensors"))
+
+    # 6. unguided vs CFG on held-out prompts, 20 DPM-Solver++ steps
+    from diffusers import DPMSolverMultistepScheduler
+
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    pipe = StableDiffusionPipeline.from_pretrained(args.out / "toy", dtype=dtype).to(device)
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, algorithm_type="dpmsolver++")
+    pipe.set_progress_bar_config(disable=True)
+    held = ToyWorld(size=args.held_out, seed=7, held_out=True)
+    prompts = [held.caption(i) for i in range(args.held_out)]
+    for w in (1.0, 3.0, 5.0):
+        made = []
+        for s in range(0, len(prompts), 128):
+            batch = prompts[s : s + 128]
+            made.append(pipe(batch, guidance_scale=w, num_inference_steps=20, height=64, width=64, output_type="np",
+                             generator=[torch.Generator(device).manual_seed(i) for i in range(s, s + len(batch))]).images)
+        pixels = (np.concatenate(made) * 255).round().astype(np.uint8)
+        score = float(np.mean([alignment(held.scene(i).stated, r) for i, r in enumerate(read(evaluator, pixels, device))]))
+        report[f"alignment_cfg{w:g}"] = score
+        print(json.dumps({"cfg": w, "alignment": score}), flush=True)
+    (args.out / "report.json").write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
