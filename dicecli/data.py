@@ -76,11 +76,14 @@ def open_training_data(spec: str | None, recipe_name: str = "") -> TrainingData:
         raise UsageError("--data is required for this model (its recipe names no data); give an imagefolder, a COCO folder or a latent cache.")
     if spec in NAMED_DATA:
         return _named(spec, recipe_name)
-    if spec == "toy":
+    if spec == "toy" or spec.startswith("toy:"):
         from dicecli.toyworld import ToyWorld
 
-        world = ToyWorld()  # 100,000 seeded scenes, made as they are read
-        return TrainingData(world, render=world.image, source="toy")
+        size = spec.partition(":")[2]
+        if size and not size.isdigit():
+            raise UsageError(f"--data {spec}: give toy or toy:N with N scenes, e.g. toy:20000.")
+        world = ToyWorld(size=int(size) if size else 100_000)  # seeded scenes, made as they are read
+        return TrainingData(world, render=world.image, source=spec)
     path = Path(spec).expanduser()
     if not path.exists():
         raise UsageError(f"Training data {spec} does not exist; give an imagefolder, a COCO folder or a latent cache (.h5) to --data.")
