@@ -320,7 +320,7 @@ def transfer_command(
 def eval_command(
     folders: List[str] = typer.Argument(..., metavar="FOLDER...", help="Sample folders from `dice sample`."),
     ref: Optional[str] = typer.Option(None, "--ref", help="FID reference: an image folder or statistics from `dice fid-stats`."),
-    metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated: fid, clip, aesthetic [clip,aesthetic; +fid with --ref]."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated: fid, clip, aesthetic, toy (toy-world alignment + FID) [clip,aesthetic; +fid with --ref]."),
     fid_features: str = typer.Option("inception", "--fid-features", help="inception (clean-fid) or tiny-random (smoke tests)."),
     clip_model: Optional[str] = typer.Option(None, "--clip-model", help="CLIP model for the CLIP score [laion/CLIP-ViT-g-14-laion2B-s12B-b42K]."),
     aesthetic_clip: Optional[str] = typer.Option(None, "--aesthetic-clip", help="CLIP under the aesthetic predictor [openai/clip-vit-large-patch14]."),

@@ -26,7 +26,7 @@ DEFAULT_CLIP = "laion/CLIP-ViT-g-14-laion2B-s12B-b42K"  # the reference evaluati
 DEFAULT_AESTHETIC_CLIP = "openai/clip-vit-large-patch14"  # the LAION aesthetic predictor's backbone
 AESTHETIC_FILE = "sac+logos+ava1-l14-linearMSE.pth"
 CLEANFID_INCEPTION = Path("/tmp/inception-2015-12-05.pt")  # where clean-fid keeps its Inception weights
-METRICS = ("fid", "clip", "aesthetic")
+METRICS = ("fid", "clip", "aesthetic", "toy")
 
 
 @dataclass
@@ -252,7 +252,7 @@ def evaluate(folders: list[Path], *, ref: str | None, metrics: list[str], fid_fe
              aesthetic_clip: str, aesthetic_weights: str | None, device: torch.device) -> EvalReport:
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
-        raise UsageError(f"--metrics {','.join(unknown)} not known; choose from fid, clip, aesthetic.")
+        raise UsageError(f"--metrics {','.join(unknown)} not known; choose from fid, clip, aesthetic, toy.")
     if "fid" in metrics and not ref:
         raise UsageError("FID needs --ref: a folder of reference images or statistics from `dice fid-stats`.")
     samples = [open_folder(Path(f)) for f in folders]
@@ -285,11 +285,19 @@ def evaluate(folders: list[Path], *, ref: str | None, metrics: list[str], fid_fe
         for row, sample in zip(rows, samples):
             with torch.no_grad():
                 row["aesthetic"] = predictor(image_embeddings(model, processor, sample.images, device)).mean().item()
+    if "toy" in metrics:
+        from dicecli.toyworld import IMAGE_SIZE, toy_metrics
+
+        settings["toy"] = "alignment and FID on the shipped toy evaluator's features, against ground-truth renders"
+        for row, sample in zip(rows, samples):
+            pixels = np.stack([np.asarray(Image.open(p).convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC))
+                               for p in sample.images])
+            row.update(toy_metrics(sample.prompts, pixels, device))
     return EvalReport(rows, settings)
 
 
 COLUMNS = [("model", "model"), ("method", "method"), ("cfg", "cfg"), ("alpha", "alpha"), ("steps", "steps"),
-           ("nfe", "NFE"), ("fid", "FID ↓"), ("clip", "CLIP ↑"), ("aesthetic", "AS ↑"), ("alignment", "alignment ↑"),
+           ("nfe", "NFE"), ("fid", "FID ↓"), ("clip", "CLIP ↑"), ("aesthetic", "AS ↑"), ("toy_fid", "FID (toy) ↓"), ("alignment", "alignment ↑"),
            ("images", "images")]
 
 

@@ -275,3 +275,67 @@ def read(net: AttributeNet, images: np.ndarray, device) -> list[dict]:
                 "size": {p: SIZE_NAMES[o["size"][b, i].argmax().item()] for i, p in enumerate(POSITION_NAMES)},
             })
     return out
+
+
+def parse_caption(caption: str) -> dict:
+    """The attributes a toy caption states (the inverse of the phrasings), for prompts read from a folder."""
+    stated: dict = {"objects": []}
+    for phrase in caption.replace(",", " ").split(" and "):
+        thing = {}
+        for word in phrase.split():
+            if word in COLORS:
+                thing["color"] = word
+            elif word in SHAPES:
+                thing["shape"] = word
+            elif word in SIZES:
+                thing["size"] = word
+            elif word in POSITIONS:
+                thing["position"] = word
+            elif word in BACKGROUNDS:
+                stated["background"] = word
+        if thing:
+            stated["objects"].append(thing)
+    return stated
+
+
+def scene_from_stated(stated: dict, rng: np.random.Generator) -> Scene:
+    """A ground-truth scene for a prompt: what it states, the rest drawn at random."""
+    things, taken = [], {o["position"] for o in stated["objects"] if "position" in o}
+    for wanted in stated["objects"]:
+        position = wanted.get("position") or str(rng.choice([p for p in POSITIONS if p not in taken]))
+        taken.add(position)
+        things.append(Thing(wanted.get("shape") or str(rng.choice(SHAPES)), wanted.get("color") or str(rng.choice(COLOR_NAMES)),
+                            wanted.get("size") or str(rng.choice(SIZE_NAMES)), position))
+    return Scene(things, stated.get("background") or str(rng.choice(BACKGROUND_NAMES)), "", stated)
+
+
+def load_evaluator(device="cpu") -> AttributeNet:
+    """The shipped toy evaluator (dicecli/models/toy-evaluator.safetensors)."""
+    from safetensors.torch import load_file
+
+    from dicecli.builtin import SHIPPED
+
+    net = AttributeNet()
+    net.load_state_dict(load_file(str(SHIPPED["toy"].parent / "toy-evaluator.safetensors")))
+    return net.to(device).eval()
+
+
+@torch.no_grad()
+def features(net: AttributeNet, images: np.ndarray, device) -> np.ndarray:
+    return np.concatenate([net(to_input(images[s : s + 512], device))["features"].cpu().numpy()
+                           for s in range(0, len(images), 512)])
+
+
+def toy_metrics(prompts: list[str], images: np.ndarray, device="cpu", seed: int = 0) -> dict:
+    """Alignment (share of prompted attributes the evaluator finds) and FID on the evaluator's features
+    against ground-truth renders of the same prompts."""
+    from cleanfid import fid
+
+    net = load_evaluator(device)
+    stated = [parse_caption(p) for p in prompts]
+    score = float(np.mean([alignment(s, r) for s, r in zip(stated, read(net, images, device))]))
+    rng = np.random.default_rng(seed)
+    truth = np.stack([np.asarray(scene_from_stated(s, rng).render(rng, images.shape[1])) for s in stated])
+    a, b = features(net, images, device), features(net, truth, device)
+    distance = fid.frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+    return {"alignment": score, "toy_fid": max(0.0, float(distance))}

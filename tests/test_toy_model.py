@@ -50,3 +50,26 @@ def test_cfg_beats_unguided_on_held_out_prompts(evaluator):
         pixels = np.stack([np.asarray(image) for image in images])
         score[cfg] = np.mean([alignment(held.scene(i).stated, r) for i, r in enumerate(read(evaluator, pixels, "cpu"))])
     assert score[5.0] >= score[1.0] + 0.08, score
+
+
+def test_eval_metrics_toy(dice, tmp_path):
+    """`dice eval --metrics toy`: ground-truth renders score high; tiny-sd15's noise scores low."""
+    from PIL import Image
+
+    world = ToyWorld(size=24, seed=21, held_out=True)
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    with open(truth / "metadata.jsonl", "w") as f:
+        for i in range(24):
+            world.image(i).save(truth / f"{i:06d}.png")
+            f.write(json.dumps({"file_name": f"{i:06d}.png", "text": world.caption(i)}) + "\n")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("".join(world.caption(i) + "\n" for i in range(24)))
+    assert dice("sample", prompts, "--model", "tiny-sd15", "--steps", "2", "-o", tmp_path / "noise").code == 0
+    result = dice("eval", truth, tmp_path / "noise", "--metrics", "toy", "--format", "json")
+    assert result.code == 0, result.stderr
+    rows = json.loads(result.stdout)["rows"]
+    assert rows[0]["alignment"] >= 0.9 and rows[1]["alignment"] < 0.5
+    assert rows[1]["toy_fid"] > 2 * rows[0]["toy_fid"]
+    table = dice("eval", truth, "--metrics", "toy").stdout
+    assert "alignment ↑" in table and "FID (toy) ↓" in table

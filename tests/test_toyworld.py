@@ -62,3 +62,11 @@ def test_toy_data_source_for_distill(dice, tmp_path):
                   "--resolution", "32", "--work-dir", tmp_path / "w", "-o", tmp_path / "e.safetensors", "--json")
     assert result.code == 0, result.stderr
     assert json.loads(result.stdout)["steps"] == 1
+
+
+def test_captions_parse_back_to_their_attributes():
+    from dicecli.toyworld import parse_caption
+
+    for held_out in (False, True):
+        world = ToyWorld(seed=2, held_out=held_out)
+        assert all(parse_caption(world.caption(i)) == world.scene(i).stated for i in range(500))
