@@ -109,7 +109,7 @@ def read_metadata(path: Path) -> dict:
     """The enhancer file's metadata, validated, without reading the weights."""
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"Enhancer {path} does not exist; check the path given to --enhancer.")
+        raise UsageError(f"Enhancer {path} does not exist; check the enhancer path.")
     try:
         with safe_open(str(path), framework="pt") as f:
             raw = f.metadata() or {}

@@ -55,7 +55,7 @@ def _method(s: dict) -> str:
 
 def open_folder(path: Path) -> SampleFolder:
     if not path.is_dir():
-        raise UsageError(f"Sample folder {path} does not exist; give folders written by `dice sample`.")
+        raise UsageError(f"Image folder {path} does not exist; give a folder of images (a `dice sample` output or reference images).")
     settings = json.loads((path / SETTINGS_FILE).read_text()) if (path / SETTINGS_FILE).is_file() else {}
     images, prompts = [], []
     if (path / METADATA_FILE).is_file():
