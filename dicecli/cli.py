@@ -210,7 +210,7 @@ def distill_command(
 def enhance_command(
     source: str = typer.Argument(..., metavar="INPUT", help="Prompts file (.txt/.jsonl/.json), embedding cache (.h5), or - for stdin."),
     output: str = typer.Option(..., "-o", "--output", help="Enhanced embedding cache to write (- for stdout)."),
-    enhancer: str = typer.Option(..., "--enhancer", "-e", help="Enhancer .safetensors from `dice distill`."),
+    enhancer: str = typer.Option(..., "--enhancer", "-e", help="Enhancer .safetensors from `dice distill`, or `toy` (the shipped reference enhancer)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Text encoder to use [the cache's model, else the enhancer's trained_on]."),
     alpha: float = typer.Option(1.0, "--alpha", help="Strength: c' = c + alpha * E(c, c_neg)."),
     negative: Optional[str] = typer.Option(None, "--negative", help="Negative prompt given to the enhancer [the cache's, else empty]."),
@@ -224,10 +224,11 @@ def enhance_command(
     from pathlib import Path
 
     from dicecli.enhance import enhance
+    from dicecli.enhancer import resolve_enhancer
     from dicecli.runtime import select_device, select_dtype
 
     torch_device = select_device(device)
-    result = enhance(source, output, Path(enhancer), model=model, alpha=alpha, negative=negative, batch_size=batch_size,
+    result = enhance(source, output, resolve_enhancer(enhancer), model=model, alpha=alpha, negative=negative, batch_size=batch_size,
                      device=torch_device, dtype=select_dtype(dtype, torch_device), progress=show_progress(quiet))
     report(result.as_dict(), as_json, f"{'stdout' if output == '-' else output}: {result.prompts} prompts enhanced (alpha {result.alpha:g}).",
            quiet, data_on_stdout=output == "-")
@@ -238,7 +239,7 @@ def sample_command(
     source: Optional[str] = typer.Argument(None, metavar="[INPUT]", help="Embedding cache (.h5), prompts file, or - (default: piped stdin)."),
     output: Optional[str] = typer.Option(None, "-o", "--output", help="Sample folder [samples/MODEL-METHOD-cfgW-aA-sN]."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Model [the cache's model; the enhancer's trained_on]."),
-    enhancer: Optional[str] = typer.Option(None, "--enhancer", "-e", help="Enhancer .safetensors to apply to plain embeddings."),
+    enhancer: Optional[str] = typer.Option(None, "--enhancer", "-e", help="Enhancer .safetensors to apply to plain embeddings, or `toy` (shipped)."),
     alpha: Optional[float] = typer.Option(None, "--alpha", help="Enhancer strength [1]."),
     cfg: float = CfgOption,
     negative: Optional[str] = NegativeOption,
@@ -258,12 +259,13 @@ def sample_command(
     """Generate images from embeddings or prompts: unguided, CFG, DICE (--enhancer), or DICE + CFG."""
     from pathlib import Path
 
+    from dicecli.enhancer import resolve_enhancer
     from dicecli.runtime import select_device, select_dtype
     from dicecli.sample import prepare_job
     from dicecli.sampling import run_job
 
     torch_device = select_device(device)
-    job = prepare_job(source, model=model, enhancer=Path(enhancer) if enhancer else None, alpha=alpha, cfg=cfg,
+    job = prepare_job(source, model=model, enhancer=resolve_enhancer(enhancer) if enhancer else None, alpha=alpha, cfg=cfg,
                       negative=negative, steps=steps, scheduler=scheduler, seed=seed, height=height, width=width,
                       num_per_prompt=num_per_prompt, device=torch_device, dtype=select_dtype(dtype, torch_device))
     folder = Path(output) if output else job.settings.default_folder()
@@ -301,6 +303,7 @@ def transfer_command(
     """
     from pathlib import Path
 
+    from dicecli.enhancer import resolve_enhancer
     from dicecli.runtime import select_device, select_dtype
     from dicecli.transfer import transfer
 
@@ -308,7 +311,7 @@ def transfer_command(
         raise DiceUsage("dice transfer needs ENHANCER... and then INPUT (a prompts file).")
     targets = [t for value in to for t in value.split(",") if t]
     torch_device = select_device(device)
-    result = transfer([Path(p) for p in paths[:-1]], targets, paths[-1], Path(output), alpha=alpha, cfg=cfg,
+    result = transfer([resolve_enhancer(p) for p in paths[:-1]], targets, paths[-1], Path(output), alpha=alpha, cfg=cfg,
                       negative=negative, steps=steps, scheduler=scheduler, seed=seed, batch_size=batch_size,
                       height=height, width=width, num_per_prompt=num_per_prompt, device=torch_device,
                       dtype=select_dtype(dtype, torch_device), progress=show_progress(quiet))

@@ -91,15 +91,31 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def save_enhancer(enhancer: Enhancer, path: Path, **metadata) -> None:
-    """Write the weights and DESIGN §2 metadata atomically (string values, JSON where structured)."""
+# Reference enhancers shipped inside the package: `--enhancer toy` names dicecli/models/toy-dice.safetensors.
+SHIPPED_ENHANCERS = {"toy": Path(__file__).resolve().parent / "models" / "toy-dice.safetensors"}
+
+
+def resolve_enhancer(spec: str) -> Path:
+    """An enhancer argument as a path: an existing file wins, else the name of a shipped enhancer."""
+    path = Path(spec)
+    if not path.exists() and spec in SHIPPED_ENHANCERS:
+        return SHIPPED_ENHANCERS[spec]
+    return path
+
+
+def save_enhancer(enhancer: Enhancer, path: Path, dtype: torch.dtype = torch.float32, **metadata) -> None:
+    """Write the weights and DESIGN §2 metadata atomically (string values, JSON where structured).
+
+    Weights are stored in `dtype` (float32 unless asked; the shipped reference enhancer is float16)
+    and always loaded into a float32 module.
+    """
     meta = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "context_dim": enhancer.context_dim,
         "inner_dim": enhancer.inner_dim, "heads": enhancer.heads, "keep_first_token": enhancer.keep_first_token,
         "init": INIT, "dicecli_version": __version__, **metadata,
     }
     strings = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
-    tensors = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in enhancer.state_dict().items()}
+    tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in enhancer.state_dict().items()}
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=strings)

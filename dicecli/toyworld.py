@@ -33,6 +33,7 @@ HELD_OUT_PAIRS = (("red", "star"), ("blue", "triangle"), ("green", "diamond"), (
 POSITION_PHRASES = {"left": "on the left", "right": "on the right", "top": "at the top", "bottom": "at the bottom",
                     "center": "in the center"}
 IMAGE_SIZE = 64
+ATTRIBUTE_KINDS = ("background", "shape", "color", "size", "position")
 
 
 @dataclass(frozen=True)
@@ -206,29 +207,36 @@ def scene_labels(scene: Scene) -> dict[str, np.ndarray]:
     return labels
 
 
-def alignment(stated: dict, reading: dict) -> float:
-    """Share of the attributes a prompt states that the classifier finds in the image.
+def attribute_hits(stated: dict, reading: dict) -> dict[str, tuple[int, int]]:
+    """(found, stated) per attribute kind: background, shape, color, size, position.
 
     `reading` holds the classifier's answers: background, and per position whether an object
     is there and its shape, colour and size. An object whose position the prompt leaves open is
     matched to the detected object that agrees with it best.
     """
-    found = total = 0
+    hits = {k: [0, 0] for k in ATTRIBUTE_KINDS}
     if "background" in stated:
-        total += 1
-        found += reading["background"] == stated["background"]
+        hits["background"] = [int(reading["background"] == stated["background"]), 1]
     detected = [p for p in POSITION_NAMES if reading["present"][p]]
     for wanted in stated["objects"]:
-        keys = [k for k in ("shape", "color", "size") if k in wanted]
-        total += len(keys) + ("position" in wanted)
-        candidates = [wanted["position"]] if "position" in wanted else detected
-        best = 0
-        for p in candidates:
-            if not reading["present"][p]:
-                continue
-            best = max(best, sum(reading[k][p] == wanted[k] for k in keys) + ("position" in wanted))
-        found += best
-    return found / total if total else 1.0
+        keys = [k for k in ("shape", "color", "size") if k in wanted] + (["position"] if "position" in wanted else [])
+        for k in keys:
+            hits[k][1] += 1
+        best: list[str] = []
+        for p in [wanted["position"]] if "position" in wanted else detected:
+            if reading["present"][p]:
+                got = [k for k in keys if k == "position" or reading[k][p] == wanted[k]]
+                best = got if len(got) > len(best) else best
+        for k in best:
+            hits[k][0] += 1
+    return {k: (found, total) for k, (found, total) in hits.items()}
+
+
+def alignment(stated: dict, reading: dict) -> float:
+    """Share of the attributes a prompt states that the classifier finds in the image."""
+    hits = attribute_hits(stated, reading).values()
+    total = sum(t for _, t in hits)
+    return sum(f for f, _ in hits) / total if total else 1.0
 
 
 class AttributeNet(torch.nn.Module):

@@ -1,0 +1,314 @@
+"""Write docs/toyworld.md and its figures from the recorded toy runs in scripts/toy/results/.
+
+    python scripts/toy/write_report.py                       # regenerate the report from results/
+    python scripts/toy/write_report.py --import-gpu DIR      # first store a run of run_gpu_report.sh
+    python scripts/toy/write_report.py --import-cpu DIR      # ... or of toy_report.py --table-only on a CPU
+
+Importing a GPU run computes the toy FID of every setting (the evaluator's penultimate features of
+the samples against those of ground-truth renders of the same prompts, clean-fid's Fréchet
+distance) from DIR/toy-features*.npz, and stores the report with the FIDs in results/; the
+features themselves are not kept (17 MB). Nothing here samples or trains: every number in the
+report comes from a recorded run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "scripts" / "toy" / "results"
+DOCS = ROOT / "docs"
+GPU_REPORT = RESULTS / "report-h200-2026-11-26.json"
+CPU_REPORT = RESULTS / "report-cpu-2026-11-26.json"
+INVESTIGATION = RESULTS / "investigate-h100-2026-11-26.jsonl"
+EARLY_RUNS = [RESULTS / "dice-h100-2026-11-26-lr2e-4.jsonl", RESULTS / "dice-h100-2026-11-26-lr1e-3.jsonl"]
+BUILD = RESULTS / "build-h100-2026-11-26.json"
+REBUILD = RESULTS / "rebuild-h200-2026-11-26.json"
+TRAIN_LOGS = {"null prompt": RESULTS / "toy-dice-train_log-h200-2026-11-26.jsonl",
+              "negative corpus": RESULTS / "toy-dice-negative-train_log-h200-2026-11-26.jsonl"}
+TABLE = [("unguided", "Unguided"), ("cfg5", "CFG w = 5"), ("cfg5-20nfe", "CFG w = 5, 10 steps"),
+         ("dice", "DICE"), ("cfg5-negative", "CFG w = 5 + negative prompt"),
+         ("dice-negative", "DICE + negative prompt")]
+
+
+def import_run(run: Path, target: Path) -> None:
+    from cleanfid.fid import frechet_distance
+
+    report = json.loads((run / "toy-report.json").read_text())
+    features = {}
+    for name in ("toy-features.npz", "toy-features-nfe.npz"):
+        if (run / name).exists():
+            with np.load(run / name) as f:
+                features.update({k: f[k].astype(np.float64) for k in f.files})
+    if features:
+        truth = features["truth"]
+        mu, sigma = truth.mean(0), np.cov(truth, rowvar=False)
+        for row in report["rows"]:
+            if row["name"] in features:
+                x = features[row["name"]]
+                row["toy_fid"] = max(0.0, float(frechet_distance(x.mean(0), np.cov(x, rowvar=False), mu, sigma)))
+    target.write_text(json.dumps(report, indent=1) + "\n")
+    if (run / "toy-grid.png").exists():
+        DOCS.mkdir(exist_ok=True)
+        shutil.copyfile(run / "toy-grid.png", DOCS / "toyworld-grid.png")
+    print(target)
+
+
+def jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.1f} %"
+
+
+def closure(value: float, low: float, high: float) -> str:
+    return f"{100 * (value - low) / (high - low):.0f} %"
+
+
+def nfe_curves(rows: dict[str, dict]) -> dict[str, dict[int, float]]:
+    """method -> {NFE: alignment} over the step sweep (and the Table 1 settings without alpha or negatives)."""
+    curves: dict[str, dict[int, float]] = {"unguided": {}, "dice": {}, "cfg5": {}}
+    for r in rows.values():
+        prefix, _, suffix = r["name"].partition("-")
+        if prefix in curves and (suffix == "" or suffix.isdigit() or suffix == "20nfe"):
+            curves[prefix][r["nfe"]] = r["alignment"]
+    return curves
+
+
+def plots(rows: dict[str, dict]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for method, prefix, style in (("CFG w = 5", "cfg5", "o-"), ("DICE", "dice", "s-"), ("unguided", "unguided", "^--")):
+        points = sorted(nfe_curves(rows)[prefix].items())
+        ax.plot([p[0] for p in points], [100 * p[1] for p in points], style, label=method)
+    ax.set_xlabel("NFE (denoiser evaluations per image)")
+    ax.set_ylabel("alignment (%)")
+    ax.set_title("Toy world: alignment vs NFE (held-out prompts)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(DOCS / "toyworld-nfe.png", dpi=120)
+    plt.close(fig)
+
+    alphas = sorted([(0.0, rows["unguided"]["alignment"]), (1.0, rows["dice"]["alignment"])]
+                    + [(r["alpha"], r["alignment"]) for r in rows.values() if r["name"].startswith("dice-alpha")])
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    ax.plot([a for a, _ in alphas], [100 * s for _, s in alphas], "s-", label="DICE, 20 NFE")
+    ax.axhline(100 * rows["cfg5"]["alignment"], color="C0", ls=":", label="CFG w = 5, 40 NFE")
+    ax.set_xlabel("alpha (enhancer strength)")
+    ax.set_ylabel("alignment (%)")
+    ax.set_title("Toy world: enhancer strength")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(DOCS / "toyworld-alpha.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for label, path in TRAIN_LOGS.items():
+        log = jsonl(path)
+        steps, loss = np.array([r["step"] for r in log]), np.array([r["loss"] for r in log])
+        smooth = np.convolve(loss, np.ones(10) / 10, mode="valid")
+        ax.plot(steps[: len(smooth)], smooth, label=f"c_neg: {label}")
+    ax.set_xlabel("step (batch 128)")
+    ax.set_ylabel("L1 DICE loss (running mean)")
+    ax.set_title("Toy world: distillation loss")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(DOCS / "toyworld-loss.png", dpi=120)
+    plt.close(fig)
+
+
+def write() -> str:
+    gpu = json.loads(GPU_REPORT.read_text())
+    rows = {r["name"]: r for r in gpu["rows"]}
+    cpu = {r["name"]: r for r in json.loads(CPU_REPORT.read_text())["rows"]} if CPU_REPORT.exists() else {}
+    DOCS.mkdir(exist_ok=True)
+    plots(rows)
+    low, high = rows["unguided"]["alignment"], rows["cfg5"]["alignment"]
+    dice = rows["dice"]
+    fid_ok = dice["toy_fid"] <= 1.1 * rows["cfg5"]["toy_fid"]
+    closed = (dice["alignment"] - low) / (high - low)
+    out = []
+    w = out.append
+    w("# The toy world: DICE measured end to end\n")
+    w("<!-- Written by scripts/toy/write_report.py from scripts/toy/results/; do not edit by hand. -->\n")
+    w("The toy world (`dicecli/toyworld.py`) is the project's offline stand-in for Stable Diffusion: "
+      "procedural 64 × 64 scenes of one or two shapes with captions, a small SD1.5-family pipeline trained "
+      "from scratch on them (the built-in model `toy`), and an attribute classifier that reads the "
+      "background and each object's shape, colour, size and position back from an image. "
+      "**Alignment** is the share of the attributes a prompt states that the classifier finds; "
+      "**toy FID** is the Fréchet distance between the classifier's 256-d penultimate features of the "
+      "samples and of ground-truth renders of the same prompts.\n")
+    w(f"Every number below comes from one run of `scripts/toy/run_gpu_report.sh` on an {gpu['device']} "
+      f"(PyTorch {gpu['torch']}, {gpu['dtype']} sampling), over **{gpu['prompts']} held-out prompts** "
+      f"(`ToyWorld(seed={gpu['eval_seed']}, held_out=True)`: every prompt names at least one colour–shape pair "
+      "that never appears in training), one image per prompt with seed = prompt index, DPM-Solver++. "
+      f"On ground-truth renders of these prompts the classifier scores {pct(gpu['truth_alignment'])}: "
+      "that is the ceiling of the alignment scale.\n")
+    w("The enhancers are distilled by `dice distill` itself: 3,000 steps × batch 128 (384k samples) on a latent "
+      "cache of 20,000 training scenes, AdamW lr 1e-3 (the reference 2e-4 converges slower here, see below), "
+      "w = 5, L1, t ~ U{0..999}, seed 0. The shipped reference enhancer `dicecli/models/toy-dice.safetensors` "
+      "(`--enhancer toy`) is the null-prompt one, stored in float16.\n")
+
+    w("## Table 1 layout\n")
+    cpu_note = f" | wall time, CPU ({len(cpu) and json.loads(CPU_REPORT.read_text())['prompts']} prompts)" if cpu else ""
+    w(f"| method | NFE | alignment | gap closed | toy FID | wall time, {gpu['device']} ({gpu['prompts']} prompts){cpu_note} |")
+    w("|---|---:|---:|---:|---:|---:|" + ("---:|" if cpu else ""))
+    for name, title in TABLE:
+        r = rows[name]
+        gap = closure(r["alignment"], low, high) if not r["negative_prompt"] else "–"
+        extra = f" {cpu[name]['seconds']:.1f} s |" if cpu and name in cpu else (" – |" if cpu else "")
+        w(f"| {title} | {r['nfe']} | {pct(r['alignment'])} | {gap} | {r.get('toy_fid', float('nan')):.2f} | "
+          f"{r['seconds']:.2f} s |{extra}")
+    w("")
+    w("*Gap closed* = (method − unguided) / (CFG w = 5 at 40 NFE − unguided). The negative-prompt rows use, "
+      f"for prompt i, the caption of scene i of `ToyWorld(seed={gpu['negative_seed']})` as the negative prompt "
+      "(the toy vocabulary has no \"blurry, bad quality\"; its negatives are other scenes). That enhancer is "
+      "distilled with the toy negative corpus (`scripts/toy/toy_negatives.py`: 116 training captions, null share 0.2).\n")
+    verdict = "met" if closed >= 0.9 and fid_ok else "not met"
+    w(f"**Target (≥ 90 % of the gap at 20 NFE, FID ≤ CFG's + 10 %): {verdict}.** DICE at 20 NFE closes "
+      f"{100 * closed:.0f} % of the alignment gap ({pct(low)} → {pct(dice['alignment'])}, CFG {pct(high)}); "
+      f"its toy FID is {dice['toy_fid']:.2f} against CFG's {rows['cfg5']['toy_fid']:.2f} "
+      f"({'within' if fid_ok else 'outside'} +10 %). For scale, the paper's CLIP-score gap closure on real "
+      "models is 55–86 %. The investigation below shows why the toy model caps it: even an embedding optimised "
+      "freely for each evaluation prompt gets only about 60 % of the way.\n")
+    w("Wall time: the toy UNet is so small that an H200 is launch-bound at batch 256, so CFG's doubled batch "
+      "costs almost nothing there; " + ("on a CPU, where the denoiser dominates, one DICE image costs about half "
+      "a CFG image, as on real models." if cpu else "") + " The enhancer runs once per prompt and is included.\n")
+
+    w("## Alignment against NFE (paper Figure 5)\n")
+    w("![alignment vs NFE](toyworld-nfe.png)\n")
+    curves = nfe_curves(rows)
+    w("| NFE | unguided | DICE | CFG w = 5 |")
+    w("|---:|---:|---:|---:|")
+    for nfe in sorted(set().union(*curves.values())):
+        w(f"| {nfe} | " + " | ".join(pct(curves[m][nfe]) if nfe in curves[m] else "–" for m in ("unguided", "dice", "cfg5")) + " |")
+    w("")
+    both = sorted(set(curves["dice"]) & set(curves["cfg5"]))
+    ahead = [n for n in both if curves["dice"][n] > curves["cfg5"][n]]
+    behind = [n for n in both if n not in ahead]
+    w(f"Unguided and DICE use NFE = steps, CFG NFE = 2 × steps. At equal NFE DICE is ahead of CFG at "
+      f"{', '.join(map(str, ahead)) or 'no budget'} NFE and behind at {', '.join(map(str, behind)) or 'none'}: "
+      "DICE saturates after about 12 steps, while CFG keeps gaining with steps.\n")
+
+    w("## Enhancer strength alpha (paper Figure 8)\n")
+    w("![alpha sweep](toyworld-alpha.png)\n")
+    w("| alpha | " + " | ".join(f"{a:g}" for a, _ in _alphas(rows)) + " |")
+    w("|---|" + "---:|" * len(_alphas(rows)))
+    w("| alignment | " + " | ".join(pct(s) for _, s in _alphas(rows)) + " |")
+    w("")
+    w(f"DICE + CFG w = 2 (40 NFE): {pct(rows['dice+cfg2']['alignment'])}. Strength peaks near alpha = 1–1.25, "
+      "as trained; beyond 1.5 images degrade (sizes and positions are lost first).\n")
+
+    w("## Per attribute\n")
+    kinds = list(rows["unguided"]["attributes"])
+    w("| method | " + " | ".join(kinds) + " |")
+    w("|---|" + "---:|" * len(kinds))
+    for name, title in TABLE:
+        w(f"| {title} | " + " | ".join(pct(rows[name]["attributes"][k]) for k in kinds) + " |")
+    w("")
+    w("CFG's gain is mostly colour, background and shape. DICE recovers most of the colour gain and little of "
+      "the background and shape gain.\n")
+
+    w("## Samples\n")
+    w("![sample grid](toyworld-grid.png)\n")
+    w("Rows: the first eight held-out prompts (below); columns: a ground-truth render, unguided, CFG w = 5, "
+      "DICE, DICE alpha 1.5, DICE with the row's negative prompt.\n")
+    for i, (p, n) in enumerate(zip(gpu["grid_prompts"], gpu["grid_negatives"])):
+        w(f"{i + 1}. {p} (negative: {n})")
+    w("")
+
+    w("## Investigation: why not 90 %\n")
+    w("![loss](toyworld-loss.png)\n")
+    w("The loss falls by only about 15 % and flattens within a few hundred steps, for both enhancers. "
+      "To find where the limit lies, `scripts/toy/investigate.py` trains variants that each change one thing "
+      f"(one {_device_of(INVESTIGATION)}, six runs side by side, each stopped after 330 s ≈ 1,650 steps × 128; "
+      "256 held-out prompts, seed 7). *Guidance error* is mean |eps(x_t, c') − eps_cfg| on fresh renders of "
+      "the held-out prompts at random t, before (c' = c) and after.\n")
+    w("| variant | lr | loss | t sampling | guidance error before → after | unguided | CFG 5 | result | gap closed |")
+    w("|---|---:|---|---|---|---:|---:|---:|---:|")
+    for r in jsonl(INVESTIGATION):
+        u, c, d = r["unguided"]["alignment"], r["cfg5"]["alignment"], r["dice"]["alignment"]
+        title = {"free": "free embedding per prompt (ceiling)"}.get(r["variant"], r["variant"])
+        t = {"high": "U{400..999}"}.get(r["timesteps"], "U{0..999}")
+        w(f"| {title} | {r['lr']:g} | {r['loss']} | {t} | {r['guidance_error_before']:.4f} → "
+          f"{r['guidance_error_after']:.4f} ({100 * (1 - r['guidance_error_after'] / r['guidance_error_before']):.0f} % less) | "
+          f"{pct(u)} | {pct(c)} | {pct(d)} | {closure(d, u, c)} |")
+    w("")
+    early = [jsonl(p) for p in EARLY_RUNS]
+    w("Earlier runs with `dice distill` on one H100 (256 prompts, seed 7): "
+      + "; ".join(f"{name} → {pct(next(r['alignment'] for r in run if r['method'] == 'DICE' and r['steps'] == 20 and r['alpha'] == 1.0))}"
+                  for name, run in zip(("2,000 steps, lr 2e-4", "2,500 steps, lr 1e-3"), early))
+      + f" (unguided {pct(early[0][0]['alignment'])}, CFG w = 5 {pct(early[0][1]['alignment'])}).\n")
+    w("What this shows:\n")
+    w("- **The ceiling is the model, not the enhancer.** A free 77 × 64 offset per evaluation prompt, optimised "
+      "on renders of exactly those prompts (which no enhancer can see), reduces the guidance error by about a "
+      "fifth and closes about 60 % of the gap. No single embedding reproduces CFG's effect at every t and x_t "
+      "for this UNet: its 64-wide cross-attention on a random frozen text encoder leaves the embedding far "
+      "less room than CLIP's 768 dims give real SD.\n"
+      "- **Learning rate and steps** matter a little (the reference lr 2e-4 is slower; lr 3e-3 no better "
+      "than 1e-3); longer training plateaus.\n"
+      "- **Loss and timesteps**: L2 instead of L1, or training only on high-noise t (where layout, shape and "
+      "colour are decided), does not help.\n"
+      "- **Alpha** > 1 does not make up the difference (section above); **negative-prompt distillation** "
+      "(null share 0.2) loses some null-prompt quality as expected and follows CFG with the same negatives "
+      "about half-way.\n")
+    w("Also not met here: the issue asks that a one-minute CPU distill reduce the guidance error by ≥ 30 %. On "
+      "this model a full GPU distillation reduces it by about 15 % and the per-prompt ceiling by about 20 %, so "
+      "the CPU tests (`tests/test_toy_dice.py`) assert what does hold: the shipped enhancer reduces it on "
+      "held-out prompts and raises unguided alignment, and a short CPU distill reduces it.\n")
+
+    build, rebuild = json.loads(BUILD.read_text()), json.loads(REBUILD.read_text())
+    w("## Rebuilding\n")
+    w("`scripts/toy/build_toy.py OUT --steps-eval 6173 --steps-vae 2258 --steps-unet 3380` rebuilds the "
+      "model and evaluator (world seed 0, torch seeds 0, ~9 minutes on one GPU); `scripts/toy/run_gpu_report.sh` "
+      "then distils both enhancers and runs every setting here; this script writes the page. GPU training "
+      "is not bit-exact (cuDNN/cuBLAS choices differ by card and run), so a rebuild gives a sibling model:\n")
+    w("| | card | evaluator on fresh renders | unguided | CFG w = 3 | CFG w = 5 | CFG gap |")
+    w("|---|---|---:|---:|---:|---:|---:|")
+    for title, b in (("shipped build", build), ("rebuild", rebuild)):
+        w(f"| {title} | {b['device']} | {pct(b['evaluator']['alignment_on_ground_truth_renders'])} | "
+          f"{pct(b['alignment_cfg1'])} | {pct(b['alignment_cfg3'])} | {pct(b['alignment_cfg5'])} | "
+          f"{100 * (b['alignment_cfg5'] - b['alignment_cfg1']):.1f} points |")
+    w("")
+    w("(256 held-out prompts, each build scored by its own evaluator.) The CFG gap reproduces within a point; "
+      "absolute alignment differed by about 4 points between the two builds.\n")
+    return "\n".join(out)
+
+
+def _alphas(rows):
+    return sorted([(0.0, rows["unguided"]["alignment"]), (1.0, rows["dice"]["alignment"])]
+                  + [(r["alpha"], r["alignment"]) for r in rows.values() if r["name"].startswith("dice-alpha")])
+
+
+def _device_of(path: Path) -> str:
+    return "H100" if "h100" in path.name else "GPU"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--import-gpu", type=Path, help="a run directory of run_gpu_report.sh")
+    parser.add_argument("--import-cpu", type=Path, help="a run directory of toy_report.py --table-only on a CPU")
+    args = parser.parse_args()
+    if args.import_gpu:
+        import_run(args.import_gpu, GPU_REPORT)
+    if args.import_cpu:
+        import_run(args.import_cpu, CPU_REPORT)
+    (DOCS / "toyworld.md").write_text(write())
+    print(DOCS / "toyworld.md")
+
+
+if __name__ == "__main__":
+    main()
