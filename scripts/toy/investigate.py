@@ -36,6 +36,8 @@ VARIANTS = {
     "l2": (1e-3, "l2", "uniform", False),
     "high-t": (1e-3, "l1", "high", False),
     "free": (1e-2, "l1", "uniform", True),
+    "free-l2": (1e-2, "l2", "uniform", True),
+    "free-lr3e-2": (3e-2, "l1", "uniform", True),
 }
 EVAL_PROMPTS, EVAL_SEED = int(__import__("os").environ.get("EVAL_PROMPTS", 256)), 7
 

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# On the GPU machine: longer free-embedding ceiling runs side by side, then (with ENHANCERS=DIR holding
+# toy-dice*.safetensors) the report settings again. Results in $OUT.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
+out=${OUT:-/tmp/out}
+for v in free free-l2 free-lr3e-2; do
+    python3 scripts/toy/investigate.py "$v" --steps 6000 --max-seconds ${MAX_SECONDS:-300} \
+        --out "$out/ceiling.jsonl" > "/tmp/$v.log" 2>&1 &
+done
+wait
+tail -n 2 /tmp/free*.log
+if [ -n "${ENHANCERS:-}" ]; then
+    python3 scripts/toy/toy_report.py "$ENHANCERS/toy-dice.safetensors" "$ENHANCERS/toy-dice-negative.safetensors" \
+        --out "$out" --prompts 1024 > "$out/report.log" 2>&1
+fi
