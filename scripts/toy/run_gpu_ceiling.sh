@@ -11,7 +11,6 @@ for v in free free-l2 free-lr3e-2; do
 done
 wait
 tail -n 2 /tmp/free*.log
-if [ -n "${ENHANCERS:-}" ]; then
-    python3 scripts/toy/toy_report.py "$ENHANCERS/toy-dice.safetensors" "$ENHANCERS/toy-dice-negative.safetensors" \
-        --out "$out" --prompts 1024 > "$out/report.log" 2>&1
+if [ -n "${ENHANCERS:-}" ]; then  # the report's settings again (run_gpu_report.sh report)
+    scripts/toy/run_gpu_report.sh report "$ENHANCERS" > "$out/report.log" 2>&1
 fi
