@@ -1,6 +1,6 @@
 """Why does DICE close only part of the toy world's alignment gap? One training variant per call.
 
-    python scripts/toy/investigate.py VARIANT [--steps 3000] [--out results.jsonl]
+    python scripts/toy/investigate.py VARIANT [--steps 3000] [--max-seconds S] [--eval-prompts 256] [--out F]
 
 Variants change one thing against the reference objective (DESIGN §1, l1, t ~ U{0..999}):
 the learning rate, the loss, the timestep distribution, or (ceiling) replace the enhancer by
@@ -38,8 +38,9 @@ VARIANTS = {
     "free": (1e-2, "l1", "uniform", True),
     "free-l2": (1e-2, "l2", "uniform", True),
     "free-lr3e-2": (3e-2, "l1", "uniform", True),
+    "free-lr1e-1": (1e-1, "l1", "uniform", True),
 }
-EVAL_PROMPTS, EVAL_SEED = int(__import__("os").environ.get("EVAL_PROMPTS", 256)), 7
+EVAL_SEED = 7
 
 
 def sample_t(kind: str, n: int, generator: torch.Generator, device) -> torch.Tensor:
@@ -56,10 +57,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--scenes", type=int, default=20000)
+    parser.add_argument("--eval-prompts", type=int, default=256, help="held-out prompts to score")
     parser.add_argument("--max-seconds", type=float, default=float("inf"), help="stop training early")
     parser.add_argument("--out", default="investigate.jsonl")
     args = parser.parse_args()
     lr, loss_kind, timesteps, free = VARIANTS[args.variant]
+    n_eval = args.eval_prompts
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
     adapter = load_adapter(resolve_model("toy"), device, torch.float32)
@@ -67,8 +70,8 @@ def main() -> None:
     scheduler = DDPMScheduler.from_config(adapter.scheduler.config)
     evaluator = load_evaluator(device)
 
-    held = ToyWorld(size=EVAL_PROMPTS, seed=EVAL_SEED, held_out=True)
-    eval_prompts = list(held[:EVAL_PROMPTS])
+    held = ToyWorld(size=n_eval, seed=EVAL_SEED, held_out=True)
+    eval_prompts = list(held[:n_eval])
     eval_cond = adapter.encode(eval_prompts).conditioning.to(device)
     null = adapter.encode([""]).conditioning.to(device)
 
@@ -83,7 +86,7 @@ def main() -> None:
         per_prompt = 32
         stated = [parse_caption(p) for p in eval_prompts]
         images = [scene_from_stated(s, rng).render(rng) for s in stated for _ in range(per_prompt)]
-        owner = torch.arange(EVAL_PROMPTS, device=device).repeat_interleave(per_prompt)
+        owner = torch.arange(n_eval, device=device).repeat_interleave(per_prompt)
         train_cond = eval_cond
     else:
         world = ToyWorld(size=args.scenes, seed=0)
@@ -138,23 +141,23 @@ def main() -> None:
     train_s = time.time() - start
 
     with torch.no_grad():
-        enhanced = eval_cond.with_embeds(enhance(torch.arange(EVAL_PROMPTS, device=device), eval_cond.prompt_embeds))
+        enhanced = eval_cond.with_embeds(enhance(torch.arange(n_eval, device=device), eval_cond.prompt_embeds))
         # guidance error on held-out prompts (fresh renders, uniform t)
         g = torch.Generator(device).manual_seed(123)
         stated = [parse_caption(p) for p in eval_prompts]
         x0 = latents_of([scene_from_stated(s, np.random.default_rng(i)).render(np.random.default_rng(i))
                          for i, s in enumerate(stated)])
-        t = torch.randint(0, 1000, (EVAL_PROMPTS,), generator=g, device=device)
+        t = torch.randint(0, 1000, (n_eval,), generator=g, device=device)
         x_t = scheduler.add_noise(x0, torch.randn(x0.shape, generator=g, device=device), t)
         e_c = adapter.denoise(x_t, t, eval_cond)
-        e_u = adapter.denoise(x_t, t, Conditioning.cat([null] * EVAL_PROMPTS))
+        e_u = adapter.denoise(x_t, t, Conditioning.cat([null] * n_eval))
         target = e_u + 5.0 * (e_c - e_u)
         err_before = (e_c - target).abs().mean().item()
         err_after = (adapter.denoise(x_t, t, enhanced) - target).abs().mean().item()
 
         def evaluate(cond, cfg, steps=20):
             images = generate(adapter, cond, null, cfg=cfg, steps=steps, scheduler="dpmsolver++",
-                              seeds=list(range(EVAL_PROMPTS)), height=64, width=64)
+                              seeds=list(range(n_eval)), height=64, width=64)
             readings = read(evaluator, np.stack([np.asarray(i) for i in images]), device)
             totals = {}
             per_prompt = float(np.mean([alignment(s, r) for s, r in zip(stated, readings)]))

@@ -5,8 +5,8 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 out=${OUT:-/tmp/out}
-for v in free free-l2 free-lr3e-2; do
-    python3 scripts/toy/investigate.py "$v" --steps 6000 --max-seconds ${MAX_SECONDS:-300} \
+for v in ${VARIANTS:-free free-l2 free-lr3e-2}; do
+    python3 scripts/toy/investigate.py "$v" --steps ${STEPS:-6000} --max-seconds ${MAX_SECONDS:-300} \
         --out "$out/ceiling.jsonl" > "/tmp/$v.log" 2>&1 &
 done
 wait
