@@ -26,7 +26,7 @@ DOCS = ROOT / "docs"
 GPU_REPORT = RESULTS / "report-h200-2026-11-26.json"
 CPU_REPORT = RESULTS / "report-cpu-2026-11-26.json"
 INVESTIGATION = RESULTS / "investigate-h100-2026-11-26.jsonl"
-CEILING = RESULTS / "ceiling-h200-2026-11-26.jsonl"
+CEILING = [RESULTS / "ceiling-h200-2026-11-26.jsonl", RESULTS / "ceiling-long-h200-2026-11-26.jsonl"]
 EARLY_RUNS = [RESULTS / "dice-h100-2026-11-26-lr2e-4.jsonl", RESULTS / "dice-h100-2026-11-26-lr1e-3.jsonl"]
 BUILD = RESULTS / "build-h100-2026-11-26.json"
 REBUILD = RESULTS / "rebuild-h200-2026-11-26.json"
@@ -261,12 +261,12 @@ def write() -> str:
       "for this model.\n")
     w("| run | card | variant | lr | loss | t sampling | steps × 128 | guidance error before → after | unguided | CFG 5 | result | gap closed |")
     w("|---|---|---|---:|---|---|---:|---|---:|---:|---:|---:|")
-    runs = [(path, r) for path in (INVESTIGATION, CEILING) for r in jsonl(path)]
+    runs = [(path, r) for path in (INVESTIGATION, *CEILING) for r in jsonl(path)]
     for path, r in runs:
         u, c, d = r["unguided"]["alignment"], r["cfg5"]["alignment"], r["dice"]["alignment"]
         title = f"free embedding ({r['variant']})" if r["variant"].startswith("free") else f"enhancer ({r['variant']})"
         t = {"high": "U{400..999}"}.get(r["timesteps"], "U{0..999}")
-        w(f"| {path.stem.split('-')[0]} | {_device_of(path)} | {title} | {r['lr']:g} | {r['loss']} | {t} | {r['steps']:,} | "
+        w(f"| {path.stem.rsplit('-', 4)[0]} | {_device_of(path)} | {title} | {r['lr']:g} | {r['loss']} | {t} | {r['steps']:,} | "
           f"{r['guidance_error_before']:.4f} → {r['guidance_error_after']:.4f} "
           f"({100 * (1 - r['guidance_error_after'] / r['guidance_error_before']):.0f} % less) | "
           f"{pct(u)} | {pct(c)} | {pct(d)} | {closure(d, u, c)} |")
@@ -292,8 +292,11 @@ def write() -> str:
     negative_share = ((rows["dice-negative"]["alignment"] - low) / (rows["cfg5-negative"]["alignment"] - low))
     w("What this shows:\n")
     w(f"- **Most of the limit is the model.** The best free embedding ({best['variant']}, lr {best['lr']:g}) "
-      f"closes {100 * gap(best):.0f} % of the gap and lowers the guidance error by {100 * less(best):.0f} %; "
-      f"it was still improving when stopped, but no free run came near 90 %. For this UNet (64-wide "
+      f"closes {100 * gap(best):.0f} % of the gap and lowers the guidance error by {100 * less(best):.0f} %. "
+      "It was still improving when stopped, slowly ("
+      + ", ".join(f"{100 * gap(r):.0f} % at {r['steps']:,} steps" for r in sorted(
+          (r for r in free if r["variant"] == best["variant"]), key=lambda r: r["steps"]))
+      + "), and no free run came near 90 %. For this UNet (64-wide "
       "cross-attention on a random frozen text encoder) no single embedding reproduces CFG's effect at every "
       "t and x_t, and DICE, by design, has one embedding per prompt.\n"
       f"- **The enhancer loses some more.** In the same time budget the enhancer variants close "
