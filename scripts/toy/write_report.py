@@ -122,7 +122,7 @@ def plots(rows: dict[str, dict]) -> None:
         smooth = np.convolve(loss, np.ones(10) / 10, mode="valid")
         ax.plot(steps[: len(smooth)], smooth, label=f"c_neg: {label}")
     ax.set_xlabel("step (batch 128)")
-    ax.set_ylabel("L1 DICE loss (running mean)")
+    ax.set_ylabel("L1 DICE loss (smoothed over 100 steps)")
     ax.set_title("Toy world: distillation loss")
     ax.grid(alpha=0.3)
     ax.legend()
