@@ -88,47 +88,39 @@ def plots(rows: dict[str, dict]) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    def figure():
+        return plt.subplots(figsize=(5.5, 3.6))
+
+    def save(fig, ax, xlabel: str, ylabel: str, title: str, name: str) -> None:
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(DOCS / name, dpi=120)
+        plt.close(fig)
+
+    fig, ax = figure()
     for method, prefix, style in (("CFG w = 5", "cfg5", "o-"), ("DICE", "dice", "s-"), ("unguided", "unguided", "^--")):
         points = sorted(nfe_curves(rows)[prefix].items())
         ax.plot([p[0] for p in points], [100 * p[1] for p in points], style, label=method)
-    ax.set_xlabel("NFE (denoiser evaluations per image)")
-    ax.set_ylabel("alignment (%)")
-    ax.set_title("Toy world: alignment vs NFE (held-out prompts)")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(DOCS / "toyworld-nfe.png", dpi=120)
-    plt.close(fig)
+    save(fig, ax, "NFE (denoiser evaluations per image)", "alignment (%)",
+         "Toy world: alignment vs NFE (held-out prompts)", "toyworld-nfe.png")
 
-    alphas = sorted([(0.0, rows["unguided"]["alignment"]), (1.0, rows["dice"]["alignment"])]
-                    + [(r["alpha"], r["alignment"]) for r in rows.values() if r["name"].startswith("dice-alpha")])
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    ax.plot([a for a, _ in alphas], [100 * s for _, s in alphas], "s-", label="DICE, 20 NFE")
+    fig, ax = figure()
+    ax.plot([a for a, _ in _alphas(rows)], [100 * s for _, s in _alphas(rows)], "s-", label="DICE, 20 NFE")
     ax.axhline(100 * rows["cfg5"]["alignment"], color="C0", ls=":", label="CFG w = 5, 40 NFE")
-    ax.set_xlabel("alpha (enhancer strength)")
-    ax.set_ylabel("alignment (%)")
-    ax.set_title("Toy world: enhancer strength")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(DOCS / "toyworld-alpha.png", dpi=120)
-    plt.close(fig)
+    save(fig, ax, "alpha (enhancer strength)", "alignment (%)", "Toy world: enhancer strength", "toyworld-alpha.png")
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    fig, ax = figure()
     for label, path in TRAIN_LOGS.items():
         log = jsonl(path)
         steps, loss = np.array([r["step"] for r in log]), np.array([r["loss"] for r in log])
-        smooth = np.convolve(loss, np.ones(10) / 10, mode="valid")
+        smooth = np.convolve(loss, np.ones(10) / 10, mode="valid")  # the log keeps every 10th step
         ax.plot(steps[: len(smooth)], smooth, label=f"c_neg: {label}")
-    ax.set_xlabel("step (batch 128)")
-    ax.set_ylabel("L1 DICE loss (smoothed over 100 steps)")
-    ax.set_title("Toy world: distillation loss")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(DOCS / "toyworld-loss.png", dpi=120)
-    plt.close(fig)
+    save(fig, ax, "step (batch 128)", "L1 DICE loss (smoothed over 100 steps)", "Toy world: distillation loss",
+         "toyworld-loss.png")
 
 
 def write() -> str:
