@@ -1,14 +1,17 @@
 """Build the toy model from scratch (GPU): word tokenizer, frozen CLIP text encoder, VAE, UNet, evaluator.
 
     python scripts/toy/build_toy.py OUT_DIR [--seconds-eval 45 --seconds-vae 75 --seconds-unet 330]
-    python scripts/toy/build_toy.py OUT_DIR --steps-eval 6173 --steps-vae 2258 --steps-unet 3380   # the shipped model
+    python scripts/toy/build_toy.py OUT_DIR --steps-eval 6173 --steps-vae 2258 --steps-unet 3380   # exact steps
+    python scripts/toy/build_toy.py OUT_DIR --reuse dicecli/models --steps-unet 3380   # new text side only
 
 Seeded. Stages: render the toy world; train the attribute classifier (the evaluator); train a
-small AutoencoderKL; encode the images; train a small UNet2DConditionModel on the latents with
-10 % caption dropout; save a diffusers StableDiffusionPipeline (fp16) and the evaluator; measure
-alignment of unguided vs CFG w = 5 samples on held-out prompts. Time budgets, not step counts,
-bound the training stages, so the script fits one command on a lent GPU; the steps reached are
-printed and saved.
+small AutoencoderKL; make the text encoder (random, or pretrained to read a caption's stated
+attributes; frozen from then on); encode the images; train a small UNet2DConditionModel on the
+latents with 10 % caption dropout; save a diffusers StableDiffusionPipeline (fp16) and the
+evaluator; measure alignment of unguided vs CFG samples on held-out prompts. Time budgets, not
+step counts, bound the training stages unless --steps-* are given, so the script fits one
+command on a lent GPU; the steps reached are printed and saved. --reuse takes the evaluator and
+the VAE of an earlier build (neither depends on the text side) instead of training them.
 """
 
 from __future__ import annotations
@@ -23,7 +26,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dicecli.toyworld import AttributeNet, ToyWorld, alignment, read, scene_labels, to_input
+from dicecli.toyworld import (BACKGROUND_NAMES, COLOR_NAMES, POSITION_NAMES, SHAPES, SIZE_NAMES, AttributeNet,
+                              ToyWorld, alignment, read, scene_labels, to_input)
+
+# What a caption states, read by the text encoder's pretraining heads: background, then for the
+# first and second object mentioned its shape, colour, size and position; each with one more
+# class for "not stated".
+STATED_KINDS = [("background", BACKGROUND_NAMES)] + [
+    (f"{key}{k}", names) for k in range(2)
+    for key, names in (("shape", SHAPES), ("color", COLOR_NAMES), ("size", SIZE_NAMES), ("position", POSITION_NAMES))]
 
 
 def render_chunk(args):
@@ -63,6 +74,67 @@ def train_evaluator(images, labels, device, seconds: float, steps: int | None = 
     return net.eval(), step
 
 
+def train_vae(images, device, seconds: float, steps: int | None = None):
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(1)
+    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64, 64),
+                        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+                        layers_per_block=1, norm_num_groups=16, sample_size=64).to(device)
+    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3)
+    start, step = time.time(), 0
+    while running(start, seconds, step, steps):
+        x = to_input(images[np.random.default_rng(10_000 + step).integers(0, len(images), 128)], device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            posterior = vae.encode(x).latent_dist
+            z = posterior.sample()
+            recon = vae.decode(z).sample
+        loss = F.mse_loss(recon.float(), x) + 1e-6 * posterior.kl().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        step += 1
+    vae.trained_steps, vae.final_mse = step, loss.item()
+    return vae
+
+
+def stated_targets(stated: dict) -> list[int]:
+    """Class indices of STATED_KINDS for one caption (len(names) = not stated)."""
+    out = [BACKGROUND_NAMES.index(stated["background"]) if "background" in stated else len(BACKGROUND_NAMES)]
+    for k in range(2):
+        thing = stated["objects"][k] if k < len(stated["objects"]) else {}
+        for key, names in (("shape", SHAPES), ("color", COLOR_NAMES), ("size", SIZE_NAMES), ("position", POSITION_NAMES)):
+            out.append(names.index(thing[key]) if key in thing else len(names))
+    return out
+
+
+def pretrain_text_encoder(text_encoder, ids: torch.Tensor, targets: torch.Tensor, device, steps: int) -> dict:
+    """Teach the text encoder to state what a caption says, from its pooled (end-of-text) output.
+
+    A random encoder leaves binding (which colour goes with which shape, which word names the
+    background) to the UNet's cross-attention; a pretrained one hands the UNet bound, semantic
+    token states, as CLIP does for Stable Diffusion. Frozen afterwards, like CLIP in SD.
+    """
+    sizes = [len(names) + 1 for _, names in STATED_KINDS]
+    head = torch.nn.Linear(text_encoder.config.hidden_size, sum(sizes)).to(device)
+    text_encoder.train().requires_grad_(True)
+    opt = torch.optim.AdamW(list(text_encoder.parameters()) + list(head.parameters()), lr=1e-3, weight_decay=1e-2)
+    targets = targets.to(device)
+    for step in range(steps):
+        idx = torch.from_numpy(np.random.default_rng(30_000 + step).integers(0, len(ids), 512)).to(device)
+        logits = head(text_encoder(ids[idx].to(device)).pooler_output).split(sizes, dim=1)
+        loss = sum(F.cross_entropy(lg, targets[idx, k]) for k, lg in enumerate(logits)) / len(sizes)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    text_encoder.eval().requires_grad_(False)
+    with torch.no_grad():
+        idx = torch.arange(min(4096, len(ids)), device=device)
+        logits = head(text_encoder(ids[idx.cpu()].to(device)).pooler_output).split(sizes, dim=1)
+        accuracy = float(np.mean([(lg.argmax(1) == targets[idx, k]).float().mean().item() for k, lg in enumerate(logits)]))
+    return {"steps": steps, "final_loss": loss.item(), "accuracy": accuracy}
+
+
 def main() -> None:
     from diffusers import AutoencoderKL, DDPMScheduler, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
@@ -78,6 +150,11 @@ def main() -> None:
     parser.add_argument("--held-out", type=int, default=256)
     for stage in ("eval", "vae", "unet"):  # exact rebuilds: the step counts of report.json
         parser.add_argument(f"--steps-{stage}", type=int, default=None)
+    parser.add_argument("--text-width", type=int, default=64, help="text encoder width = UNet cross-attention dim")
+    parser.add_argument("--text-pretrain-steps", type=int, default=0,
+                        help="pretrain the text encoder to read captions' stated attributes (0: random, frozen)")
+    parser.add_argument("--reuse", type=Path, default=None,
+                        help="folder with toy/ and toy-evaluator.safetensors of an earlier build: take its VAE and evaluator")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     report: dict = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "seeds": {"world": 0}}
@@ -88,52 +165,54 @@ def main() -> None:
     report["render_s"] = time.time() - t0
 
     # 1. evaluator
-    evaluator, steps = train_evaluator(images, labels, device, args.seconds_eval, args.steps_eval)
+    if args.reuse:
+        from safetensors.torch import load_file
+
+        evaluator = AttributeNet().to(device)
+        evaluator.load_state_dict(load_file(str(args.reuse / "toy-evaluator.safetensors")))
+        evaluator, steps = evaluator.eval(), f"reused from {args.reuse}"
+    else:
+        evaluator, steps = train_evaluator(images, labels, device, args.seconds_eval, args.steps_eval)
     check = ToyWorld(size=1000, seed=1)
     check_images = render(1, 1000)
     truth = [alignment(check.scene(i).stated, r) for i, r in enumerate(read(evaluator, check_images, device))]
     report["evaluator"] = {"steps": steps, "alignment_on_ground_truth_renders": float(np.mean(truth))}
     print(json.dumps(report["evaluator"]), flush=True)
 
-    # 2. text encoder (random, frozen) and tokenizer
+    # 2. tokenizer and text encoder (random or pretrained; frozen while the UNet trains)
     tokenizer = clip_word_tokenizer(world.vocabulary())
     torch.manual_seed(0)
     text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        max_position_embeddings=77, projection_dim=64, bos_token_id=tokenizer.bos_token_id,
+        vocab_size=len(tokenizer), hidden_size=args.text_width, intermediate_size=2 * args.text_width,
+        num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77, projection_dim=args.text_width, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)).to(device).eval().requires_grad_(False)
 
-    # 3. VAE
-    torch.manual_seed(1)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(32, 64, 64),
-                        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
-                        layers_per_block=1, norm_num_groups=16, sample_size=64).to(device)
-    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3)
-    start, step = time.time(), 0
-    while running(start, args.seconds_vae, step, args.steps_vae):
-        x = to_input(images[np.random.default_rng(10_000 + step).integers(0, args.images, 128)], device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-            posterior = vae.encode(x).latent_dist
-            z = posterior.sample()
-            recon = vae.decode(z).sample
-        loss = F.mse_loss(recon.float(), x) + 1e-6 * posterior.kl().mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        step += 1
-    vae.eval().requires_grad_(False)
-    report["vae"] = {"steps": step, "final_mse": loss.item()}
-    with torch.no_grad():
-        latents = torch.cat([vae.encode(to_input(images[s : s + 1024], device)).latent_dist.mean for s in range(0, args.images, 1024)])
-    scale = 1.0 / latents.std().item()
-    vae.register_to_config(scaling_factor=scale)
-    latents = latents * scale
-    print(json.dumps(report["vae"] | {"scaling_factor": scale}), flush=True)
-
-    # 4. UNet on cached latents and frozen text embeddings, 10 % empty captions
     with torch.no_grad():
         ids = tokenizer([world.caption(i) for i in range(args.images)], padding="max_length", max_length=77,
                         truncation=True, return_tensors="pt").input_ids
+    if args.text_pretrain_steps:
+        torch.manual_seed(3)
+        targets = torch.tensor([stated_targets(world.scene(i).stated) for i in range(args.images)])
+        report["text_pretrain"] = pretrain_text_encoder(text_encoder, ids, targets, device, args.text_pretrain_steps)
+        print(json.dumps(report["text_pretrain"]), flush=True)
+    report["text_encoder"] = {"width": args.text_width, "pretrain_steps": args.text_pretrain_steps}
+
+    # 3. VAE
+    if args.reuse:
+        vae = AutoencoderKL.from_pretrained(args.reuse / "toy" / "vae", dtype=torch.float32).to(device)
+    else:
+        vae = train_vae(images, device, args.seconds_vae, args.steps_vae)
+        report["vae"] = {"steps": vae.trained_steps, "final_mse": vae.final_mse}
+    vae.eval().requires_grad_(False)
+    with torch.no_grad():
+        latents = torch.cat([vae.encode(to_input(images[s : s + 1024], device)).latent_dist.mean for s in range(0, args.images, 1024)])
+    if not args.reuse:
+        vae.register_to_config(scaling_factor=1.0 / latents.std().item())
+    latents = latents * vae.config.scaling_factor
+    print(json.dumps(report.get("vae", {}) | {"scaling_factor": vae.config.scaling_factor}), flush=True)
+
+    # 4. UNet on cached latents and frozen text embeddings, 10 % empty captions
+    with torch.no_grad():
         embeds = torch.cat([text_encoder(ids[s : s + 4096].to(device))[0] for s in range(0, args.images, 4096)]).half()
         null = text_encoder(tokenizer([""], padding="max_length", max_length=77, return_tensors="pt").input_ids.to(device))[0].half()
     torch.manual_seed(2)
@@ -141,7 +220,7 @@ def main() -> None:
         sample_size=16, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(64, 128, 128),
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
         up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=64, attention_head_dim=8, norm_num_groups=32).to(device)
+        cross_attention_dim=args.text_width, attention_head_dim=8, norm_num_groups=32).to(device)
     report["unet_parameters"] = sum(p.numel() for p in unet.parameters())
     noise_scheduler = DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000)
     opt = torch.optim.AdamW(unet.parameters(), lr=4e-4, weight_decay=1e-2)
