@@ -147,7 +147,7 @@ def write() -> str:
       "samples and of ground-truth renders of the same prompts.\n")
     w(f"Every number below comes from recorded runs on an {gpu['device']} (PyTorch {gpu['torch']}, "
       f"{gpu['dtype']} sampling): `scripts/toy/run_gpu_report.sh distill` made the enhancers and "
-      "`scripts/toy/run_gpu_report.sh report` ran every sampling setting, over **{gpu['prompts']} held-out prompts** "
+      f"`scripts/toy/run_gpu_report.sh report` ran every sampling setting, over **{gpu['prompts']:,} held-out prompts** "
       f"(`ToyWorld(seed={gpu['eval_seed']}, held_out=True)`: every prompt names at least one colour–shape pair "
       "that never appears in training), one image per prompt with seed = prompt index, DPM-Solver++. "
       f"On ground-truth renders of these prompts the classifier scores {pct(gpu['truth_alignment'])}: "
