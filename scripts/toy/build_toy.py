@@ -121,8 +121,9 @@ def pretrain_text_encoder(text_encoder, ids: torch.Tensor, targets: torch.Tensor
     opt = torch.optim.AdamW(list(text_encoder.parameters()) + list(head.parameters()), lr=1e-3, weight_decay=1e-2)
     targets = targets.to(device)
     for step in range(steps):
-        idx = torch.from_numpy(np.random.default_rng(30_000 + step).integers(0, len(ids), 512)).to(device)
+        idx = torch.from_numpy(np.random.default_rng(30_000 + step).integers(0, len(ids), 512))
         logits = head(text_encoder(ids[idx].to(device)).pooler_output).split(sizes, dim=1)
+        idx = idx.to(device)
         loss = sum(F.cross_entropy(lg, targets[idx, k]) for k, lg in enumerate(logits)) / len(sizes)
         opt.zero_grad(set_to_none=True)
         loss.backward()

@@ -18,7 +18,7 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 out=${OUT:-/tmp/out}; mkdir -p "$out"
 gpus=$(nvidia-smi -L | wc -l)
 stage=${1:-}; shift
-i=0
+i=${FIRST_GPU:-0}  # GPUs from FIRST_GPU on, round robin
 case $stage in
 build)
     while [ $# -ge 2 ]; do
