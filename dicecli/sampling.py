@@ -41,8 +41,13 @@ def make_scheduler(name: str, config):
 @torch.no_grad()
 def generate(adapter: FamilyAdapter, cond: Conditioning, negative: Conditioning | None, *, cfg: float,
              steps: int, scheduler: str, seeds: list[int], height: int, width: int, pipe=None) -> list[Image.Image]:
-    """One image per row of `cond`, image i from seed seeds[i]; cfg <= 1 means one evaluation per step."""
-    pipe = pipe or adapter.pipeline(make_scheduler(scheduler, adapter.scheduler.config))
+    """One image per row of `cond`, image i from seed seeds[i]; cfg <= 1 means one evaluation per step.
+
+    `pipe` (from adapter.pipeline()) may be passed to reuse it across calls; it always samples
+    with `scheduler`, whatever scheduler it held before.
+    """
+    pipe = pipe or adapter.pipeline()
+    pipe.scheduler = make_scheduler(scheduler, adapter.scheduler.config)
     if cfg > 1 and negative is not None and len(negative) == 1 and len(cond) > 1:
         negative = Conditioning.cat([negative] * len(cond))
     generators = [torch.Generator(adapter.device).manual_seed(s) for s in seeds]
@@ -198,7 +203,7 @@ def run_job(job: SampleJob, folder: Path, batch_size: int, progress: bool = Fals
     done = prepare_folder(folder, s, job.prompts)
     groups = [list(range(g, min(g + batch_size, total))) for g in range(0, total, batch_size)]
     todo = [g for g in groups if any(i not in done for i in g)]
-    pipe = job.adapter.pipeline(make_scheduler(s.scheduler, job.adapter.scheduler.config))
+    pipe = job.adapter.pipeline()
     generated = 0
     pending: list[tuple[Future, int, dict]] = []
 

@@ -34,6 +34,27 @@ def test_cfg5_equals_diffusers_pipeline(dice, prompts_file, tiny_sd15_dir, tmp_p
         assert np.abs(got.astype(int) - np.asarray(want).astype(int)).max() <= 1
 
 
+def test_generate_uses_the_named_scheduler_with_a_reused_pipeline(tiny_sd15_dir):
+    """A pipeline passed in for reuse samples with the scheduler named, not the one it was built with."""
+    from dicecli.families import load_adapter
+    from dicecli.recipes import resolve_model
+    from dicecli.sampling import generate
+
+    adapter = load_adapter(resolve_model(str(tiny_sd15_dir)), torch.device("cpu"), torch.float32)
+    cond = adapter.encode(["a red cat", "a green house"]).conditioning
+    null = adapter.encode([""]).conditioning
+    pipe = adapter.pipeline()  # holds the model's own scheduler (PNDM)
+
+    def images(scheduler, pipe=None):
+        out = generate(adapter, cond, null, cfg=5.0, steps=6, scheduler=scheduler, seeds=[3, 4], height=32, width=32, pipe=pipe)
+        return np.stack([np.asarray(i).astype(int) for i in out])
+
+    fresh = images("dpmsolver++")
+    assert np.abs(images("dpmsolver++", pipe) - fresh).max() <= 1
+    assert type(pipe.scheduler).__name__ == "DPMSolverMultistepScheduler"
+    assert np.abs(images("pndm", pipe) - fresh).max() > 1
+
+
 def count_evaluations(monkeypatch):
     from diffusers import UNet2DConditionModel
 
