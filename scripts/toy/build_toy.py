@@ -244,7 +244,7 @@ def main() -> None:
         opt.step()
         step += 1
     unet.eval().requires_grad_(False)
-    report["unet"] = {"steps": step, "final_loss": loss.item(), "seconds": args.seconds_unet}
+    report["unet"] = {"steps": step, "final_loss": loss.item(), "train_s": round(time.time() - start, 1)}
     print(json.dumps(report["unet"] | {"parameters": report["unet_parameters"]}), flush=True)
 
     # 5. save the pipeline (fp16) and the evaluator

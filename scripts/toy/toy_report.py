@@ -127,6 +127,7 @@ def main() -> None:
         run("dice-negative", "DICE", dice(negative=neg, enhancer=negative_aware), neg, 1.0, 20, alpha=1.0,
             negative_prompt=True)
         if args.table_only:
+            np.savez_compressed(args.out / "toy-features.npz", **feats)
             (args.out / "toy-report.json").write_text(json.dumps({**setup(), "rows": rows}, indent=1))
             return
         # alignment against NFE (paper Figure 5)
