@@ -150,7 +150,8 @@ def write() -> str:
       "**Alignment** is the share of the attributes a prompt states that the classifier finds; "
       "**toy FID** is the Fréchet distance between the classifier's 256-d penultimate features of the "
       "samples and of ground-truth renders of the same prompts.\n")
-    w(f"Every number below comes from recorded runs on an {gpu['device']} (PyTorch {gpu['torch']}, "
+    w(f"Every number on this page comes from a recorded run (`scripts/toy/results/`; each section names its "
+      f"card). Table 1 (first version), the sweeps, the attributes and the samples come from runs on an {gpu['device']} (PyTorch {gpu['torch']}, "
       f"{gpu['dtype']} sampling): `scripts/toy/run_gpu_report.sh distill` made the enhancers and "
       f"`scripts/toy/run_gpu_report.sh report` ran every sampling setting, over **{gpu['prompts']:,} held-out prompts** "
       f"(`ToyWorld(seed={gpu['eval_seed']}, held_out=True)`: every prompt names at least one colour–shape pair "
@@ -286,7 +287,7 @@ def write() -> str:
     w(f"The loss falls only from {first:.3f} to {last:.3f} ({100 * (1 - last / first):.0f} %), most of it in the first "
       "few hundred steps, for both enhancers. To find where the limit lies, `scripts/toy/investigate.py` "
       "trains variants that each change one thing against `dice distill`'s objective (several runs side by side "
-      "on one GPU, each stopped after a fixed time; 256 held-out prompts, seed 7). *Guidance error* is mean "
+      "on one GPU, each stopped after a fixed time; 256 held-out prompts, seed 7, DPM-Solver++, float32). *Guidance error* is mean "
       "|eps(x_t, c') − eps_cfg| on fresh renders of the held-out prompts at random t, before (c' = c) and after. "
       "The *free embedding* rows replace the enhancer by a free 77 × 64 offset per evaluation prompt, optimised "
       "on renders of exactly those prompts: an oracle no enhancer can match, which bounds what any c' can do "
