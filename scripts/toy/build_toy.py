@@ -157,6 +157,9 @@ def main() -> None:
     parser.add_argument("--reuse", type=Path, default=None,
                         help="folder with toy/ and toy-evaluator.safetensors of an earlier build: take its VAE and evaluator")
     args = parser.parse_args()
+    if args.reuse and not ((args.reuse / "toy-evaluator.safetensors").is_file() and (args.reuse / "toy" / "vae").is_dir()):
+        parser.error(f"--reuse {args.reuse} holds no toy-evaluator.safetensors and toy/vae; give an earlier build's folder "
+                     "(dicecli/models for the shipped one).")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     report: dict = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "seeds": {"world": 0}}
     t0 = time.time()

@@ -15,9 +15,16 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 repo=$PWD
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
-out=${OUT:-/tmp/out}; mkdir -p "$out"
-gpus=$(nvidia-smi -L | wc -l)
+usage="usage: $0 build NAME ARGS [NAME ARGS ...] | distill NAME [NAME ...]"
 stage=${1:-}; shift
+case $stage in
+build) [ $# -ge 2 ] && [ $(($# % 2)) -eq 0 ] || { echo "$usage" >&2; exit 2; } ;;
+distill) [ $# -ge 1 ] || { echo "$usage" >&2; exit 2; } ;;
+*) echo "$usage" >&2; exit 2 ;;
+esac
+gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
+[ "$gpus" -gt 0 ] || { echo "$0: nvidia-smi lists no GPU; run this on the GPU machine." >&2; exit 1; }
+out=${OUT:-/tmp/out}; mkdir -p "$out"
 i=${FIRST_GPU:-0}  # GPUs from FIRST_GPU on, round robin
 case $stage in
 build)
@@ -70,7 +77,5 @@ print(max(closed, key=closed.get) if closed else "")
 PY
 )
     [ -n "$best" ] && mkdir -p "$out/best" && cp "/tmp/variants/$best"/toy.tar.part-* "$out/best/" && echo "$best" > "$out/best/name" ;;
-*)
-    echo "usage: $0 build NAME ARGS [NAME ARGS ...] | distill NAME [NAME ...]" >&2; exit 2 ;;
 esac
 wait
