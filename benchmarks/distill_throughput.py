@@ -20,9 +20,10 @@ import torch
 
 from dicecli.cache import LATENTS_FORMAT, CacheWriter, new_header
 from dicecli.data import open_training_data
-from dicecli.distill import DistillConfig, Distiller
+from dicecli.distill import Distiller
+from dicecli.settings import DistillConfig
 from dicecli.families import load_adapter
-from dicecli.recipes import resolve_model
+from dicecli.refs import resolve_model
 
 from sd15_random import build
 

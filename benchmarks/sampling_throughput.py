@@ -19,7 +19,7 @@ import torch
 
 from dicecli.enhancer import Enhancer
 from dicecli.families import load_adapter
-from dicecli.recipes import resolve_model
+from dicecli.refs import resolve_model
 from dicecli.sampling import SampleJob, SampleSettings, run_job
 
 from sd15_random import build

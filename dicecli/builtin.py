@@ -1,6 +1,7 @@
-"""Built-in `tiny-*` models: random-weight miniature pipelines for smoke tests and CI.
+"""Built-in models: random-weight `tiny-*` pipelines for smoke tests and CI, and the trained
+models that plug-ins ship (`dicecli.plugins`).
 
-They are built from configs with seeded weights on first use, saved with
+Tiny models are built from configs with seeded weights on first use, saved with
 `save_pretrained` under the user cache, and then loaded back through the same
 `from_pretrained` code as any downloaded model.
 """
@@ -15,30 +16,35 @@ from pathlib import Path
 import torch
 
 from dicecli.errors import UsageError
-from dicecli.families.base import quiet_libraries
 from dicecli.paths import builtin_models_dir
+from dicecli.plugins import shipped_models
+from dicecli.runtime import quiet_libraries
 
-BUILD_VERSION = 2  # bump when a builder changes, so stale copies are rebuilt
+
+def is_shipped(name: str) -> bool:
+    return name in shipped_models()
 
 
-# Trained models shipped inside the package (rebuilt by scripts/toy/build_toy.py).
-SHIPPED = {"toy": Path(__file__).resolve().parent / "models" / "toy"}
+def builtin_version(name: str) -> int:
+    """The builder's version (bumped when a builder changes, so stale copies are rebuilt); 1 for shipped models."""
+    return BUILDERS[name][1] if name in BUILDERS else 1
 
 
 def builtin_path(name: str) -> Path:
-    if name in SHIPPED:
-        return SHIPPED[name]
-    return builtin_models_dir() / f"{name}-v{BUILD_VERSION}"
+    if is_shipped(name):
+        return shipped_models()[name]
+    return builtin_models_dir() / f"{name}-v{builtin_version(name)}"
 
 
 def ensure_builtin(name: str) -> Path:
     """Return the folder of built-in model `name`, building it atomically if needed."""
-    if name in SHIPPED:
-        if not (SHIPPED[name] / "model_index.json").is_file():
-            raise UsageError(f"The shipped model {name} is missing from {SHIPPED[name]}; reinstall dicecli.")
-        return SHIPPED[name]
+    if is_shipped(name):
+        folder = shipped_models()[name]
+        if not (folder / "model_index.json").is_file():
+            raise UsageError(f"The shipped model {name} is missing from {folder}; reinstall dicecli.")
+        return folder
     if name not in BUILDERS:
-        raise UsageError(f"Built-in model {name!r} does not exist; choose one of {', '.join([*BUILDERS, *SHIPPED])}.")
+        raise UsageError(f"Built-in model {name!r} does not exist; choose one of {', '.join([*BUILDERS, *shipped_models()])}.")
     path = builtin_path(name)
     if (path / "model_index.json").exists():
         return path
@@ -46,7 +52,7 @@ def ensure_builtin(name: str) -> Path:
     quiet_libraries()
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
-        BUILDERS[name]().save_pretrained(staging, safe_serialization=True)
+        BUILDERS[name][0]().save_pretrained(staging, safe_serialization=True)
         try:
             os.replace(staging, path)
         except OSError:  # another process finished first
@@ -64,7 +70,7 @@ def _byte_alphabet() -> list[str]:
     return [chr(b) if b in printable else chr(next(extra)) for b in range(256)]
 
 
-def clip_byte_tokenizer(model_max_length: int = 77):
+def clip_byte_tokenizer(model_max_length: int = 77, pad_token: str = "<|endoftext|>"):
     """A CLIP BPE tokenizer over single bytes (no merges): any text tokenizes, no vocab download."""
     from transformers import CLIPTokenizer
 
@@ -73,7 +79,7 @@ def clip_byte_tokenizer(model_max_length: int = 77):
     vocab.update({c + "</w>": len(chars) + i for i, c in enumerate(chars)})
     vocab["<|startoftext|>"] = len(vocab)
     vocab["<|endoftext|>"] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=model_max_length)
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=model_max_length, pad_token=pad_token)
 
 
 def _apply_bpe(pieces: list[str], merges: list[tuple[str, str]]) -> list[str]:
@@ -107,18 +113,34 @@ def clip_word_tokenizer(words: list[str], model_max_length: int = 77):
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
 
 
-def tiny_sd15():
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+def _tiny_clip_config(tokenizer):
+    from transformers import CLIPTextConfig
 
-    tokenizer = clip_byte_tokenizer()
-    torch.manual_seed(0)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
+    return CLIPTextConfig(
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, max_position_embeddings=77, projection_dim=32,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-    ))
+    )
+
+
+def _tiny_vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32),
+        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1, norm_num_groups=16, sample_size=32,
+    )
+
+
+def tiny_sd15():
+    from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    tokenizer = clip_byte_tokenizer()
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModel(_tiny_clip_config(tokenizer))
     with torch.no_grad():
         # Trained text encoders feed the UNet's cross-attention in a regime where the output moves
         # almost linearly with the embedding; unit-scale random outputs make the attention far
@@ -133,11 +155,7 @@ def tiny_sd15():
         attention_head_dim=8, norm_num_groups=16,
     )
     torch.manual_seed(2)
-    vae = AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32),
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        layers_per_block=1, norm_num_groups=16, sample_size=32,
-    )
+    vae = _tiny_vae()
     # SD1.5's own scheduler config.
     scheduler = PNDMScheduler(
         beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
@@ -149,4 +167,37 @@ def tiny_sd15():
     )
 
 
-BUILDERS = {"tiny-sd15": tiny_sd15}
+def tiny_sdxl():
+    """A miniature SDXL pipeline: two CLIP encoders (32 + 32 wide; the second with a 32-wide pooled
+    projection and SDXL's "!" padding), a UNet with text-time conditioning, SDXL's scheduler config."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    tokenizer, tokenizer_2 = clip_byte_tokenizer(), clip_byte_tokenizer(pad_token="!")
+    torch.manual_seed(0)
+    text_encoder = CLIPTextModel(_tiny_clip_config(tokenizer))
+    torch.manual_seed(1)
+    text_encoder_2 = CLIPTextModelWithProjection(_tiny_clip_config(tokenizer_2))
+    torch.manual_seed(2)
+    unet = UNet2DConditionModel(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4), use_linear_projection=True, cross_attention_dim=64, norm_num_groups=16,
+        addition_embed_type="text_time", addition_time_embed_dim=8,
+        projection_class_embeddings_input_dim=6 * 8 + 32,  # six time ids x 8 + the pooled embedding
+    )
+    torch.manual_seed(3)
+    vae = _tiny_vae()
+    # SDXL base 1.0's own scheduler config.
+    scheduler = EulerDiscreteScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
+        steps_offset=1, timestep_spacing="leading", interpolation_type="linear", prediction_type="epsilon",
+    )
+    return StableDiffusionXLPipeline(
+        vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
+        tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler, force_zeros_for_empty_prompt=True,
+    )
+
+
+# name -> (builder, version); bump a version when its builder changes.
+BUILDERS = {"tiny-sd15": (tiny_sd15, 2), "tiny-sdxl": (tiny_sdxl, 1)}

@@ -31,7 +31,7 @@ class TrainingData:
     latents: torch.Tensor | None = None  # [N, C, h, w], already times the VAE scaling factor
     source: str = ""
     model_fingerprint: str | None = None  # latents: the VAE they were made with
-    render: Callable[[int], Image.Image] | None = None  # images made on the fly (the toy world)
+    render: Callable[[int], Image.Image] | None = None  # images made on the fly (plug-in data)
 
     def __len__(self) -> int:
         return len(self.captions)
@@ -76,15 +76,13 @@ def open_training_data(spec: str | None, recipe_name: str = "") -> TrainingData:
         raise UsageError("--data is required for this model (its recipe names no data); give an imagefolder, a COCO folder or a latent cache.")
     if spec in NAMED_DATA:
         return _named(spec, recipe_name)
-    if spec == "toy" or spec.startswith("toy:"):
-        from dicecli.toyworld import ToyWorld
-
-        size = spec.partition(":")[2]
-        if size and not size.isdigit():
-            raise UsageError(f"--data {spec}: give toy or toy:N with N scenes, e.g. toy:20000.")
-        world = ToyWorld(size=int(size) if size else 100_000)  # seeded scenes, made as they are read
-        return TrainingData(world, render=world.image, source=spec)
     path = Path(spec).expanduser()
+    if not path.exists():
+        from dicecli.plugins import data_sources
+
+        opener = data_sources().get(spec.partition(":")[0])
+        if opener is not None:
+            return opener(spec)  # data a plug-in makes, e.g. scenes rendered as they are read
     if not path.exists():
         raise UsageError(f"Training data {spec} does not exist; give an imagefolder, a COCO folder or a latent cache (.h5) to --data.")
     if path.is_file() and path.suffix == ".h5":

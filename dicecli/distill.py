@@ -1,10 +1,6 @@
-"""`dice distill`: train an enhancer so that unguided sampling with c' matches CFG (DESIGN §1).
+"""`dice distill`: train an enhancer so that unguided sampling with c' matches CFG.
 
-    target = stopgrad(eps(x_t, t, c_neg) + w * (eps(x_t, t, c) - eps(x_t, t, c_neg)))
-    pred   = eps(x_t, t, c + E(c, c_neg))
-    loss   = |pred - target| (l1) or (pred - target)^2 (l2)
-
-Only the enhancer has trainable parameters; gradients reach it through the frozen
+The objective is `dicecli.method.dice_loss` (docs/architecture.md). Only the enhancer has trainable parameters; gradients reach it through the frozen
 denoiser. Every random draw of a step comes from a generator seeded by (seed, step,
 micro-batch, rank), and the data order is a per-epoch permutation seeded by
 (seed, epoch), so a run resumed from a checkpoint continues exactly.
@@ -21,54 +17,19 @@ from importlib import resources
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from dicecli.data import ImageDataset, TrainingData
 from dicecli.enhancer import Enhancer, load_enhancer, save_enhancer
 from dicecli.errors import UsageError
-from dicecli.families import Conditioning, FamilyAdapter
-from dicecli.files import atomic_path
+from dicecli.families import FamilyAdapter, load_adapter
+from dicecli.files import atomic_path, check_writable
+from dicecli.method import apply_enhancer, dice_loss
+from dicecli.refs import ModelRef
+from dicecli.settings import DistillConfig
 
 CHECKPOINTS_KEPT = 2
-
-
-@dataclass
-class DistillConfig:
-    steps: int = 8000
-    batch_size: int = 128  # images per optimizer update, over all processes
-    grad_accum: int = 1
-    lr: float = 2e-4
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 1e-2
-    eps: float = 1e-8
-    guidance_scale: float = 5.0
-    loss: str = "l1"
-    negative_prompts: str = "builtin"  # builtin | none | path to a .txt file
-    null_share: float = 0.2  # share of each batch that uses the null ("") prompt as c_neg
-    seed: int = 0
-    resolution: int = 512
-    checkpoint_every: int = 500
-    compile: bool = False
-    validate: bool = True
-    validation_steps: int = 20
-
-    def check(self, world: int) -> int:
-        """Validate, and return the per-process micro-batch size."""
-        if self.loss not in ("l1", "l2"):
-            raise UsageError(f"--loss {self.loss!r} is not known; use l1 or l2.")
-        if not 0 <= self.null_share <= 1:
-            raise UsageError("null_share must be between 0 and 1; fix the recipe.")
-        per_update = world * self.grad_accum
-        if self.batch_size % per_update:
-            raise UsageError(
-                f"--batch-size {self.batch_size} must be divisible by --grad-accum x processes ({per_update}); "
-                f"try --batch-size {max(per_update, self.batch_size // per_update * per_update)}."
-            )
-        if self.steps < 1 or self.checkpoint_every < 1:
-            raise UsageError("--steps and --checkpoint-every must be at least 1.")
-        return self.batch_size // per_update
 
 
 def load_negative_corpus(spec: str) -> tuple[list[str], str]:
@@ -115,20 +76,6 @@ def step_generator(device: torch.device, seed: int, step: int, micro: int) -> to
     return torch.Generator(device).manual_seed((seed * 1_000_003 + step) * 131 + micro)
 
 
-def dice_loss(adapter: FamilyAdapter, enhancer: torch.nn.Module, noise_scheduler, x0: torch.Tensor,
-              cond: Conditioning, negative: Conditioning, t: torch.Tensor, noise: torch.Tensor,
-              guidance_scale: float, loss: str) -> torch.Tensor:
-    """The DICE objective on one batch of latents (DESIGN §1)."""
-    x_t = noise_scheduler.add_noise(x0, noise, t).to(adapter.dtype)
-    with torch.no_grad():
-        both = adapter.denoise(torch.cat([x_t, x_t]), torch.cat([t, t]), Conditioning.cat([cond, negative]))
-        pred_cond, pred_neg = both.float().chunk(2)
-        target = pred_neg + guidance_scale * (pred_cond - pred_neg)
-    enhanced = enhancer(cond.prompt_embeds, negative.prompt_embeds)
-    pred = adapter.denoise(x_t, t, cond.with_embeds(enhanced.to(adapter.dtype))).float()
-    return F.l1_loss(pred, target) if loss == "l1" else F.mse_loss(pred, target)
-
-
 @dataclass
 class DistillResult:
     output: str
@@ -155,19 +102,17 @@ class Distiller:
         self.micro_batch = config.check(self.world)
         self.main = self.accelerator.is_main_process
 
-        needed = ["tokenizer", "text_encoder", "scheduler", adapter.denoiser_name]
-        if data.latents is None:
-            needed.append("vae")
+        needed = adapter.training_components(with_vae=data.latents is None)
         adapter.require(*needed)
         from diffusers import DDPMScheduler
 
         self.noise_scheduler = DDPMScheduler.from_config(adapter.scheduler.config)
         self.negatives_text, self.negatives_name = load_negative_corpus(config.negative_prompts)
         # Row 0 is the null prompt; rows 1.. the negative corpus.
-        self.negative_bank = adapter.encode([""] + self.negatives_text).conditioning.to(adapter.device)
+        self.negative_bank = adapter.encode_all([""] + self.negatives_text).to(adapter.device)
 
         torch.manual_seed(config.seed)
-        self.enhancer = Enhancer(adapter.context_dim).to(adapter.device)
+        self.enhancer = Enhancer.for_text(adapter.text).to(adapter.device)
         self.optimizer = torch.optim.AdamW(self.enhancer.parameters(), lr=config.lr, betas=config.betas,
                                            weight_decay=config.weight_decay, eps=config.eps)
         self.order = SampleOrder(len(data), config.seed)
@@ -186,7 +131,7 @@ class Distiller:
     def metadata(self) -> dict:
         c = self.config
         return {
-            "family": self.adapter.family, "tokens": self.adapter.tokens, "trained_on": self.model_name,
+            "family": self.adapter.family, "tokens": self.adapter.text.tokens, "trained_on": self.model_name,
             "guidance_scale": c.guidance_scale, "negative_prompts": self.negatives_name, "loss": c.loss,
             "steps": self.step, "batch_size": c.batch_size, "lr": c.lr, "null_share": c.null_share, "seed": c.seed,
         }
@@ -220,7 +165,8 @@ class Distiller:
             return 0
         trainer = json.loads((checkpoint / "trainer.json").read_text())
         saved = trainer["config"]
-        for key in ("batch_size", "grad_accum", "seed", "loss", "guidance_scale", "negative_prompts", "null_share", "lr"):
+        for key in ("batch_size", "grad_accum", "seed", "loss", "guidance_scale", "negative_prompts", "null_share", "lr",
+                    "resolution"):
             mine = getattr(self.config, key)
             if saved[key] != (list(mine) if isinstance(mine, tuple) else mine):
                 raise UsageError(
@@ -229,6 +175,9 @@ class Distiller:
                 )
         if trainer["model"] != self.model_name:
             raise UsageError(f"--resume: {self.work_dir} holds a run of {trainer['model']}, not {self.model_name}; use another --work-dir.")
+        if trainer.get("data", self.data.source) != self.data.source:
+            raise UsageError(f"--resume: {self.work_dir} holds a run on --data {trainer['data']}, not {self.data.source}; "
+                             "resume with the same data or use another --work-dir.")
         enhancer, _ = load_enhancer(checkpoint / "enhancer.safetensors", self.adapter.device)
         self.enhancer.load_state_dict(enhancer.state_dict())
         tensors = load_file(str(checkpoint / "optimizer.safetensors"))
@@ -269,12 +218,9 @@ class Distiller:
         negative = self.negative_bank[torch.where(use_null, torch.zeros_like(pick), pick).cpu()]
         return latents, cond, negative, t, noise
 
-    @torch.no_grad()
     def encode_images(self, indices: list[int]) -> torch.Tensor:
         dataset = ImageDataset(self.data, self.config.resolution)
-        images = torch.stack([dataset[i][0] for i in indices]).to(self.adapter.device, self.adapter.dtype)
-        vae = self.adapter.vae
-        return (vae.encode(images).latent_dist.mean * vae.config.scaling_factor).float()
+        return self.adapter.images_to_latents(torch.stack([dataset[i][0] for i in indices]))
 
     def autocast(self):
         if self.adapter.device.type == "cuda" and self.adapter.dtype != torch.float32:
@@ -346,11 +292,11 @@ class Distiller:
         prompts = list(dict.fromkeys(self.data.captions[i] for i in range(min(len(self.data), 64))))[:count]
         cond = adapter.encode(prompts).conditioning.to(adapter.device)
         null = self.negative_bank[[0]]
-        enhanced = cond.with_embeds(self.enhancer(cond.prompt_embeds, null.prompt_embeds))
+        enhanced = apply_enhancer(self.enhancer, cond, null)
         seeds = list(range(len(prompts)))
         size = dict(steps=c.validation_steps, scheduler="dpmsolver++", seeds=seeds, height=c.resolution, width=c.resolution)
         columns = [generate(adapter, cond, None, cfg=1.0, **size),
-                   generate(adapter, cond, null, cfg=c.guidance_scale, **size),
+                   generate(adapter, cond, adapter.unconditional(None), cfg=c.guidance_scale, **size),
                    generate(adapter, enhanced, None, cfg=1.0, **size)]
         grid = image_grid([list(row) for row in zip(*columns)], ["unguided", f"CFG w={c.guidance_scale:g}", "DICE"])
         with atomic_path(path) as tmp:
@@ -364,60 +310,31 @@ def _truncate_log(path: Path, step: int) -> None:
     path.write_text("".join(line + "\n" for line in kept))
 
 
-@torch.no_grad()
-def guidance_error(adapter: FamilyAdapter, enhancer: Enhancer, latents: torch.Tensor, cond: Conditioning,
-                   negative: Conditioning, guidance_scale: float, seed: int = 0) -> tuple[float, float]:
-    """Mean |eps(x_t, c) - eps_cfg| and |eps(x_t, c') - eps_cfg| on random (x_t, t): how much CFG the enhancer recovers."""
-    from diffusers import DDPMScheduler
-
-    scheduler = DDPMScheduler.from_config(adapter.scheduler.config)
-    generator = torch.Generator(adapter.device).manual_seed(seed)
-    b = latents.shape[0]
-    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator, device=adapter.device)
-    noise = torch.randn(latents.shape, generator=generator, device=adapter.device)
-    x_t = scheduler.add_noise(latents.to(adapter.device), noise, t).to(adapter.dtype)
-    if len(negative) == 1:
-        negative = Conditioning.cat([negative] * b)
-    eps_c = adapter.denoise(x_t, t, cond).float()
-    eps_neg = adapter.denoise(x_t, t, negative).float()
-    target = eps_neg + guidance_scale * (eps_c - eps_neg)
-    enhanced = cond.with_embeds(enhancer(cond.prompt_embeds, negative.prompt_embeds).to(adapter.dtype))
-    eps_e = adapter.denoise(x_t, t, enhanced).float()
-    return (eps_c - target).abs().mean().item(), (eps_e - target).abs().mean().item()
-
-
-def default_paths(ref_name: str, work_dir: str | None, output: str | None) -> tuple[Path, Path]:
+def default_paths(ref: ModelRef, work_dir: str | None, output: str | None) -> tuple[Path, Path]:
     """Work dir `dice-runs/NAME/` and, beside it, the enhancer `dice-runs/NAME.safetensors`."""
-    name = Path(ref_name.rstrip("/")).stem.replace("/", "--") or "model"
+    name = Path(ref.name.rstrip("/")).stem.replace("/", "--") or "model"
     work = Path(work_dir) if work_dir else Path("dice-runs") / name
     out = Path(output) if output else work.parent / f"{work.name}.safetensors"
     return work, out
 
 
-def distill(ref, data: TrainingData, config: DistillConfig, *, work_dir: Path, output: Path, resume: bool,
+def distill(ref: ModelRef, data: TrainingData, config: DistillConfig, *, work_dir: Path, output: Path, resume: bool,
             device: torch.device, dtype: torch.dtype, progress: bool) -> DistillResult:
     from accelerate import Accelerator
-
-    from dicecli.families import load_adapter
-    from dicecli.files import check_writable
 
     if not resume and (work_dir / "checkpoints").is_dir() and any((work_dir / "checkpoints").glob("step-*")):
         raise UsageError(
             f"Work dir {work_dir} holds checkpoints of an earlier run; pass --resume to continue it, "
             "or choose another --work-dir."
         )
-    work_dir.mkdir(parents=True, exist_ok=True)
     check_writable(output)
+    work_dir.mkdir(parents=True, exist_ok=True)
     accelerator = Accelerator(cpu=device.type == "cpu", device_placement=False)
     if accelerator.num_processes > 1 or accelerator.device.type == "cuda" and device.type == "cuda":
         device = accelerator.device  # one GPU per process under `accelerate launch` / torchrun
     adapter = load_adapter(ref, device, dtype)
-    if data.latents is not None and data.latents.shape[1] != _latent_channels(adapter):
+    if data.latents is not None and data.latents.shape[1] != adapter.latent_channels:
         raise UsageError(f"Latent cache {data.source} holds {data.latents.shape[1]}-channel latents, not this model's; rebuild it with `dice encode --images`.")
     trainer = Distiller(adapter, data, config, work_dir=work_dir, output=output, model_name=ref.given,
                         accelerator=accelerator, progress=progress)
     return trainer.run(resume=resume)
-
-
-def _latent_channels(adapter: FamilyAdapter) -> int:
-    return adapter.denoiser.config.in_channels

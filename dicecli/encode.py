@@ -12,9 +12,10 @@ from tqdm.auto import tqdm
 
 from dicecli.cache import EMBEDDINGS_FORMAT, CacheWriter, EmbeddingCache, new_header, storage_dtype
 from dicecli.errors import IncompatibleError, UsageError
-from dicecli.families import FamilyAdapter, load_adapter
+from dicecli.families import load_adapter
 from dicecli.files import STDIO, atomic_path, check_writable, remove_stale_temporaries, stream_to_stdout
-from dicecli.recipes import ModelRef
+from dicecli.prompts import unique
+from dicecli.refs import ModelRef
 
 
 @dataclass
@@ -30,19 +31,6 @@ class EncodeResult:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def unique(prompts: list[str]) -> list[str]:
-    return list(dict.fromkeys(prompts))
-
-
-def encode_batches(adapter: FamilyAdapter, prompts: list[str], batch_size: int, progress: bool):
-    """Yield (prompts, EncodedPrompts) in batches, with a progress bar on a terminal."""
-    with tqdm(total=len(prompts), unit="prompt", desc="encode", disable=not progress, leave=False) as bar:
-        for start in range(0, len(prompts), batch_size):
-            batch = prompts[start : start + batch_size]
-            yield batch, adapter.encode(batch)
-            bar.update(len(batch))
 
 
 def encode_prompts(
@@ -63,6 +51,11 @@ def encode_prompts(
                     f"{out} holds {existing['family']} embeddings of {existing['model']}, not {ref.family} ones of "
                     f"{ref.given}; write to another file with -o."
                 )
+            if existing.get("enhancer"):
+                raise IncompatibleError(
+                    f"{out} holds embeddings enhanced with {existing['enhancer']}; append plain prompts to a cache "
+                    "from `dice encode`, or write to another file with -o."
+                )
     if batch_size < 1:
         raise UsageError("--batch-size must be at least 1.")
 
@@ -77,7 +70,7 @@ def encode_prompts(
     negative_changed = negative is not None and (existing is None or existing_negative != [negative])
     result = EncodeResult(
         output=output, model=ref.given, family=ref.family, prompts_total=len(existing_prompts) + len(new_prompts),
-        prompts_new=len(new_prompts), truncated=0, tokens=adapter.tokens, context_dim=adapter.context_dim,
+        prompts_new=len(new_prompts), truncated=0, tokens=adapter.text.tokens, context_dim=adapter.text.width,
     )
     if existing is not None and not new_prompts and not negative_changed:
         return result  # already complete: nothing to do, file untouched
@@ -89,11 +82,11 @@ def encode_prompts(
         else:
             header = new_header(
                 EMBEDDINGS_FORMAT, family=ref.family, model=ref.given, model_resolved=ref.resolved,
-                fingerprint=fingerprint, dtype=storage_dtype(dtype), tokens=adapter.tokens,
-                context_dim=adapter.context_dim,
+                fingerprint=fingerprint, dtype=storage_dtype(dtype), tokens=adapter.text.tokens,
+                context_dim=adapter.text.width,
             )
         with CacheWriter(tmp, header) as writer:
-            for batch, encoded in encode_batches(adapter, new_prompts, batch_size, progress):
+            for batch, encoded in adapter.encode_batches(new_prompts, batch_size, progress):
                 writer.append(batch, encoded.conditioning)
                 result.truncated += encoded.truncated
             if negative_changed:
@@ -143,23 +136,23 @@ def encode_images(data_spec: str, ref: ModelRef, output: str, *, resolution: int
     data = open_training_data(data_spec, ref.recipe.name if ref.recipe else "")
     if data.latents is not None:
         raise UsageError(f"--images {data_spec} is already a latent cache; give an imagefolder or a COCO folder.")
+    if resolution < 8 or resolution % 8:
+        raise UsageError(f"--resolution {resolution} must be a positive multiple of 8 (e.g. 512).")
     adapter = load_adapter(ref, device, dtype)
-    adapter.require("vae")
     vae = adapter.vae
     loader = torch.utils.data.DataLoader(ImageDataset(data, resolution), batch_size=batch_size, num_workers=0)
     header = new_header(
         LATENTS_FORMAT, family=ref.family, model=ref.given, model_resolved=ref.resolved,
-        fingerprint=adapter.text_encoder_fingerprint(), dtype=storage_dtype(dtype), tokens=adapter.tokens,
-        context_dim=adapter.context_dim,
+        fingerprint=adapter.text_encoder_fingerprint(), dtype=storage_dtype(dtype), tokens=adapter.text.tokens,
+        context_dim=adapter.text.width,
     )
     header.update(resolution=resolution, scaling_factor=float(vae.config.scaling_factor), source=data.source)
     shape: list[int] = []
     with atomic_path(out) as tmp, CacheWriter(tmp, header) as writer, \
             tqdm(total=len(data), unit="image", desc="latents", disable=not progress, leave=False) as bar:
         for images, indices in loader:
-            with torch.no_grad():
-                latents = vae.encode(images.to(device, dtype)).latent_dist.mean * vae.config.scaling_factor
-            writer.append_array("latents", latents.float().cpu().numpy())
+            latents = adapter.images_to_latents(images)
+            writer.append_array("latents", latents.cpu().numpy())
             writer.append_strings("prompts", [data.captions[i] for i in indices.tolist()])
             shape = list(latents.shape[1:])
             bar.update(len(indices))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -10,13 +11,14 @@ import torch
 from tqdm.auto import tqdm
 
 from dicecli.cache import EMBEDDINGS_FORMAT, CacheWriter, EmbeddingCache, new_header, storage_dtype
-from dicecli.encode import encode_batches, unique
 from dicecli.enhancer import check_compatible, file_sha256, load_enhancer, read_metadata
 from dicecli.errors import IncompatibleError, UsageError
-from dicecli.families import Conditioning, load_adapter
+from dicecli.families import Conditioning, adapter_class, load_adapter
 from dicecli.files import STDIO, atomic_path, check_writable, stream_to_stdout
-from dicecli.prompts import open_input, read_prompts
-from dicecli.recipes import resolve_model
+from dicecli.method import apply_enhancer
+from dicecli.prompts import open_input, read_prompts, unique
+from dicecli.refs import resolve_model
+from dicecli.settings import sample_settings
 
 
 @dataclass
@@ -32,12 +34,16 @@ class EnhanceResult:
         return asdict(self)
 
 
-def enhance(source: str, output: str, enhancer_path: Path, *, model: str | None, alpha: float,
+def enhance(source: str, output: str, enhancer_path: Path, *, model: str | None, alpha: float | None,
             negative: str | None, batch_size: int, device: torch.device, dtype: torch.dtype,
             progress: bool = False) -> EnhanceResult:
     meta = read_metadata(enhancer_path)
+    if alpha is not None and not math.isfinite(alpha):
+        raise UsageError(f"--alpha {alpha} must be a finite number (1 = the enhancer as trained).")
     if output != STDIO:
         check_writable(Path(output))
+        if source != STDIO and Path(source).exists() and Path(source).resolve() == Path(output).resolve():
+            raise UsageError(f"-o {output} is the input itself; write the enhanced cache to another file.")
     kind, path = open_input(source)
     spooled = path if source == STDIO else None
     try:
@@ -56,14 +62,16 @@ def enhance(source: str, output: str, enhancer_path: Path, *, model: str | None,
         else:
             prompts = unique(read_prompts(str(spooled), name="standard input") if spooled else read_prompts(source))
             ref = resolve_model(model or meta["trained_on"])
-            check_compatible(meta, enhancer_path, family=ref.family, model=ref.given)
             cond, stored_negative, stored_neg_cond, attrs = None, [], None, None
     finally:
         if spooled is not None and kind == "prompts":
             spooled.unlink(missing_ok=True)
 
+    check_compatible(meta, enhancer_path, family=ref.family, model=ref.given)
+    alpha = sample_settings(ref.family, ref.recipe, alpha=alpha)["alpha"]
+    text = adapter_class(ref.family).text_without_weights(ref)
+    check_compatible(meta, enhancer_path, family=ref.family, context_dim=text.width, tokens=text.tokens, model=ref.given)
     adapter = load_adapter(ref, device, dtype)  # only the text encoder is ever loaded below
-    check_compatible(meta, enhancer_path, family=ref.family, context_dim=adapter.context_dim, tokens=adapter.tokens, model=ref.given)
     fingerprint = adapter.text_encoder_fingerprint()
     if attrs is not None and attrs["text_encoder_fingerprint"] != fingerprint:
         raise IncompatibleError(
@@ -71,18 +79,16 @@ def enhance(source: str, output: str, enhancer_path: Path, *, model: str | None,
             f"drop --model or pass --model {attrs['model']}."
         )
     enhancer, _ = load_enhancer(enhancer_path, device)
-    if negative is not None:
-        negative_text, neg_cond = negative, adapter.encode([negative]).conditioning
-    elif stored_negative:
-        negative_text, neg_cond = stored_negative[0], stored_neg_cond[[0]]
+    if negative is None and stored_negative:
+        negative_text, neg_cond = stored_negative[0], stored_neg_cond[[0]].to(device)
     else:
-        negative_text, neg_cond = "", adapter.encode([""]).conditioning
-    neg_cond = neg_cond.to(device)
+        negative_text = negative or ""
+        neg_cond = adapter.negative(negative_text)
 
     header = new_header(
         EMBEDDINGS_FORMAT, family=ref.family, model=attrs["model"] if attrs else ref.given,
         model_resolved=attrs["model_resolved"] if attrs else ref.resolved, fingerprint=fingerprint,
-        dtype=storage_dtype(dtype) if attrs is None else attrs["dtype"], tokens=adapter.tokens, context_dim=adapter.context_dim,
+        dtype=storage_dtype(dtype) if attrs is None else attrs["dtype"], tokens=text.tokens, context_dim=text.width,
     )
     header.update(enhancer=Path(enhancer_path).name, enhancer_sha256=file_sha256(enhancer_path), alpha=float(alpha),
                   enhancer_trained_on=str(meta.get("trained_on", "")))
@@ -90,16 +96,14 @@ def enhance(source: str, output: str, enhancer_path: Path, *, model: str | None,
     def write(tmp: Path) -> None:
         with CacheWriter(tmp, header) as writer:
             if cond is None:
-                batches = encode_batches(adapter, prompts, batch_size, progress)
-                batches = ((b, e.conditioning) for b, e in batches)
+                batches = ((b, e.conditioning) for b, e in adapter.encode_batches(prompts, batch_size, progress, "enhance"))
             else:
                 batches = _slices(prompts, cond, batch_size, progress)
+            negative_fp32 = neg_cond.to(dtype=torch.float32)
             for batch, batch_cond in batches:
-                batch_cond = batch_cond.to(device)
                 with torch.no_grad():
-                    enhanced = enhancer(batch_cond.prompt_embeds.float(), neg_cond.prompt_embeds.float(), alpha,
-                                        neg_cond.attention_mask)
-                writer.append(batch, batch_cond.with_embeds(enhanced))
+                    enhanced = apply_enhancer(enhancer, batch_cond.to(device, torch.float32), negative_fp32, alpha)
+                writer.append(batch, enhanced)
             writer.append([negative_text], neg_cond, prefix="negative_")
 
     if output == STDIO:

@@ -57,6 +57,11 @@ class Enhancer(nn.Module):
         nn.init.zeros_(self.fc2.weight)
         nn.init.zeros_(self.fc2.bias)
 
+    @classmethod
+    def for_text(cls, text) -> "Enhancer":
+        """A new (identity) enhancer for a family's text spec (`dicecli.families.TextSpec`)."""
+        return cls(text.width, keep_first_token=text.keep_first_token)
+
     def residual(self, c: torch.Tensor, c_neg: torch.Tensor, neg_mask: torch.Tensor | None = None) -> torch.Tensor:
         """E(c, c_neg), shape [N, T, D]; its first token is zero when keep_first_token."""
         h = F.relu(self.fc1(c))
@@ -91,15 +96,14 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-# Reference enhancers shipped inside the package: `--enhancer toy` names dicecli/models/toy-dice.safetensors.
-SHIPPED_ENHANCERS = {"toy": Path(__file__).resolve().parent / "models" / "toy-dice.safetensors"}
-
-
 def resolve_enhancer(spec: str) -> Path:
-    """An enhancer argument as a path: an existing file wins, else the name of a shipped enhancer."""
+    """An enhancer argument as a path: an existing file wins, else the name of an enhancer a plug-in ships
+    (e.g. `toy`)."""
+    from dicecli.plugins import shipped_enhancers
+
     path = Path(spec)
-    if not path.exists() and spec in SHIPPED_ENHANCERS:
-        return SHIPPED_ENHANCERS[spec]
+    if not path.exists() and spec in shipped_enhancers():
+        return shipped_enhancers()[spec]
     return path
 
 
@@ -146,7 +150,7 @@ def read_metadata(path: Path) -> dict:
 
 def check_compatible(meta: dict, path: Path, *, family: str, context_dim: int | None = None,
                      tokens: int | None = None, model: str = "the model") -> None:
-    """Refuse an enhancer made for another family or embedding shape, in one sentence."""
+    """Refuse an enhancer made for another family or embedding shape, in one sentence (before weights load)."""
     if meta.get("family") != family:
         raise IncompatibleError(
             f"Enhancer {path} was trained for the {meta.get('family')} family and cannot be used with {model} "

@@ -20,13 +20,21 @@ from PIL import Image
 
 from dicecli.errors import UsageError
 from dicecli.files import atomic_path
+from dicecli.hub import offline
 from dicecli.sampling import METADATA_FILE, SETTINGS_FILE
 
 DEFAULT_CLIP = "laion/CLIP-ViT-g-14-laion2B-s12B-b42K"  # the reference evaluation's CLIP score model
 DEFAULT_AESTHETIC_CLIP = "openai/clip-vit-large-patch14"  # the LAION aesthetic predictor's backbone
 AESTHETIC_FILE = "sac+logos+ava1-l14-linearMSE.pth"
 CLEANFID_INCEPTION = Path("/tmp/inception-2015-12-05.pt")  # where clean-fid keeps its Inception weights
-METRICS = ("fid", "clip", "aesthetic", "toy")
+BUILTIN_METRICS = ("fid", "clip", "aesthetic")
+
+
+def known_metrics() -> dict:
+    """Built-in metric names, and those plug-ins add (`dicecli.plugins.Metric`)."""
+    from dicecli.plugins import metrics
+
+    return {**{name: None for name in BUILTIN_METRICS}, **metrics()}
 
 
 @dataclass
@@ -95,7 +103,7 @@ class TinyRandomFeatures(torch.nn.Module):
 def feature_extractor(name: str, device: torch.device):
     """(callable or None for clean-fid's Inception, description)."""
     if name == "inception":
-        if not CLEANFID_INCEPTION.is_file() and _offline():
+        if not CLEANFID_INCEPTION.is_file() and offline():
             raise UsageError(
                 f"FID needs clean-fid's Inception weights at {CLEANFID_INCEPTION}; on a connected machine run "
                 "`python -c \"from cleanfid import fid; fid.build_feature_extractor('clean')\"` and copy the file there."
@@ -140,10 +148,10 @@ def load_statistics(path: Path, extractor_name: str) -> tuple[np.ndarray, np.nda
 def load_clip(name: str, device: torch.device, what: str):
     from transformers import AutoProcessor, CLIPModel
 
-    from dicecli.families.base import quiet_libraries
+    from dicecli.runtime import quiet_libraries
 
     quiet_libraries()
-    local = Path(name).expanduser().exists() or _offline()
+    local = Path(name).expanduser().exists() or offline()
     try:
         model = CLIPModel.from_pretrained(name, local_files_only=local).to(device).eval()
         processor = AutoProcessor.from_pretrained(name, local_files_only=local)
@@ -153,12 +161,6 @@ def load_clip(name: str, device: torch.device, what: str):
             f"machine (`hf download {name}`) into the Hugging Face cache, or pass a local folder."
         ) from None
     return model, processor
-
-
-def _offline() -> bool:
-    from huggingface_hub import constants
-
-    return bool(constants.HF_HUB_OFFLINE)
 
 
 @torch.no_grad()
@@ -208,8 +210,9 @@ class AestheticPredictor(torch.nn.Module):
 
 def aesthetic_weights_path(given: str | None) -> Path:
     """A local file, or `REPO_ID:FILE` taken from the Hugging Face cache (downloaded when online)."""
+    from dicecli.hub import hub_file
     from dicecli.paths import dice_home
-    from dicecli.recipes import HUB_ID, hub_file
+    from dicecli.refs import HUB_ID
 
     given = given or os.environ.get("DICE_AESTHETIC_WEIGHTS")
     if given and not Path(given).expanduser().exists() and ":" in given and HUB_ID.match(given.split(":", 1)[0]):
@@ -250,9 +253,10 @@ class EvalReport:
 
 def evaluate(folders: list[Path], *, ref: str | None, metrics: list[str], fid_features: str, clip_model: str,
              aesthetic_clip: str, aesthetic_weights: str | None, device: torch.device) -> EvalReport:
-    unknown = [m for m in metrics if m not in METRICS]
+    known = known_metrics()
+    unknown = [m for m in metrics if m not in known]
     if unknown:
-        raise UsageError(f"--metrics {','.join(unknown)} not known; choose from fid, clip, aesthetic, toy.")
+        raise UsageError(f"--metrics {','.join(unknown)} not known; choose from {', '.join(known)}.")
     if "fid" in metrics and not ref:
         raise UsageError("FID needs --ref: a folder of reference images or statistics from `dice fid-stats`.")
     samples = [open_folder(Path(f)) for f in folders]
@@ -285,20 +289,24 @@ def evaluate(folders: list[Path], *, ref: str | None, metrics: list[str], fid_fe
         for row, sample in zip(rows, samples):
             with torch.no_grad():
                 row["aesthetic"] = predictor(image_embeddings(model, processor, sample.images, device)).mean().item()
-    if "toy" in metrics:
-        from dicecli.toyworld import IMAGE_SIZE, toy_metrics
-
-        settings["toy"] = "alignment and FID on the shipped toy evaluator's features, against ground-truth renders"
+    for name in metrics:
+        metric = known[name]
+        if metric is None:
+            continue  # built in, computed above
+        settings[name] = metric.description
         for row, sample in zip(rows, samples):
-            pixels = np.stack([np.asarray(Image.open(p).convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC))
-                               for p in sample.images])
-            row.update(toy_metrics(sample.prompts, pixels, device))
+            row.update(metric.score(sample, device))
     return EvalReport(rows, settings)
 
 
-COLUMNS = [("model", "model"), ("method", "method"), ("cfg", "cfg"), ("alpha", "alpha"), ("steps", "steps"),
-           ("nfe", "NFE"), ("fid", "FID ↓"), ("clip", "CLIP ↑"), ("aesthetic", "AS ↑"), ("toy_fid", "FID (toy) ↓"), ("alignment", "alignment ↑"),
-           ("images", "images")]
+LABEL_COLUMNS = [("model", "model"), ("method", "method"), ("cfg", "cfg"), ("alpha", "alpha"), ("steps", "steps"),
+                 ("nfe", "NFE")]
+METRIC_COLUMNS = [("fid", "FID ↓"), ("clip", "CLIP ↑"), ("aesthetic", "AS ↑")]
+
+
+def columns() -> list[tuple[str, str]]:
+    extra = [c for metric in known_metrics().values() if metric is not None for c in metric.columns]
+    return LABEL_COLUMNS + METRIC_COLUMNS + extra + [("images", "images")]
 
 
 def _cell(value) -> str:
@@ -310,14 +318,14 @@ def _cell(value) -> str:
 
 
 def markdown_table(report: EvalReport) -> str:
-    columns = [(k, title) for k, title in COLUMNS if any(k in row for row in report.rows)]
-    lines = ["| " + " | ".join(t for _, t in columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(_cell(row.get(k)) for k, _ in columns) + " |" for row in report.rows]
+    shown = [(k, title) for k, title in columns() if any(k in row for row in report.rows)]
+    lines = ["| " + " | ".join(t for _, t in shown) + " |", "|" + "|".join("---" for _ in shown) + "|"]
+    lines += ["| " + " | ".join(_cell(row.get(k)) for k, _ in shown) + " |" for row in report.rows]
     return "\n".join(lines) + "\n"
 
 
 def csv_text(report: EvalReport) -> str:
-    keys = ["folder"] + [k for k, _ in COLUMNS if any(k in row for row in report.rows)]
+    keys = ["folder"] + [k for k, _ in columns() if any(k in row for row in report.rows)]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -335,7 +343,8 @@ def nfe_plot(report: EvalReport, path: Path) -> bool:
     for row in report.rows:
         groups.setdefault((row.get("model"), row.get("method"), row.get("cfg"), row.get("alpha")), []).append(row)
     lines = {k: sorted(v, key=lambda r: r["nfe"] or 0) for k, v in groups.items() if len({r.get("nfe") for r in v}) > 1}
-    metrics = [m for m in ("alignment", "clip", "fid", "aesthetic") if any(m in r for r in report.rows)]
+    metric_keys = [k for k, _ in columns() if k not in dict(LABEL_COLUMNS) and k != "images"]
+    metrics = [m for m in metric_keys if any(m in r for r in report.rows)]
     if not lines or not metrics:
         return False
     import matplotlib
@@ -349,7 +358,7 @@ def nfe_plot(report: EvalReport, path: Path) -> bool:
             label = f"{method} (cfg {cfg:g})" if cfg is not None else str(method)
             ax.plot([r["nfe"] for r in rows], [r.get(metric) for r in rows], marker="o", label=label)
         ax.set_xlabel("NFE (denoiser evaluations per image)")
-        ax.set_ylabel(dict(COLUMNS).get(metric, metric))
+        ax.set_ylabel(dict(columns()).get(metric, metric))
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     fig.tight_layout()
@@ -357,3 +366,24 @@ def nfe_plot(report: EvalReport, path: Path) -> bool:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
     return True
+
+
+def write_report(report: EvalReport, base: Path) -> None:
+    """BASE.json, BASE.md, BASE.csv and, when one method was sampled at several step counts, BASE-nfe.png."""
+    plot = base.with_name(base.name + "-nfe.png")
+    if nfe_plot(report, plot):
+        report.plot = str(plot)
+    for suffix, text in ((".json", json_text(report)), (".md", markdown_table(report)), (".csv", csv_text(report))):
+        with atomic_path(base.with_name(base.name + suffix)) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+
+
+def save_folder_statistics(folder: Path, output: Path, fid_features: str, device: torch.device) -> int:
+    """`dice fid-stats`: features of every image of `folder` -> mean and covariance in `output`; returns the count."""
+    from dicecli.files import check_writable
+
+    check_writable(output)
+    extractor, _ = feature_extractor(fid_features, device)
+    images = open_folder(folder).images
+    save_statistics(output, folder_features(images, extractor, device), fid_features, str(folder))
+    return len(images)

@@ -94,6 +94,11 @@ def _from_json(text: str, name: str) -> list[str]:
     return [_field(record, name, f" entry {index}") for index, record in enumerate(records)]
 
 
+def unique(prompts: list[str]) -> list[str]:
+    """The prompts in order, each once (a prompt list keys caches and sample folders by text)."""
+    return list(dict.fromkeys(prompts))
+
+
 def open_input(source: str) -> tuple[str, Path | None]:
     """('cache', path) for an HDF5 embedding cache (stdin is spooled to a file), else ('prompts', path or None)."""
     from dicecli.cache import is_hdf5

@@ -29,3 +29,14 @@ def select_dtype(name: str | None, device: torch.device) -> torch.dtype:
     if name not in DTYPES:
         raise UsageError(f"--dtype {name!r} is not known; use auto, fp32, bf16 or fp16.")
     return DTYPES[name]
+
+
+def quiet_libraries() -> None:
+    """Silence the libraries' own loading bars and info logs; dicecli reports progress itself."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.set_verbosity_error()
+    diffusers_logging.disable_progress_bar()
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()

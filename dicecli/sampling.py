@@ -4,6 +4,7 @@ and the sample folder format (DESIGN §2): NNNNNN.png with PNG text chunks, meta
 from __future__ import annotations
 
 import json
+import math
 import re
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -38,21 +39,38 @@ def make_scheduler(name: str, config):
     return getattr(diffusers, class_name).from_config(config, **extra)
 
 
+def check_numbers(*, cfg: float, alpha: float | None, height: int | None, width: int | None, steps: int | None,
+                  num_per_prompt: int = 1) -> None:
+    """Sampling numbers that diffusers would accept silently or fail on with a library error."""
+    if not math.isfinite(cfg) or cfg < 1:
+        raise UsageError(f"--cfg {cfg} must be a number of at least 1 (1 = unguided, one model evaluation per step).")
+    if alpha is not None and not math.isfinite(alpha):
+        raise UsageError(f"--alpha {alpha} must be a finite number (1 = the enhancer as trained).")
+    for option, value in (("--height", height), ("--width", width)):
+        if value is not None and (value < 8 or value % 8):
+            raise UsageError(f"{option} {value} must be a positive multiple of 8 (e.g. 512).")
+    if steps is not None and steps < 1:
+        raise UsageError(f"--steps {steps} must be at least 1.")
+    if num_per_prompt < 1:
+        raise UsageError("--num-per-prompt must be at least 1.")
+
+
 @torch.no_grad()
 def generate(adapter: FamilyAdapter, cond: Conditioning, negative: Conditioning | None, *, cfg: float,
              steps: int, scheduler: str, seeds: list[int], height: int, width: int, pipe=None) -> list[Image.Image]:
     """One image per row of `cond`, image i from seed seeds[i]; cfg <= 1 means one evaluation per step.
+
+    `negative` is the CFG negative branch (one row, or one per row), used only when cfg > 1.
 
     `pipe` (from adapter.pipeline()) may be passed to reuse it across calls; it always samples
     with `scheduler`, whatever scheduler it held before.
     """
     pipe = pipe or adapter.pipeline()
     pipe.scheduler = make_scheduler(scheduler, adapter.scheduler.config)
-    if cfg > 1 and negative is not None and len(negative) == 1 and len(cond) > 1:
-        negative = Conditioning.cat([negative] * len(cond))
+    negative = negative.repeat(len(cond)) if cfg > 1 else None
     generators = [torch.Generator(adapter.device).manual_seed(s) for s in seeds]
     return pipe(
-        **adapter.pipeline_embeds(cond, negative if cfg > 1 else None), guidance_scale=cfg,
+        **adapter.pipeline_inputs(cond, negative), guidance_scale=cfg,
         num_inference_steps=steps, height=height, width=width, generator=generators, output_type="pil",
     ).images
 
@@ -117,7 +135,7 @@ class SampleJob:
     adapter: FamilyAdapter
     prompts: list[str]
     cond: Conditioning  # one row per prompt, already enhanced when an enhancer is used
-    negative: Conditioning | None  # [1, T, D], used when cfg > 1
+    negative: Conditioning  # the CFG negative branch [1, T, D], used when cfg > 1
     settings: SampleSettings
 
 

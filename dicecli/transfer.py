@@ -10,14 +10,15 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from dicecli.encode import unique
 from dicecli.enhancer import check_compatible, file_sha256, load_enhancer, read_metadata
 from dicecli.errors import UsageError
-from dicecli.families import ADAPTERS, Conditioning, load_adapter
+from dicecli.families import adapter_class, load_adapter
 from dicecli.files import atomic_path
-from dicecli.prompts import read_prompts
-from dicecli.recipes import ModelRef, resolve_model
-from dicecli.sampling import SampleJob, SampleSettings, image_grid, make_scheduler, run_job
+from dicecli.method import apply_enhancer
+from dicecli.prompts import read_prompts, unique
+from dicecli.refs import ModelRef, resolve_model
+from dicecli.sampling import SampleJob, SampleSettings, check_numbers, image_grid, make_scheduler, run_job
+from dicecli.settings import sample_settings
 
 GRID_PROMPTS = 4
 
@@ -43,52 +44,50 @@ def check_all(enhancers: list[Path], targets: list[str]) -> tuple[list[dict], li
     metas = [read_metadata(path) for path in enhancers]
     refs = [resolve_model(target) for target in targets]
     for ref in refs:
-        if ref.family not in ADAPTERS:
-            raise UsageError(f"--to {ref.given} is of family {ref.family}, which this version of dicecli cannot run yet.")
-        dim, tokens = ADAPTERS[ref.family].embedding_shape(ref)
+        family = adapter_class(ref.family, f"--to {ref.given}")
         for meta, path in zip(metas, enhancers):
-            check_compatible(meta, path, family=ref.family, context_dim=dim, tokens=tokens, model=ref.given)
+            check_compatible(meta, path, family=ref.family, model=ref.given)  # family first: no config read
+        text = family.text_without_weights(ref)
+        for meta, path in zip(metas, enhancers):
+            check_compatible(meta, path, family=ref.family, context_dim=text.width, tokens=text.tokens, model=ref.given)
     return metas, refs
 
 
-def encode_all(adapter, prompts: list[str]) -> Conditioning:
-    return Conditioning.cat([adapter.encode(prompts[i : i + 64]).conditioning for i in range(0, len(prompts), 64)])
-
-
-def transfer(enhancers: list[Path], targets: list[str], source: str, output: Path, *, alpha: float, cfg: float,
+def transfer(enhancers: list[Path], targets: list[str], source: str, output: Path, *, alpha: float | None, cfg: float,
              negative: str | None, steps: int | None, scheduler: str | None, seed: int, batch_size: int,
              height: int | None, width: int | None, num_per_prompt: int, device: torch.device, dtype: torch.dtype,
              progress: bool = False) -> TransferResult:
     if not enhancers or not targets:
         raise UsageError("dice transfer needs at least one ENHANCER and one --to MODEL.")
+    check_numbers(cfg=cfg, alpha=alpha, height=height, width=width, steps=steps, num_per_prompt=num_per_prompt)
     metas, refs = check_all(enhancers, targets)
     prompts = unique(read_prompts(source))
     output.mkdir(parents=True, exist_ok=True)
     folders, rows, report = [], [], []
     for ref in refs:
+        chosen = sample_settings(ref.family, ref.recipe, steps=steps, scheduler=scheduler, alpha=alpha, height=height,
+                                 width=width)
         adapter = load_adapter(ref, device, dtype)
+        make_scheduler(chosen["scheduler"], adapter.scheduler.config)
         adapter.require(*adapter.pipeline_components)
-        cond = encode_all(adapter, prompts).to(device)
+        cond = adapter.encode_all(prompts).to(device)
         neg_text = negative or ""
-        neg = adapter.encode([neg_text]).conditioning.to(device)
+        neg = adapter.negative(neg_text)
+        cfg_neg = adapter.unconditional(neg_text)
         size = adapter.default_size()
-        defaults = ref.defaults("sample")
-        name = scheduler or defaults.get("scheduler", "dpmsolver++")
-        make_scheduler(name, adapter.scheduler.config)
         base = SampleSettings(
             model=ref.given, family=ref.family, enhancer=None, enhancer_sha256=None, alpha=None, cfg=float(cfg),
-            negative_prompt=neg_text, steps=steps or defaults.get("steps", 20), scheduler=name, seed=seed,
-            height=height or defaults.get("height", size), width=width or defaults.get("width", size),
-            num_per_prompt=num_per_prompt,
+            negative_prompt=neg_text, steps=chosen["steps"], scheduler=chosen["scheduler"], seed=seed,
+            height=chosen["height"] or size, width=chosen["width"] or size, num_per_prompt=num_per_prompt,
         )
         target_dir = output / slug(ref.given)
-        columns = [run_job(SampleJob(adapter, prompts, cond, neg, base), target_dir / "unguided", batch_size, progress)]
+        columns = [run_job(SampleJob(adapter, prompts, cond, cfg_neg, base), target_dir / "unguided", batch_size, progress)]
         for path, meta in zip(enhancers, metas):
             enhancer, _ = load_enhancer(path, device)
             with torch.no_grad():
-                enhanced = cond.with_embeds(enhancer(cond.prompt_embeds, neg.prompt_embeds, alpha, neg.attention_mask))
-            settings = replace(base, enhancer=path.name, enhancer_sha256=file_sha256(path), alpha=float(alpha))
-            columns.append(run_job(SampleJob(adapter, prompts, enhanced, neg, settings), target_dir / slug(path.name),
+                enhanced = apply_enhancer(enhancer, cond, neg, chosen["alpha"])
+            settings = replace(base, enhancer=path.name, enhancer_sha256=file_sha256(path), alpha=float(chosen["alpha"]))
+            columns.append(run_job(SampleJob(adapter, prompts, enhanced, cfg_neg, settings), target_dir / slug(path.name),
                                    batch_size, progress))
         folders += [c.output for c in columns]
         for p in range(min(GRID_PROMPTS, len(prompts))):
@@ -118,7 +117,7 @@ def _compatibility(ref, adapter, cond, metas, prompts, device, dtype) -> dict:
         try:
             source_ref = resolve_model(source)
             source_adapter = load_adapter(source_ref, device, dtype)
-            source_cond = encode_all(source_adapter, prompts).to(device)
+            source_cond = source_adapter.encode_all(prompts).to(device)
             cos = F.cosine_similarity(source_cond.prompt_embeds.float(), cond.prompt_embeds.float(), dim=-1)
             row.update(mean_cosine=round(cos.mean().item(), 4), same_text_encoder=source_adapter.text_encoder_fingerprint() == entry["fingerprint"])
         except UsageError as error:

@@ -73,7 +73,7 @@ def test_only_the_enhancer_trains():
     from dicecli.data import TrainingData
     from dicecli.distill import DistillConfig, Distiller
     from dicecli.families import load_adapter
-    from dicecli.recipes import resolve_model
+    from dicecli.refs import resolve_model
 
     adapter = load_adapter(resolve_model("tiny-sd15"), torch.device("cpu"), torch.float32)
     data = TrainingData(["a", "b", "c", "d"], latents=torch.randn(4, 4, 16, 16))
@@ -81,7 +81,7 @@ def test_only_the_enhancer_trains():
     trainer = Distiller(adapter, data, config, work_dir=Path("unused"), output=Path("unused.safetensors"), model_name="tiny-sd15")
     unet_before = {k: v.clone() for k, v in adapter.unet.state_dict().items()}
     latents, cond, negative, t, noise = trainer.batch(0, 0)
-    from dicecli.distill import dice_loss
+    from dicecli.method import dice_loss
 
     loss = dice_loss(adapter, trainer.enhancer, trainer.noise_scheduler, latents, cond, negative, t, noise, 5.0, "l1")
     loss.backward()
@@ -157,10 +157,10 @@ def test_negative_corpus_has_100_distinct_prompts():
 
 def test_short_distill_recovers_guidance_on_held_out_prompts(dice, tmp_path):
     """DICE on tiny-sd15: |eps(x_t, c') - eps_cfg| at least 30% below |eps(x_t, c) - eps_cfg| on unseen prompts."""
-    from dicecli.distill import guidance_error
+    from dicecli.method import guidance_error
     from dicecli.enhancer import load_enhancer
     from dicecli.families import load_adapter
-    from dicecli.recipes import resolve_model
+    from dicecli.refs import resolve_model
 
     colors = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white"]
     things = ["cat", "dog", "house", "car", "tree", "boat", "bird", "chair"]

@@ -132,7 +132,7 @@ def test_local_folder_and_recipe_file_references(dice, prompts_file, tiny_sd15_d
 
 def test_fingerprint_independent_of_dtype(tiny_sd15_dir):
     from dicecli.families import load_adapter
-    from dicecli.recipes import resolve_model
+    from dicecli.refs import resolve_model
 
     ref = resolve_model("tiny-sd15")
     fp32 = load_adapter(ref, torch.device("cpu"), torch.float32).text_encoder_fingerprint()

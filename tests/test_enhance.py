@@ -43,16 +43,16 @@ def test_enhance_uses_the_negative_prompt(dice, prompts_file, enhancer_file, tmp
 
 
 def test_enhance_loads_only_the_text_encoder(dice, prompts_file, enhancer_file, tmp_path, monkeypatch):
-    from dicecli.families.base import FamilyAdapter
+    from dicecli.loading import Components
 
     loaded = []
-    original = FamilyAdapter._load_pipeline
+    original = Components._load_pipeline
 
     def spy(self, wanted):
         loaded.extend(wanted)
         return original(self, wanted)
 
-    monkeypatch.setattr(FamilyAdapter, "_load_pipeline", spy)
+    monkeypatch.setattr(Components, "_load_pipeline", spy)
     assert dice("enhance", prompts_file, "-o", tmp_path / "e.h5", "--enhancer", enhancer_file).code == 0
     assert set(loaded) == {"tokenizer", "text_encoder"}
 

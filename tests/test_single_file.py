@@ -24,7 +24,7 @@ def recipe(checkpoint, tiny_sd15_dir, tmp_path):
 
 
 def test_family_detected_from_tensor_names(checkpoint):
-    from dicecli.recipes import resolve_model
+    from dicecli.refs import resolve_model
 
     ref = resolve_model(str(checkpoint))
     assert (ref.kind, ref.family, ref.config) == ("single_file", "sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5")
@@ -57,4 +57,4 @@ def test_other_checkpoints_are_refused_by_name(dice, prompts_file, tmp_path):
     odd = tmp_path / "lora.safetensors"
     save_file({"lora_unet_down.weight": torch.zeros(2)}, str(odd))
     result = dice("encode", prompts_file, "-o", tmp_path / "x.h5", "--model", odd)
-    assert result.code == 2 and "neither an SD1.5 nor an SDXL checkpoint" in result.stderr
+    assert result.code == 2 and "not a checkpoint of a supported family (sd15, sdxl)" in result.stderr

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from dicecli.distill import guidance_error
-from dicecli.enhancer import SHIPPED_ENHANCERS, load_enhancer, read_metadata, resolve_enhancer
-from dicecli.toyworld import ToyWorld, parse_caption, scene_from_stated
+from dicecli.method import guidance_error
+from dicecli.enhancer import load_enhancer, read_metadata, resolve_enhancer
+from dicecli.plugins.toy.world import ENHANCER_FILE
+from dicecli.plugins.toy.world import ToyWorld, parse_caption, scene_from_stated
 
 HELD_OUT = ToyWorld(size=48, seed=7, held_out=True)  # the report's held-out prompts, first 48
 
@@ -16,7 +17,7 @@ HELD_OUT = ToyWorld(size=48, seed=7, held_out=True)  # the report's held-out pro
 @pytest.fixture(scope="module")
 def toy():
     from dicecli.families import load_adapter
-    from dicecli.recipes import resolve_model
+    from dicecli.refs import resolve_model
 
     adapter = load_adapter(resolve_model("toy"), torch.device("cpu"), torch.float32)
     adapter.require("unet", "vae", "text_encoder", "tokenizer")
@@ -36,8 +37,8 @@ def held_out(toy):
 
 
 def test_shipped_enhancer_is_named_toy(tmp_path, monkeypatch):
-    assert resolve_enhancer("toy") == SHIPPED_ENHANCERS["toy"]
-    meta = read_metadata(SHIPPED_ENHANCERS["toy"])
+    assert resolve_enhancer("toy") == ENHANCER_FILE
+    meta = read_metadata(ENHANCER_FILE)
     assert (meta["trained_on"], meta["family"], meta["context_dim"], meta["stored_as"]) == ("toy", "sd15", 64, "float16")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "toy").write_text("a file of the user's")

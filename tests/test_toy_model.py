@@ -8,20 +8,20 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from dicecli.toyworld import AttributeNet, ToyWorld, alignment, read
+from dicecli.plugins.toy.world import AttributeNet, ToyWorld, alignment, read
 
-MODELS = Path(__file__).resolve().parents[1] / "dicecli" / "models"
+from dicecli.plugins.toy.world import EVALUATOR_FILE
 
 
 @pytest.fixture(scope="module")
 def evaluator():
     net = AttributeNet()
-    net.load_state_dict(load_file(str(MODELS / "toy-evaluator.safetensors")))
+    net.load_state_dict(load_file(str(EVALUATOR_FILE)))
     return net.eval()
 
 
 def test_shipped_size_and_recipe(dice):
-    total = sum(p.stat().st_size for p in MODELS.rglob("*") if p.is_file())
+    total = sum(p.stat().st_size for p in EVALUATOR_FILE.parent.rglob("*.safetensors"))
     assert total <= 25_000_000  # the toy issue: 25 MB in total (model, evaluator, reference enhancer)
     rows = {r["name"]: r for r in json.loads(dice("recipes", "--json").stdout)}
     assert rows["toy"]["available"] == "yes" and rows["toy"]["family"] == "sd15"
@@ -36,7 +36,7 @@ def test_evaluator_reads_ground_truth_renders(evaluator):
 
 def test_cfg_beats_unguided_on_held_out_prompts(evaluator):
     from dicecli.families import load_adapter
-    from dicecli.recipes import resolve_model
+    from dicecli.refs import resolve_model
     from dicecli.sampling import generate
 
     adapter = load_adapter(resolve_model("toy"), torch.device("cpu"), torch.float32)

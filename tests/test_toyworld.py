@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from dicecli.toyworld import BACKGROUNDS, COLORS, HELD_OUT_PAIRS, POSITIONS, SHAPES, SIZES, ToyWorld
+from dicecli.plugins.toy.world import BACKGROUNDS, COLORS, HELD_OUT_PAIRS, POSITIONS, SHAPES, SIZES, ToyWorld
 
 
 def test_world_is_big_enough():
@@ -65,7 +65,7 @@ def test_toy_data_source_for_distill(dice, tmp_path):
 
 
 def test_captions_parse_back_to_their_attributes():
-    from dicecli.toyworld import parse_caption
+    from dicecli.plugins.toy.world import parse_caption
 
     for held_out in (False, True):
         world = ToyWorld(seed=2, held_out=held_out)

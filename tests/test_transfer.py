@@ -30,12 +30,12 @@ def test_transfer_to_two_models(dice, prompts_file, enhancer_file, other_sd15_di
 
 
 def test_transfer_refuses_other_family_before_loading_weights(dice, prompts_file, tmp_path, monkeypatch):
-    from dicecli.families.base import FamilyAdapter
+    from dicecli.loading import Components
 
     def forbidden(self, wanted):
         raise AssertionError(f"weights were loaded: {wanted}")
 
-    monkeypatch.setattr(FamilyAdapter, "_load_pipeline", forbidden)
+    monkeypatch.setattr(Components, "_load_pipeline", forbidden)
     sdxl = tmp_path / "sdxl-enh.safetensors"
     save_enhancer(Enhancer(2048), sdxl, family="sdxl", tokens=77, trained_on="sdxl")
     result = dice("transfer", sdxl, prompts_file, "--to", "tiny-sd15", "-o", tmp_path / "t")
@@ -45,9 +45,9 @@ def test_transfer_refuses_other_family_before_loading_weights(dice, prompts_file
 
 
 def test_transfer_refuses_other_dimension_before_loading_weights(dice, prompts_file, tmp_path, monkeypatch):
-    from dicecli.families.base import FamilyAdapter
+    from dicecli.loading import Components
 
-    monkeypatch.setattr(FamilyAdapter, "_load_pipeline", lambda self, wanted: (_ for _ in ()).throw(AssertionError(wanted)))
+    monkeypatch.setattr(Components, "_load_pipeline", lambda self, wanted: (_ for _ in ()).throw(AssertionError(wanted)))
     wide = tmp_path / "sd15-enh.safetensors"
     save_enhancer(Enhancer(768), wide, family="sd15", tokens=77, trained_on="sd15")
     result = dice("transfer", wide, prompts_file, "--to", "tiny-sd15", "-o", tmp_path / "t")

@@ -1,9 +1,10 @@
-"""The family adapter interface: everything that differs between SD1.5, SDXL and PixArt-α.
+"""The family adapter: every difference between SD1.5, SDXL and PixArt-α lives behind it.
 
-Callers (encode, distill, sample) only talk to `FamilyAdapter`. A family says how
-it tokenizes and encodes prompts into a `Conditioning`, how its denoiser is called
-with one, and which diffusers pipeline class it is. Components load lazily, so
-`dice encode`/`dice enhance` never load the denoiser or the VAE.
+Commands and the method talk to `FamilyAdapter` only. An adapter says what its text side
+looks like (`TextSpec`), encodes prompts exactly as the family's diffusers pipeline does,
+calls its denoiser with a `Conditioning`, turns images into latents, and builds the
+diffusers pipeline call. It receives its components from `dicecli.loading.Components`,
+which loads them on first use.
 """
 
 from __future__ import annotations
@@ -12,13 +13,26 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields, replace
-from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar, Iterator
 
 import torch
+from tqdm.auto import tqdm
 
-from dicecli.errors import UsageError
-from dicecli.recipes import ModelRef, hub_missing_message
+from dicecli.loading import Components, config_file
+
+if TYPE_CHECKING:
+    from dicecli.refs import ModelRef
+
+
+@dataclass(frozen=True)
+class TextSpec:
+    """The shape of a family's text conditioning, as the enhancer and the caches see it."""
+
+    tokens: int  # sequence length T
+    width: int  # embedding width D (the enhancer's context_dim)
+    keep_first_token: bool = True  # a start-of-text token the enhancer leaves alone
+    mask: bool = False  # an attention mask travels with the embeddings
+    pooled_width: int | None = None  # a pooled embedding that stays the prompt's own
 
 
 @dataclass
@@ -45,6 +59,10 @@ class Conditioning:
     def __getitem__(self, index) -> "Conditioning":
         return self.map(lambda t: t[index])
 
+    def repeat(self, n: int) -> "Conditioning":
+        """A single row repeated n times (one negative prompt for a whole batch)."""
+        return self if len(self) == n else Conditioning.cat([self] * n)
+
     @staticmethod
     def cat(items: list["Conditioning"]) -> "Conditioning":
         first = items[0]
@@ -53,7 +71,7 @@ class Conditioning:
         })
 
     def with_embeds(self, prompt_embeds: torch.Tensor) -> "Conditioning":
-        """The same conditioning with another token sequence (the enhanced one)."""
+        """The same conditioning with another token sequence (the enhanced one); pooled embeds stay."""
         return replace(self, prompt_embeds=prompt_embeds)
 
 
@@ -64,159 +82,109 @@ class EncodedPrompts:
 
 
 class FamilyAdapter(ABC):
-    """Loads one model of a family and exposes the operations DICE needs."""
+    """One loaded model of a family and the operations DICE needs from it."""
 
     family: ClassVar[str]
     pipeline_class_name: ClassVar[str]
     denoiser_name: ClassVar[str]  # "unet" or "transformer"
     text_components: ClassVar[tuple[str, ...]]
     all_components: ClassVar[tuple[str, ...]]
+    pipeline_components: ClassVar[tuple[str, ...]]
+    # Single-file checkpoints in the original layout: a tensor-name prefix only this family has,
+    # the diffusers config repo of its base model, and its text shape (read without weights).
+    checkpoint_key_prefix: ClassVar[str]
+    single_file_config: ClassVar[str]
+    single_file_text: ClassVar[TextSpec]
+    # Family defaults per stage; a recipe's values and then the command line override them.
+    defaults: ClassVar[dict[str, dict]] = {}
+    load_kwargs: ClassVar[dict] = {}  # extra from_pretrained arguments
 
-    def __init__(self, ref: ModelRef, device: torch.device, dtype: torch.dtype):
+    def __init__(self, ref: "ModelRef", components: Components):
         self.ref = ref
-        self.device = device
-        self.dtype = dtype
-        self.components: dict[str, object] = {}
+        self.components = components
+        self.device, self.dtype = components.device, components.dtype
+        self._null: Conditioning | None = None
 
-    # -- loading ---------------------------------------------------------------
-    @property
-    def pipeline_class(self):
-        import diffusers
-
-        return getattr(diffusers, self.pipeline_class_name)
-
+    # -- components -------------------------------------------------------------------
     def require(self, *names: str) -> None:
-        """Load the named pipeline components that are not loaded yet (and only those)."""
-        missing = [n for n in names if n not in self.components]
-        if not missing:
-            return
-        pipe = self._load_pipeline(missing)
-        for name in missing:
-            module = getattr(pipe, name)
-            if isinstance(module, torch.nn.Module):
-                module.to(self.device)
-                module.requires_grad_(False)
-                module.eval()
-            self.components[name] = module
+        self.components.require(*names)
 
-    def _load_pipeline(self, wanted: list[str]):
-        quiet_libraries()
-        skipped = {n: None for n in self.all_components if n not in wanted}
-        kwargs = dict(dtype=self.dtype, **skipped, **self.extra_load_kwargs())
-        ref = self.ref
-        try:
-            if ref.kind == "builtin":
-                from dicecli.builtin import ensure_builtin
-
-                return self.pipeline_class.from_pretrained(ensure_builtin(ref.location), **kwargs)
-            if ref.kind == "folder":
-                return self.pipeline_class.from_pretrained(ref.location, **kwargs)
-            if ref.kind == "hub":
-                return self._from_hub(kwargs)
-            return self._from_single_file(kwargs)
-        except (OSError, ValueError, EnvironmentError) as error:
-            if isinstance(error, UsageError):
-                raise
-            raise UsageError(f"Model {ref.given} could not be loaded ({_first_line(error)}); check that it is a complete {self.family} model.") from error
-
-    def _from_hub(self, kwargs):
-        from huggingface_hub import constants
-
-        try:
-            return self.pipeline_class.from_pretrained(self.ref.location, local_files_only=True, **kwargs)
-        except (OSError, ValueError):
-            if constants.HF_HUB_OFFLINE:
-                raise UsageError(hub_missing_message(self.ref.location)) from None
-        return self.pipeline_class.from_pretrained(self.ref.location, **kwargs)
-
-    def _from_single_file(self, kwargs):
-        from huggingface_hub import constants
-
-        config = self.ref.config
-        if config is None:
-            raise UsageError(f"Checkpoint {self.ref.location} needs a diffusers config; name its recipe or family.")
-        if not Path(config).expanduser().is_dir():
-            from dicecli.recipes import hub_file
-
-            try:
-                hub_file(config, "model_index.json")  # the config repo must be at hand, like any hub model
-            except UsageError as error:
-                raise UsageError(
-                    f"Checkpoint {self.ref.location} is built with the diffusers config of {config}, which is not "
-                    f"available ({error}); or set `config` to a local diffusers folder in a recipe."
-                ) from None
-        return self.pipeline_class.from_single_file(
-            self.ref.location, config=config, local_files_only=bool(constants.HF_HUB_OFFLINE), **kwargs
-        )
-
-    def extra_load_kwargs(self) -> dict:
-        return {}
-
-    # -- shape without weights --------------------------------------------------------
-    single_file_shape: ClassVar[tuple[int, int]] = (0, 0)  # (context_dim, tokens) of the family's base model
-
-    @classmethod
-    def embedding_shape(cls, ref: ModelRef) -> tuple[int, int]:
-        """(context_dim, tokens) read from config files only, so compatibility is checked before any weights load."""
-        if ref.kind == "single_file":
-            return cls.single_file_shape
-        encoder = json.loads(_config_file(ref, "text_encoder/config.json").read_text())
-        tokenizer = json.loads(_config_file(ref, "tokenizer/tokenizer_config.json").read_text())
-        return cls.context_dim_from_config(ref, encoder), int(tokenizer.get("model_max_length", 77))
-
-    @classmethod
-    def context_dim_from_config(cls, ref: ModelRef, encoder_config: dict) -> int:
-        return int(encoder_config["hidden_size"])
-
-    # -- components ----------------------------------------------------------------
     def __getattr__(self, name: str):
         if name in type(self).all_components:
-            self.require(name)
             return self.components[name]
         raise AttributeError(name)
 
-    def compile_denoiser(self, vae_decoder: bool = False) -> None:
-        """torch.compile the denoiser (and the VAE decoder) in place; the first calls are slow while it compiles."""
-        self.require(self.denoiser_name)
-        self.components[self.denoiser_name] = torch.compile(self.components[self.denoiser_name])
-        if vae_decoder:
-            self.require("vae")
-            self.components["vae"].decoder = torch.compile(self.components["vae"].decoder)
-
     @property
     def denoiser(self) -> torch.nn.Module:
-        self.require(self.denoiser_name)
         return self.components[self.denoiser_name]
+
+    def training_components(self, with_vae: bool) -> tuple[str, ...]:
+        """What distillation needs loaded: text side, denoiser, scheduler, and the VAE unless latents are cached."""
+        return (*self.text_components, self.denoiser_name, "scheduler", *(("vae",) if with_vae else ()))
+
+    def compile_denoiser(self, vae_decoder: bool = False) -> None:
+        """torch.compile the denoiser (and the VAE decoder) in place; the first calls are slow while it compiles."""
+        self.components[self.denoiser_name] = torch.compile(self.denoiser)
+        if vae_decoder:
+            self.vae.decoder = torch.compile(self.vae.decoder)
 
     @property
     def prediction_type(self) -> str:
-        self.require("scheduler")
-        return self.components["scheduler"].config.get("prediction_type", "epsilon")
+        return self.scheduler.config.get("prediction_type", "epsilon")
 
-    # -- text --------------------------------------------------------------------
+    # -- text ---------------------------------------------------------------------------
     @property
     @abstractmethod
-    def tokens(self) -> int:
-        """Sequence length T of prompt embeddings."""
+    def text(self) -> TextSpec:
+        """The text spec of the loaded model."""
 
-    @property
+    @classmethod
     @abstractmethod
-    def context_dim(self) -> int:
-        """Width D of prompt embeddings."""
+    def text_from_configs(cls, ref: "ModelRef") -> TextSpec:
+        """The text spec from config files only, so compatibility is checked before weights load."""
+
+    @classmethod
+    def text_without_weights(cls, ref: "ModelRef") -> TextSpec:
+        return cls.single_file_text if ref.kind == "single_file" else cls.text_from_configs(ref)
 
     @abstractmethod
     def encode(self, prompts: list[str]) -> EncodedPrompts:
         """Encode prompts exactly as the family's diffusers pipeline does (no CFG duplication)."""
 
+    def encode_batches(self, prompts: list[str], batch_size: int = 64, progress: bool = False,
+                       desc: str = "encode") -> Iterator[tuple[list[str], EncodedPrompts]]:
+        """(prompts, EncodedPrompts) in batches, with a progress bar on a terminal."""
+        with tqdm(total=len(prompts), unit="prompt", desc=desc, disable=not progress, leave=False) as bar:
+            for start in range(0, len(prompts), batch_size):
+                batch = prompts[start : start + batch_size]
+                yield batch, self.encode(batch)
+                bar.update(len(batch))
+
+    def encode_all(self, prompts: list[str], batch_size: int = 64) -> Conditioning:
+        return Conditioning.cat([encoded.conditioning for _, encoded in self.encode_batches(prompts, batch_size)])
+
+    def null(self) -> Conditioning:
+        """The encoded empty prompt on the model's device: DICE's null input, and the plain CFG negative."""
+        if self._null is None:
+            self._null = self.encode([""]).conditioning.to(self.device)
+        return self._null
+
+    def negative(self, text: str | None) -> Conditioning:
+        """The enhancer's second input: a negative prompt's embedding, or the null embedding."""
+        return self.encode([text]).conditioning.to(self.device) if text else self.null()
+
+    def unconditional(self, text: str | None) -> Conditioning:
+        """The CFG negative branch as the family's pipeline builds it (SDXL may use zeros for no negative)."""
+        return self.negative(text)
+
     def text_encoder_fingerprint(self) -> str:
-        """A dtype-independent hash of the text encoder(s) and tokenizer vocabulary.
+        """A dtype-independent hash of the text encoder(s) and tokenizer vocabularies.
 
         Values are rounded to bf16 and sub-sampled, so the same weights loaded in fp32
         or bf16 give the same fingerprint and billion-parameter encoders hash quickly.
         """
         digest = hashlib.sha256()
         for name in self.text_components:
-            self.require(name)
             module = self.components[name]
             if isinstance(module, torch.nn.Module):
                 for key, tensor in sorted(module.state_dict().items()):
@@ -228,68 +196,69 @@ class FamilyAdapter(ABC):
                 digest.update(repr(sorted(module.get_vocab().items())).encode())
         return digest.hexdigest()[:16]
 
-    # -- sampling ------------------------------------------------------------------
+    # -- denoising ----------------------------------------------------------------------
+    @abstractmethod
+    def denoise(self, latents: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        """One denoiser evaluation: the model's raw prediction (epsilon or v)."""
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.denoiser.config.in_channels)
+
+    # -- images <-> latents ---------------------------------------------------------------
+    @property
+    def vae_scale_factor(self) -> int:
+        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+
+    def default_size(self) -> int:
+        """Native image size: the denoiser's sample size times the VAE's downsampling."""
+        return int(self.denoiser.config.sample_size) * self.vae_scale_factor
+
+    @torch.no_grad()
+    def images_to_latents(self, images: torch.Tensor) -> torch.Tensor:
+        """Images in [-1, 1] -> the denoiser's latents (VAE mean, shifted and scaled), in float32.
+
+        A VAE that overflows in float16 (`force_upcast`) runs in float32, as diffusers does.
+        """
+        vae = self.vae
+        upcast = vae.dtype == torch.float16 and vae.config.get("force_upcast", False)
+        dtype = torch.float32 if upcast else vae.dtype
+        if upcast:
+            vae.to(torch.float32)
+        try:
+            latents = vae.encode(images.to(self.device, dtype)).latent_dist.mean
+        finally:
+            if upcast:
+                vae.to(torch.float16)
+        shift = vae.config.get("shift_factor") or 0.0
+        return ((latents.float() - shift) * vae.config.scaling_factor)
+
+    # -- sampling with the family's diffusers pipeline --------------------------------------
+    @property
+    def pipeline_class(self):
+        return self.components.pipeline_class
+
     def pipeline(self, scheduler=None):
-        """The family's diffusers pipeline around the loaded components (denoiser, VAE, text encoder)."""
+        """The family's diffusers pipeline around the loaded components."""
         self.require(*self.pipeline_components)
         parts = {name: self.components[name] for name in self.pipeline_components}
         if scheduler is not None:
             parts["scheduler"] = scheduler
-        pipe = self.pipeline_class(**parts, **self.pipeline_extra_kwargs())
+        pipe = self.pipeline_class(**parts, **self.pipeline_kwargs())
         pipe.set_progress_bar_config(disable=True)
         return pipe
 
-    pipeline_components: ClassVar[tuple[str, ...]] = ()
-
-    def default_size(self) -> int:
-        """Native image size: the denoiser's sample size times the VAE's downsampling."""
-        self.require("vae", self.denoiser_name)
-        vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        return int(self.denoiser.config.sample_size) * vae_scale
-
-    def pipeline_extra_kwargs(self) -> dict:
+    def pipeline_kwargs(self) -> dict:
+        """Constructor arguments beyond the components (the model's own pipeline settings)."""
         return {}
 
-    def pipeline_embeds(self, cond: Conditioning, negative: Conditioning | None) -> dict:
-        """Pipeline call arguments that pass precomputed embeddings instead of prompts."""
+    def pipeline_inputs(self, cond: Conditioning, negative: Conditioning | None) -> dict:
+        """Call arguments that pass precomputed embeddings instead of prompts (negative only with CFG)."""
         kwargs = {"prompt_embeds": cond.prompt_embeds.to(self.device, self.dtype)}
         if negative is not None:
             kwargs["negative_prompt_embeds"] = negative.prompt_embeds.to(self.device, self.dtype)
         return kwargs
 
-    # -- denoising ----------------------------------------------------------------
-    @abstractmethod
-    def denoise(self, latents: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning) -> torch.Tensor:
-        """One denoiser evaluation: the model's raw prediction (epsilon or v)."""
 
-
-def _config_file(ref: ModelRef, name: str) -> Path:
-    """One small config file of a model (builtin, folder or hub), never its weights."""
-    from dicecli.recipes import hub_file
-
-    if ref.kind == "builtin":
-        from dicecli.builtin import ensure_builtin
-
-        return ensure_builtin(ref.location) / name
-    if ref.kind == "folder":
-        path = Path(ref.location) / name
-        if not path.is_file():
-            raise UsageError(f"Model folder {ref.location} has no {name}; check that it is a complete diffusers pipeline.")
-        return path
-    return Path(hub_file(ref.location, name))
-
-
-def quiet_libraries() -> None:
-    """Silence the libraries' own loading bars and info logs; dicecli reports progress itself."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    diffusers_logging.set_verbosity_error()
-    diffusers_logging.disable_progress_bar()
-    transformers_logging.set_verbosity_error()
-    transformers_logging.disable_progress_bar()
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip().splitlines()
-    return text[0][:200] if text else type(error).__name__
+def read_json(ref: "ModelRef", name: str) -> dict:
+    return json.loads(config_file(ref, name).read_text())

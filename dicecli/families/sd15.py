@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from dicecli.families.base import Conditioning, EncodedPrompts, FamilyAdapter
+from dicecli.families.base import Conditioning, EncodedPrompts, FamilyAdapter, TextSpec, read_json
 
 
 class SD15Adapter(FamilyAdapter):
@@ -13,31 +13,34 @@ class SD15Adapter(FamilyAdapter):
     denoiser_name = "unet"
     text_components = ("tokenizer", "text_encoder")
     all_components = ("tokenizer", "text_encoder", "unet", "vae", "scheduler", "safety_checker", "feature_extractor")
-
     pipeline_components = ("vae", "text_encoder", "tokenizer", "unet", "scheduler")
-    single_file_shape = (768, 77)  # CLIP ViT-L/14
+    checkpoint_key_prefix = "cond_stage_model.transformer."
+    single_file_config = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    single_file_text = TextSpec(tokens=77, width=768)  # CLIP ViT-L/14
+    # The reference recipe for SD1.5 variants (paper and its public code); recipes repeat it.
+    defaults = {"distill": {"loss": "l1", "steps": 8000, "resolution": 512}}
+    load_kwargs = {"requires_safety_checker": False}  # the safety checker is never loaded
 
-    def extra_load_kwargs(self) -> dict:
-        return {"requires_safety_checker": False}
+    @property
+    def text(self) -> TextSpec:
+        return TextSpec(tokens=self.tokenizer.model_max_length, width=self.text_encoder.config.hidden_size)
 
-    def pipeline_extra_kwargs(self) -> dict:
+    @classmethod
+    def text_from_configs(cls, ref) -> TextSpec:
+        encoder = read_json(ref, "text_encoder/config.json")
+        tokenizer = read_json(ref, "tokenizer/tokenizer_config.json")
+        return TextSpec(tokens=int(tokenizer.get("model_max_length", 77)), width=int(encoder["hidden_size"]))
+
+    def pipeline_kwargs(self) -> dict:
         return {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
-
-    @property
-    def tokens(self) -> int:
-        return self.tokenizer.model_max_length
-
-    @property
-    def context_dim(self) -> int:
-        return self.text_encoder.config.hidden_size
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> EncodedPrompts:
         # As StableDiffusionPipeline.encode_prompt (clip_skip=None): pad to max length, truncate.
         tokenizer, text_encoder = self.tokenizer, self.text_encoder
-        inputs = tokenizer(prompts, padding="max_length", max_length=self.tokens, truncation=True, return_tensors="pt")
-        lengths = [len(ids) for ids in tokenizer(prompts, truncation=False).input_ids]
-        truncated = sum(n > self.tokens for n in lengths)
+        tokens = tokenizer.model_max_length
+        inputs = tokenizer(prompts, padding="max_length", max_length=tokens, truncation=True, return_tensors="pt")
+        truncated = sum(len(ids) > tokens for ids in tokenizer(prompts, truncation=False).input_ids)
         input_ids = inputs.input_ids.to(self.device)
         attention_mask = None
         if getattr(text_encoder.config, "use_attention_mask", False):

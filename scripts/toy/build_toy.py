@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from dicecli.toyworld import (BACKGROUND_NAMES, COLOR_NAMES, POSITION_NAMES, SHAPES, SIZE_NAMES, AttributeNet,
+from dicecli.plugins.toy.world import (BACKGROUND_NAMES, COLOR_NAMES, POSITION_NAMES, SHAPES, SIZE_NAMES, AttributeNet,
                               ToyWorld, alignment, read, scene_labels, to_input)
 
 # What a caption states, read by the text encoder's pretraining heads: background, then for the

@@ -23,9 +23,9 @@ from diffusers import DDPMScheduler
 
 from dicecli.enhancer import Enhancer
 from dicecli.families import Conditioning, load_adapter
-from dicecli.recipes import resolve_model
+from dicecli.refs import resolve_model
 from dicecli.sampling import generate
-from dicecli.toyworld import (ToyWorld, alignment, attribute_hits, load_evaluator, parse_caption, read,
+from dicecli.plugins.toy.world import (ToyWorld, alignment, attribute_hits, load_evaluator, parse_caption, read,
                               scene_from_stated)
 
 VARIANTS = {

@@ -1,19 +1,20 @@
 """Store a distilled toy enhancer as the shipped reference enhancer (float16, same metadata).
 
-    python scripts/toy/ship_enhancer.py toy-dice.safetensors   # -> dicecli/models/toy-dice.safetensors
+    python scripts/toy/ship_enhancer.py toy-dice.safetensors   # -> dicecli/plugins/toy/toy-dice.safetensors
 """
 
 import sys
 
 import torch
 
-from dicecli.enhancer import SHIPPED_ENHANCERS, load_enhancer, save_enhancer
+from dicecli.enhancer import load_enhancer, save_enhancer
+from dicecli.plugins.toy.world import ENHANCER_FILE
 
 FORMAT_KEYS = {"format", "format_version", "context_dim", "inner_dim", "heads", "keep_first_token", "init",
                "dicecli_version"}
 
 if __name__ == "__main__":
     enhancer, meta = load_enhancer(sys.argv[1])
-    save_enhancer(enhancer, SHIPPED_ENHANCERS["toy"], dtype=torch.float16,
+    save_enhancer(enhancer, ENHANCER_FILE, dtype=torch.float16,
                   **{k: v for k, v in meta.items() if k not in FORMAT_KEYS}, stored_as="float16")
-    print(SHIPPED_ENHANCERS["toy"])
+    print(ENHANCER_FILE)

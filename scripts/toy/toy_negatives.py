@@ -4,7 +4,7 @@ The toy vocabulary has no "blurry, bad quality" words, so the toy's negative pro
 other scenes: distilled with them, an enhancer learns to push away from a stated scene.
 """
 
-from dicecli.toyworld import ToyWorld
+from dicecli.plugins.toy.world import ToyWorld
 
 if __name__ == "__main__":
     print("\n".join(dict.fromkeys(ToyWorld(size=120, seed=3)[:120])))

@@ -25,9 +25,9 @@ import torch
 
 from dicecli.enhancer import load_enhancer
 from dicecli.families import Conditioning, load_adapter
-from dicecli.recipes import resolve_model
+from dicecli.refs import resolve_model
 from dicecli.sampling import generate, image_grid
-from dicecli.toyworld import (ToyWorld, alignment, attribute_hits, features, load_evaluator, read,
+from dicecli.plugins.toy.world import (ToyWorld, alignment, attribute_hits, features, load_evaluator, read,
                               scene_from_stated)
 
 EVAL_SEED = 7  # held-out prompts: ToyWorld(seed=7, held_out=True)

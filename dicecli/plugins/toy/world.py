@@ -1,4 +1,4 @@
-"""The toy world: procedural image–caption pairs where CFG visibly matters (issue: the toy world).
+"""The toy world: procedural image–caption pairs where CFG visibly matters (docs/toyworld.md).
 
 Scenes hold one or two objects with a shape, colour, size and position on a background,
 rendered at 64 x 64 with jitter (position, size, rotation, colour, background shading), so
@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -317,14 +318,18 @@ def scene_from_stated(stated: dict, rng: np.random.Generator) -> Scene:
     return Scene(things, stated.get("background") or str(rng.choice(BACKGROUND_NAMES)), "", stated)
 
 
+HERE = Path(__file__).resolve().parent
+MODEL_DIR = HERE / "model"  # the shipped toy pipeline (diffusers folder)
+EVALUATOR_FILE = HERE / "toy-evaluator.safetensors"
+ENHANCER_FILE = HERE / "toy-dice.safetensors"  # the shipped reference enhancer (`--enhancer toy`)
+
+
 def load_evaluator(device="cpu") -> AttributeNet:
-    """The shipped toy evaluator (dicecli/models/toy-evaluator.safetensors)."""
+    """The shipped toy evaluator (dicecli/plugins/toy/toy-evaluator.safetensors)."""
     from safetensors.torch import load_file
 
-    from dicecli.builtin import SHIPPED
-
     net = AttributeNet()
-    net.load_state_dict(load_file(str(SHIPPED["toy"].parent / "toy-evaluator.safetensors")))
+    net.load_state_dict(load_file(str(EVALUATOR_FILE)))
     return net.to(device).eval()
 
 

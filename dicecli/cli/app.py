@@ -1,0 +1,89 @@
+"""The Typer app, its entry point, and how commands report (progress, summaries, errors)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import traceback
+
+import typer
+
+from dicecli import __version__
+from dicecli.errors import DiceError
+
+app = typer.Typer(
+    name="dice",
+    help="DICE: distill classifier-free guidance into text embeddings, for CFG-quality images at half the cost.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def show_progress(quiet: bool) -> bool:
+    return not quiet and sys.stderr.isatty()
+
+
+def info(message: str, quiet: bool = False) -> None:
+    if not quiet:
+        typer.echo(message, err=True)
+
+
+def warn(message: str) -> None:
+    typer.echo(f"warning: {message}", err=True)
+
+
+def report(summary: dict, as_json: bool, text: str, quiet: bool, data_on_stdout: bool = False) -> None:
+    """JSON to stdout with --json (stderr when stdout carries the data), else one line to stderr."""
+    if as_json:
+        typer.echo(json.dumps(summary), err=data_on_stdout)
+    else:
+        info(text, quiet)
+
+
+def devices(device: str, dtype) -> tuple:
+    """(torch device, torch dtype) from --device and --dtype."""
+    from dicecli.runtime import select_device, select_dtype
+
+    torch_device = select_device(device)
+    return torch_device, select_dtype(dtype.value if hasattr(dtype, "value") else dtype, torch_device)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dice {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks on errors (accepted anywhere on the line)."),
+) -> None:
+    """DICE: distill classifier-free guidance into text embeddings."""
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: runs the app and turns failures into one sentence and an exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or bool(os.environ.get("DICE_DEBUG"))
+    args = [a for a in args if a != "--debug"]
+    try:
+        # Typer reports its own usage errors (exit 2) and exits; our failures come out as exceptions.
+        app(args=args, prog_name="dice")
+    except KeyboardInterrupt:
+        typer.echo("Interrupted.", err=True)
+        sys.exit(130)
+    except DiceError as error:
+        if debug:
+            traceback.print_exc()
+        typer.echo(f"error: {error}", err=True)
+        sys.exit(error.exit_code)
+    except Exception as error:  # noqa: BLE001 - the last line of defence: one sentence, not a traceback
+        if debug:
+            traceback.print_exc()
+        typer.echo(f"error: {type(error).__name__}: {error} (run again with --debug for the traceback).", err=True)
+        sys.exit(1)
+    sys.exit(0)

@@ -1,0 +1,63 @@
+"""`dice distill`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from dicecli.cli.app import app, devices, report, show_progress
+from dicecli.cli.options import DeviceOption, Dtype, DtypeOption, JsonOption, Loss, QuietOption, VaeOption, value
+
+
+@app.command("distill")
+def distill_command(
+    model: Annotated[str, typer.Option("--model", "-m", help="Teacher model: recipe name, hub id, diffusers folder or .safetensors.")] = ...,
+    data: Annotated[Optional[str], typer.Option("--data", help="imagefolder, COCO folder or latent cache (.h5), or plug-in data (toy[:N]) [recipe].")] = None,
+    output: Annotated[Optional[str], typer.Option("-o", "--output", help="Enhancer to write [beside the work dir: dice-runs/NAME.safetensors].")] = None,
+    recipe: Annotated[Optional[str], typer.Option("--recipe", help="Take the distill defaults from this recipe instead of MODEL's.")] = None,
+    steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Optimizer updates [recipe; 8000 SD1.5, 4000 SDXL].")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Images per update over all GPUs [recipe, 128].")] = None,
+    grad_accum: Annotated[Optional[int], typer.Option("--grad-accum", min=1, help="Micro-batches per update [1].")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="AdamW learning rate [2e-4].")] = None,
+    guidance_scale: Annotated[Optional[float], typer.Option("--guidance-scale", help="CFG scale w of the teacher [5].")] = None,
+    negative_prompts: Annotated[Optional[str], typer.Option("--negative-prompts", help="builtin, none, or a .txt file [recipe].")] = None,
+    loss: Annotated[Optional[Loss], typer.Option("--loss", help="l1 or l2 [recipe; l1 SD1.5, l2 SDXL].")] = None,
+    null_share: Annotated[Optional[float], typer.Option("--null-share", help="Share of samples distilled against the empty prompt [0.2].")] = None,
+    resolution: Annotated[Optional[int], typer.Option("--resolution", help="Training image size [recipe sample size; 512 SD1.5, 1024 SDXL].")] = None,
+    work_dir: Annotated[Optional[str], typer.Option("--work-dir", help="Checkpoints, train_log.jsonl, validation grids [dice-runs/NAME].")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue exactly from the latest checkpoint in the work dir.")] = False,
+    checkpoint_every: Annotated[Optional[int], typer.Option("--checkpoint-every", min=1, help="Steps between checkpoints [500].")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of initialisation, data order, noise and timesteps.")] = 0,
+    compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the denoiser [on for CUDA: 1.5x faster after a few minutes of compiling].")] = None,
+    validate: Annotated[bool, typer.Option("--validate/--no-validate", help="Write a validation grid at each checkpoint.")] = True,
+    vae: VaeOption = None,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = Dtype.auto,
+    quiet: QuietOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Train an enhancer on MODEL so that unguided sampling matches CFG (the DICE objective)."""
+    from dicecli.data import open_training_data
+    from dicecli.distill import default_paths, distill
+    from dicecli.recipes import find_recipe
+    from dicecli.refs import resolve_model
+    from dicecli.settings import distill_settings
+
+    ref = resolve_model(model, vae=vae)
+    torch_device, torch_dtype = devices(device, dtype)
+    config, data_spec = distill_settings(
+        ref.family, find_recipe(recipe) if recipe else ref.recipe, data=data, steps=steps, batch_size=batch_size,
+        grad_accum=grad_accum, lr=lr, guidance_scale=guidance_scale, negative_prompts=negative_prompts, loss=value(loss),
+        null_share=null_share, resolution=resolution, checkpoint_every=checkpoint_every, seed=seed,
+        compile=torch_device.type == "cuda" if compile is None else compile, validate=validate,
+    )
+    training_data = open_training_data(data_spec, ref.recipe.name if ref.recipe else "")
+    work, out = default_paths(ref, work_dir, output)
+    result = distill(ref, training_data, config, work_dir=work, output=out, resume=resume, device=torch_device,
+                     dtype=torch_dtype, progress=show_progress(quiet))
+    if not result.main_process:
+        return  # under `accelerate launch`/torchrun, only the main process reports
+    summary = {k: v for k, v in vars(result).items() if k not in ("log", "main_process")}
+    report(summary, as_json, f"{result.output}: enhancer after {result.steps} steps (loss {result.final_loss:.4f}); "
+           f"checkpoints and train_log.jsonl in {result.work_dir}.", quiet)

@@ -1,0 +1,58 @@
+"""`dice encode`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from dicecli.cli.app import app, devices, report, show_progress, warn
+from dicecli.cli.options import DeviceOption, Dtype, DtypeOption, JsonOption, ModelOption, QuietOption, VaeOption
+from dicecli.errors import UsageError
+
+
+@app.command("encode")
+def encode_command(
+    prompts: Annotated[Optional[str], typer.Argument(metavar="PROMPTS", help="Prompts: .txt (one a line), .jsonl, COCO captions .json, or - for stdin.")] = None,
+    output: Annotated[str, typer.Option("-o", "--output", help="HDF5 cache to write or extend (- for stdout).")] = ...,
+    model: ModelOption = ...,
+    negative: Annotated[Optional[str], typer.Option("--negative", help="Also store the embedding of this negative prompt.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Prompts (or images) per encoder call [recipe, 64; images 16].")] = None,
+    images: Annotated[Optional[str], typer.Option("--images", help="Instead of prompts: build a latent cache of this imagefolder/COCO data for distill.")] = None,
+    resolution: Annotated[Optional[int], typer.Option("--resolution", help="With --images: image size [recipe sample size].")] = None,
+    vae: VaeOption = None,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = Dtype.auto,
+    quiet: QuietOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Encode prompts with MODEL's text encoder into an HDF5 embedding cache (appends only new prompts).
+
+    With --images DATA, encode training images with MODEL's VAE into a latent cache instead.
+    """
+    from dicecli.encode import encode_images, encode_prompts
+    from dicecli.prompts import read_prompts
+    from dicecli.refs import resolve_model
+    from dicecli.settings import encode_settings
+
+    if (prompts is None) == (images is None):
+        raise UsageError("dice encode needs either PROMPTS or --images DATA (not both).")
+    ref = resolve_model(model, vae=vae)
+    chosen = encode_settings(ref.family, ref.recipe, resolution=resolution)
+    torch_device, torch_dtype = devices(device, dtype)
+    if images is not None:
+        latents = encode_images(images, ref, output, resolution=chosen["resolution"],
+                                batch_size=batch_size or chosen["image_batch_size"], device=torch_device,
+                                dtype=torch_dtype, progress=show_progress(quiet))
+        report(latents.as_dict(), as_json, f"{output}: {latents.images} images encoded to latents {latents.latent_shape}.", quiet)
+        return
+    result = encode_prompts(read_prompts(prompts), ref, output, negative=negative, batch_size=batch_size or chosen["batch_size"],
+                            device=torch_device, dtype=torch_dtype, progress=show_progress(quiet))
+    if result.truncated:
+        warn(f"{result.truncated} of {result.prompts_new} prompts are longer than {result.tokens} tokens and were truncated.")
+    report(
+        result.as_dict(), as_json,
+        f"{'stdout' if output == '-' else output}: {result.prompts_new} new prompts encoded, {result.prompts_total} in the cache "
+        f"({result.family}, {result.tokens}x{result.context_dim}).",
+        quiet, data_on_stdout=output == "-",
+    )

@@ -1,0 +1,55 @@
+"""`dice eval` and `dice fid-stats`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, List, Optional
+
+import typer
+
+from dicecli.cli.app import app, info
+from dicecli.cli.options import DeviceOption, FidFeatures, FidFeaturesOption, QuietOption, ReportFormat
+
+
+@app.command("eval")
+def eval_command(
+    folders: Annotated[List[str], typer.Argument(metavar="FOLDER...", help="Sample folders from `dice sample`.")],
+    ref: Annotated[Optional[str], typer.Option("--ref", help="FID reference: an image folder or statistics from `dice fid-stats`.")] = None,
+    metrics: Annotated[Optional[str], typer.Option("--metrics", help="Comma-separated: fid, clip, aesthetic, and plug-in metrics (toy) [clip,aesthetic; +fid with --ref].")] = None,
+    fid_features: FidFeaturesOption = FidFeatures.inception,
+    clip_model: Annotated[Optional[str], typer.Option("--clip-model", help="CLIP model for the CLIP score [laion/CLIP-ViT-g-14-laion2B-s12B-b42K].")] = None,
+    aesthetic_clip: Annotated[Optional[str], typer.Option("--aesthetic-clip", help="CLIP under the aesthetic predictor [openai/clip-vit-large-patch14].")] = None,
+    aesthetic_weights: Annotated[Optional[str], typer.Option("--aesthetic-weights", help="LAION aesthetic predictor weights: a .pth/.safetensors path, or REPO_ID:FILE in the hub cache.")] = None,
+    output_format: Annotated[ReportFormat, typer.Option("--format", help="What to print: table (Markdown), json or csv.")] = ReportFormat.table,
+    output: Annotated[Optional[str], typer.Option("-o", "--output", help="Write REPORT.json, REPORT.md, REPORT.csv (and REPORT-nfe.png).")] = None,
+    device: DeviceOption = "auto",
+) -> None:
+    """FID, CLIP score and aesthetic score of sample folders, as the paper's Table 1 (and Figure 5 across step counts)."""
+    from dicecli.evaluate import (DEFAULT_AESTHETIC_CLIP, DEFAULT_CLIP, csv_text, evaluate, json_text, markdown_table,
+                                  write_report)
+    from dicecli.runtime import select_device
+
+    chosen = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else ["clip", "aesthetic"] + (["fid"] if ref else [])
+    result = evaluate([Path(f) for f in folders], ref=ref, metrics=chosen, fid_features=fid_features.value,
+                      clip_model=clip_model or DEFAULT_CLIP, aesthetic_clip=aesthetic_clip or DEFAULT_AESTHETIC_CLIP,
+                      aesthetic_weights=aesthetic_weights, device=select_device(device))
+    if output:
+        write_report(result, Path(output))
+    printers = {"table": markdown_table, "json": json_text, "csv": csv_text}
+    typer.echo(printers[output_format.value](result), nl=False)
+
+
+@app.command("fid-stats")
+def fid_stats_command(
+    folder: Annotated[str, typer.Argument(metavar="FOLDER", help="Reference images (e.g. COCO 2017 val resized), or a sample folder.")],
+    output: Annotated[str, typer.Option("-o", "--output", help="Statistics file (.npz) for `dice eval --ref`.")] = ...,
+    fid_features: FidFeaturesOption = FidFeatures.inception,
+    device: DeviceOption = "auto",
+    quiet: QuietOption = False,
+) -> None:
+    """Compute and save FID reference statistics (mean and covariance of the features) of an image folder."""
+    from dicecli.evaluate import save_folder_statistics
+    from dicecli.runtime import select_device
+
+    count = save_folder_statistics(Path(folder), Path(output), fid_features.value, select_device(device))
+    info(f"{output}: FID statistics of {count} images ({fid_features.value} features).", quiet)

@@ -1,0 +1,54 @@
+"""`dice sample`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from dicecli.cli.app import app, devices, report, show_progress
+from dicecli.cli.options import (AlphaOption, CfgOption, DeviceOption, Dtype, DtypeOption, EnhancerOption, HeightOption,
+                                 JsonOption, NegativeOption, OptionalModel, PerPromptOption, QuietOption,
+                                 SampleBatchOption, SchedulerOption, SeedOption, StepsOption, VaeOption, WidthOption,
+                                 value)
+
+
+@app.command("sample")
+def sample_command(
+    source: Annotated[Optional[str], typer.Argument(metavar="[INPUT]", help="Embedding cache (.h5), prompts file, or - (default: piped stdin).")] = None,
+    output: Annotated[Optional[str], typer.Option("-o", "--output", help="Sample folder [samples/MODEL-METHOD-cfgW-aA-sN].")] = None,
+    model: OptionalModel = None,
+    enhancer: EnhancerOption = None,
+    alpha: AlphaOption = None,
+    cfg: CfgOption = 1.0,
+    negative: NegativeOption = None,
+    steps: StepsOption = None,
+    scheduler: SchedulerOption = None,
+    seed: SeedOption = 0,
+    batch_size: SampleBatchOption = 8,
+    height: HeightOption = None,
+    width: WidthOption = None,
+    num_per_prompt: PerPromptOption = 1,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the denoiser and VAE decoder (worth it for hundreds of images).")] = False,
+    vae: VaeOption = None,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = Dtype.auto,
+    quiet: QuietOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Generate images from embeddings or prompts: unguided, CFG, DICE (--enhancer), or DICE + CFG."""
+    from dicecli.enhancer import resolve_enhancer
+    from dicecli.sample import prepare_job
+    from dicecli.sampling import run_job
+
+    torch_device, torch_dtype = devices(device, dtype)
+    job = prepare_job(source, model=model, enhancer=resolve_enhancer(enhancer) if enhancer else None, alpha=alpha, cfg=cfg,
+                      negative=negative, steps=steps, scheduler=value(scheduler), seed=seed, height=height, width=width,
+                      num_per_prompt=num_per_prompt, device=torch_device, dtype=torch_dtype, vae=vae)
+    if compile:
+        job.adapter.compile_denoiser(vae_decoder=True)
+    result = run_job(job, Path(output) if output else job.settings.default_folder(), batch_size, progress=show_progress(quiet))
+    summary = {k: v for k, v in vars(result).items() if k != "settings"}
+    report(summary, as_json, f"{result.output}: {result.generated} images generated, {result.skipped} already there "
+           f"({job.settings.method}, {result.nfe_per_image} model evaluations per image).", quiet)

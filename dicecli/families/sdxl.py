@@ -1,0 +1,90 @@
+"""SDXL: two CLIP text encoders (77 x (768 + 1280) = 77 x 2048, plus a pooled 1280 embedding),
+a UNet conditioned on the pooled embedding and size/crop time ids."""
+
+from __future__ import annotations
+
+import torch
+
+from dicecli.families.base import Conditioning, EncodedPrompts, FamilyAdapter, TextSpec, read_json
+
+LATENT_DOWNSAMPLING = 8  # every SDXL VAE; used when distilling from cached latents without loading the VAE
+
+
+class SDXLAdapter(FamilyAdapter):
+    family = "sdxl"
+    pipeline_class_name = "StableDiffusionXLPipeline"
+    denoiser_name = "unet"
+    text_components = ("tokenizer", "tokenizer_2", "text_encoder", "text_encoder_2")
+    all_components = ("tokenizer", "tokenizer_2", "text_encoder", "text_encoder_2", "unet", "vae", "scheduler",
+                      "image_encoder", "feature_extractor")
+    pipeline_components = ("vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "unet", "scheduler")
+    checkpoint_key_prefix = "conditioner.embedders.1."
+    single_file_config = "stabilityai/stable-diffusion-xl-base-1.0"
+    single_file_text = TextSpec(tokens=77, width=2048, pooled_width=1280)
+    # The reference recipe for SDXL (paper and its public code): L2, 4,000 updates, 1024 px.
+    defaults = {"distill": {"loss": "l2", "steps": 4000, "resolution": 1024}}
+
+    @property
+    def text(self) -> TextSpec:
+        width = self.text_encoder.config.hidden_size + self.text_encoder_2.config.hidden_size
+        return TextSpec(tokens=self.tokenizer.model_max_length, width=width,
+                        pooled_width=self.text_encoder_2.config.projection_dim)
+
+    @classmethod
+    def text_from_configs(cls, ref) -> TextSpec:
+        one, two = read_json(ref, "text_encoder/config.json"), read_json(ref, "text_encoder_2/config.json")
+        tokenizer = read_json(ref, "tokenizer/tokenizer_config.json")
+        return TextSpec(tokens=int(tokenizer.get("model_max_length", 77)), width=int(one["hidden_size"]) + int(two["hidden_size"]),
+                        pooled_width=int(two["projection_dim"]))
+
+    @torch.no_grad()
+    def encode(self, prompts: list[str]) -> EncodedPrompts:
+        # As StableDiffusionXLPipeline.encode_prompt (clip_skip=None): each encoder's penultimate hidden
+        # states, concatenated; the pooled output of the second encoder.
+        embeds, pooled, first_ids = [], None, None
+        for tokenizer, encoder in ((self.tokenizer, self.text_encoder), (self.tokenizer_2, self.text_encoder_2)):
+            ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                            return_tensors="pt").input_ids.to(self.device)
+            output = encoder(ids, output_hidden_states=True)
+            if pooled is None and output[0].ndim == 2:
+                pooled = output[0]
+            embeds.append(output.hidden_states[-2])
+            first_ids = ids if first_ids is None else first_ids
+        tokens = self.tokenizer.model_max_length
+        truncated = sum(len(ids) > tokens for ids in self.tokenizer(prompts, truncation=False).input_ids)
+        eos_index = (first_ids == self.tokenizer.eos_token_id).int().argmax(dim=1)
+        dtype = self.text_encoder_2.dtype
+        cond = Conditioning(torch.cat(embeds, dim=-1).to(dtype), eos_index.cpu(), pooled_prompt_embeds=pooled.to(dtype))
+        return EncodedPrompts(cond, truncated)
+
+    def unconditional(self, text: str | None) -> Conditioning:
+        """No negative prompt: zeros when the model says so (`force_zeros_for_empty_prompt`, True for SDXL
+        base), exactly as StableDiffusionXLPipeline; the enhancer still gets the encoded empty prompt."""
+        null = self.null()
+        if not text and self.components.pipeline_config.get("force_zeros_for_empty_prompt", True):
+            return null.map(torch.zeros_like)
+        return self.negative(text)
+
+    def time_ids(self, latents: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Size/crop conditioning for an uncropped image at the latents' size: (H, W, 0, 0, H, W),
+        as the pipeline builds it with its default original/target size and crop."""
+        scale = self.vae_scale_factor if "vae" in self.components.modules else LATENT_DOWNSAMPLING
+        height, width = latents.shape[-2] * scale, latents.shape[-1] * scale
+        ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=dtype, device=latents.device)
+        return ids.repeat(latents.shape[0], 1)
+
+    def denoise(self, latents: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+        dtype = cond.prompt_embeds.dtype
+        added = {"text_embeds": cond.pooled_prompt_embeds, "time_ids": self.time_ids(latents, dtype)}
+        return self.unet(latents, timesteps, encoder_hidden_states=cond.prompt_embeds, added_cond_kwargs=added,
+                         return_dict=False)[0]
+
+    def pipeline_kwargs(self) -> dict:
+        return {"force_zeros_for_empty_prompt": self.components.pipeline_config.get("force_zeros_for_empty_prompt", True)}
+
+    def pipeline_inputs(self, cond: Conditioning, negative: Conditioning | None) -> dict:
+        kwargs = super().pipeline_inputs(cond, negative)
+        kwargs["pooled_prompt_embeds"] = cond.pooled_prompt_embeds.to(self.device, self.dtype)
+        if negative is not None:
+            kwargs["negative_pooled_prompt_embeds"] = negative.pooled_prompt_embeds.to(self.device, self.dtype)
+        return kwargs

@@ -1,0 +1,74 @@
+"""The DICE method: the CFG target, the enhanced embedding, the loss, and the guidance error.
+
+    eps_cfg = eps(x_t, t, c_neg) + w * (eps(x_t, t, c) - eps(x_t, t, c_neg))
+    c'      = c + alpha * E(c, c_neg)            (first token kept where the family has one)
+    loss    = |eps(x_t, t, c + E(c, c_neg)) - stopgrad(eps_cfg)|   (l1; l2: squared)
+
+`apply_enhancer` is the only place an enhancer is called, for every command and script.
+CFG is applied to whatever the model predicts (epsilon or v), so the prediction type is
+respected without a branch.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from dicecli.enhancer import Enhancer
+from dicecli.families import Conditioning, FamilyAdapter
+
+LOSSES = ("l1", "l2")
+
+
+def apply_enhancer(enhancer: Enhancer, cond: Conditioning, negative: Conditioning, alpha: float = 1.0) -> Conditioning:
+    """c' = c + alpha * E(c, c_neg) for every row of `cond`; `negative` is one row or one per row.
+
+    Only the token sequence changes: pooled embeddings and masks stay the prompt's own.
+    """
+    enhanced = enhancer(cond.prompt_embeds, negative.prompt_embeds, alpha, negative.attention_mask)
+    return cond.with_embeds(enhanced)
+
+
+def cfg_combine(pred_cond: torch.Tensor, pred_neg: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+    return pred_neg + guidance_scale * (pred_cond - pred_neg)
+
+
+@torch.no_grad()
+def cfg_target(adapter: FamilyAdapter, x_t: torch.Tensor, t: torch.Tensor, cond: Conditioning,
+               negative: Conditioning, guidance_scale: float) -> torch.Tensor:
+    """The teacher: the frozen model's CFG prediction, both branches in one batch, in float32."""
+    both = adapter.denoise(torch.cat([x_t, x_t]), torch.cat([t, t]), Conditioning.cat([cond, negative.repeat(len(cond))]))
+    pred_cond, pred_neg = both.float().chunk(2)
+    return cfg_combine(pred_cond, pred_neg, guidance_scale)
+
+
+def dice_loss(adapter: FamilyAdapter, enhancer: Enhancer, noise_scheduler, x0: torch.Tensor, cond: Conditioning,
+              negative: Conditioning, t: torch.Tensor, noise: torch.Tensor, guidance_scale: float,
+              loss: str) -> torch.Tensor:
+    """The DICE objective on one batch of latents; gradients reach only the enhancer."""
+    x_t = noise_scheduler.add_noise(x0, noise, t).to(adapter.dtype)
+    target = cfg_target(adapter, x_t, t, cond, negative, guidance_scale)
+    enhanced = apply_enhancer(enhancer, cond, negative).to(dtype=adapter.dtype)
+    pred = adapter.denoise(x_t, t, enhanced).float()
+    return F.l1_loss(pred, target) if loss == "l1" else F.mse_loss(pred, target)
+
+
+@torch.no_grad()
+def guidance_error(adapter: FamilyAdapter, enhancer: Enhancer, latents: torch.Tensor, cond: Conditioning,
+                   negative: Conditioning, guidance_scale: float, seed: int = 0) -> tuple[float, float]:
+    """Mean |eps(x_t, c) - eps_cfg| and |eps(x_t, c') - eps_cfg| on random (x_t, t): how much CFG the
+    enhancer recovers (the first is the unguided model's error, the second DICE's)."""
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler.from_config(adapter.scheduler.config)
+    generator = torch.Generator(adapter.device).manual_seed(seed)
+    b = latents.shape[0]
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator, device=adapter.device)
+    noise = torch.randn(latents.shape, generator=generator, device=adapter.device)
+    x_t = scheduler.add_noise(latents.to(adapter.device), noise, t).to(adapter.dtype)
+    negative = negative.repeat(b)
+    eps_c = adapter.denoise(x_t, t, cond).float()
+    eps_neg = adapter.denoise(x_t, t, negative).float()
+    target = cfg_combine(eps_c, eps_neg, guidance_scale)
+    eps_e = adapter.denoise(x_t, t, apply_enhancer(enhancer, cond, negative).to(dtype=adapter.dtype)).float()
+    return (eps_c - target).abs().mean().item(), (eps_e - target).abs().mean().item()
