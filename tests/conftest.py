@@ -157,3 +157,21 @@ def enhancer_file(tmp_path_factory) -> Path:
     save_enhancer(enhancer, path, family="sd15", tokens=77, trained_on="tiny-sd15", guidance_scale=5.0,
                   negative_prompts="builtin-v1", loss="l1", steps=1, batch_size=1)
     return path
+
+
+def pytest_addoption(parser):
+    parser.addoption("--slow", action="store_true", help="Also run the end-to-end tests marked slow (CI does).")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: end-to-end test (kills, learning, long pipelines); runs with --slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The default run is the fast set; `--slow` adds the end-to-end tests."""
+    if config.getoption("--slow"):
+        return
+    slow = [item for item in items if "slow" in item.keywords]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if "slow" not in item.keywords]

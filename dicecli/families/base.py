@@ -208,7 +208,14 @@ class FamilyAdapter(ABC):
     # -- images <-> latents ---------------------------------------------------------------
     @property
     def vae_scale_factor(self) -> int:
-        return 2 ** (len(self.vae.config.block_out_channels) - 1)
+        """Pixels per latent: from the VAE's config, read without its weights when it is not loaded."""
+        if "vae" in self.components.modules:
+            config = self.vae.config
+        elif self.ref.kind == "single_file" or self.ref.vae:
+            return 8  # every SD1.5/SDXL VAE
+        else:
+            config = read_json(self.ref, "vae/config.json")
+        return 2 ** (len(config["block_out_channels"]) - 1)
 
     def default_size(self) -> int:
         """Native image size: the denoiser's sample size times the VAE's downsampling."""

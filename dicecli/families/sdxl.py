@@ -7,9 +7,6 @@ import torch
 
 from dicecli.families.base import Conditioning, EncodedPrompts, FamilyAdapter, TextSpec, read_json
 
-LATENT_DOWNSAMPLING = 8  # every SDXL VAE; used when distilling from cached latents without loading the VAE
-
-
 class SDXLAdapter(FamilyAdapter):
     family = "sdxl"
     pipeline_class_name = "StableDiffusionXLPipeline"
@@ -68,8 +65,7 @@ class SDXLAdapter(FamilyAdapter):
     def time_ids(self, latents: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Size/crop conditioning for an uncropped image at the latents' size: (H, W, 0, 0, H, W),
         as the pipeline builds it with its default original/target size and crop."""
-        scale = self.vae_scale_factor if "vae" in self.components.modules else LATENT_DOWNSAMPLING
-        height, width = latents.shape[-2] * scale, latents.shape[-1] * scale
+        height, width = latents.shape[-2] * self.vae_scale_factor, latents.shape[-1] * self.vae_scale_factor
         ids = torch.tensor([[height, width, 0, 0, height, width]], dtype=dtype, device=latents.device)
         return ids.repeat(latents.shape[0], 1)
 

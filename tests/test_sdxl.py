@@ -1,0 +1,250 @@
+"""The `sdxl` family on `tiny-sdxl`: encoding, sampling parity with diffusers, distillation, caches, transfer."""
+
+import itertools
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from conftest import run_dice_process
+
+PROMPTS = ["a red cat", "a blue dog on a beach", "a green house"]
+
+
+@pytest.fixture(scope="module")
+def tiny_sdxl_dir(offline_home):
+    from dicecli.builtin import ensure_builtin
+
+    return ensure_builtin("tiny-sdxl")
+
+
+def diffusers_pipeline(folder):
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionXLPipeline
+
+    pipe = StableDiffusionXLPipeline.from_pretrained(folder)
+    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, algorithm_type="dpmsolver++")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def pixels(folder, count):
+    return [np.asarray(Image.open(folder / f"{i:06d}.png").convert("RGB")) for i in range(count)]
+
+
+def test_encode_equals_sdxl_encode_prompt(dice, prompts_file, tiny_sdxl_dir, tmp_path):
+    import h5py
+
+    out = tmp_path / "emb.h5"
+    result = dice("encode", prompts_file, "-o", out, "--model", "tiny-sdxl", "--negative", "blurry", "--json")
+    assert result.code == 0, result.stderr
+    assert (json.loads(result.stdout)["tokens"], json.loads(result.stdout)["context_dim"]) == (77, 64)
+    pipe = diffusers_pipeline(tiny_sdxl_dir)
+    with torch.no_grad():
+        embeds, negative, pooled, negative_pooled = pipe.encode_prompt(
+            PROMPTS, device="cpu", num_images_per_prompt=1, do_classifier_free_guidance=True,
+            negative_prompt=["blurry"] * 3)
+    with h5py.File(out) as f:
+        assert f.attrs["family"] == "sdxl"
+        np.testing.assert_array_equal(f["prompt_embeds"][:], embeds.numpy())
+        np.testing.assert_array_equal(f["pooled_prompt_embeds"][:], pooled.numpy())
+        # encoded alone, not in a batch of three: equal to float rounding
+        np.testing.assert_allclose(f["negative_prompt_embeds"][0], negative[0].numpy(), atol=1e-5)
+        np.testing.assert_allclose(f["negative_pooled_prompt_embeds"][0], negative_pooled[0].numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("cfg", ["5", "1"])
+def test_sample_equals_diffusers_sdxl_pipeline(dice, prompts_file, tiny_sdxl_dir, tmp_path, cfg):
+    """`dice sample --cfg 5` is StableDiffusionXLPipeline as the model configures it (zeros for no negative)."""
+    out = tmp_path / "s"
+    result = dice("sample", prompts_file, "--model", "tiny-sdxl", "--cfg", cfg, "--steps", "6", "--seed", "10",
+                  "--batch-size", "2", "-o", out)
+    assert result.code == 0, result.stderr
+    pipe = diffusers_pipeline(tiny_sdxl_dir)
+    assert pipe.config.force_zeros_for_empty_prompt
+    expected = pipe(PROMPTS, guidance_scale=float(cfg), num_inference_steps=6, height=32, width=32,
+                    generator=[torch.Generator().manual_seed(10 + i) for i in range(3)]).images
+    for got, want in zip(pixels(out, 3), expected):
+        assert np.abs(got.astype(int) - np.asarray(want).astype(int)).max() <= 1
+
+
+def test_dice_null_input_is_the_encoded_empty_prompt_and_cfg_negative_is_zeros(tiny_sdxl_dir):
+    from dicecli.families import load_adapter
+    from dicecli.refs import resolve_model
+
+    adapter = load_adapter(resolve_model("tiny-sdxl"), torch.device("cpu"), torch.float32)
+    null = adapter.null()
+    assert null.prompt_embeds.abs().sum() > 0 and null.pooled_prompt_embeds.abs().sum() > 0
+    zeros = adapter.unconditional(None)
+    assert zeros.prompt_embeds.abs().sum() == 0 and zeros.pooled_prompt_embeds.abs().sum() == 0
+    assert torch.equal(adapter.unconditional("blurry").prompt_embeds, adapter.negative("blurry").prompt_embeds)
+
+
+def test_enhancer_parameter_count_formula():
+    from dicecli.enhancer import Enhancer, parameter_count
+
+    for width in (64, 2048):
+        assert parameter_count(Enhancer(width)) == 1025 * width + 1_049_600
+    assert parameter_count(Enhancer(2048)) == 3_148_800
+
+
+def test_enhance_pipes_into_sample_with_pooled_embeddings(prompts_file, tmp_path):
+    """An SDXL enhancer changes the token sequence only; pooled embeddings travel through the cache unchanged."""
+    import h5py
+
+    from dicecli.enhancer import Enhancer, save_enhancer
+
+    torch.manual_seed(0)
+    enhancer = Enhancer(64)
+    with torch.no_grad():
+        for p in enhancer.parameters():
+            p.normal_(0, 0.1)
+    path = tmp_path / "xl.safetensors"
+    save_enhancer(enhancer, path, family="sdxl", tokens=77, trained_on="tiny-sdxl", guidance_scale=5.0,
+                  negative_prompts="null", loss="l2", steps=1, batch_size=1)
+    cache = tmp_path / "enh.h5"
+    enhanced = run_dice_process("enhance", prompts_file, "-o", "-", "--enhancer", path)
+    assert enhanced.returncode == 0, enhanced.stderr.decode()
+    cache.write_bytes(enhanced.stdout)
+    plain = tmp_path / "plain.h5"
+    assert run_dice_process("encode", prompts_file, "-o", plain, "--model", "tiny-sdxl").returncode == 0
+    with h5py.File(cache) as e, h5py.File(plain) as p:
+        assert e.attrs["enhancer"] == "xl.safetensors" and e.attrs["family"] == "sdxl"
+        np.testing.assert_array_equal(e["pooled_prompt_embeds"][:], p["pooled_prompt_embeds"][:])
+        np.testing.assert_array_equal(e["prompt_embeds"][:, 0], p["prompt_embeds"][:, 0])  # first token kept
+        assert np.abs(e["prompt_embeds"][:, 1:] - p["prompt_embeds"][:, 1:]).max() > 1e-3
+        assert "negative_pooled_prompt_embeds" in e
+    sampled = run_dice_process("sample", "-", "--cfg", "1", "--steps", "3", "-o", tmp_path / "out", "--json",
+                               input=enhanced.stdout)
+    assert sampled.returncode == 0, sampled.stderr.decode()
+    summary = json.loads(sampled.stdout)
+    assert summary["generated"] == 3 and summary["nfe_per_image"] == 3
+
+
+def test_transfer_sd15_enhancer_to_sdxl_is_refused_before_weights_load(dice, prompts_file, enhancer_file, tmp_path,
+                                                                         monkeypatch, tiny_sdxl_dir):
+    from dicecli.loading import Components
+
+    monkeypatch.setattr(Components, "_load_pipeline", lambda self, wanted: pytest.fail(f"loaded {wanted}"))
+    result = dice("transfer", enhancer_file, prompts_file, "--to", "tiny-sdxl", "-o", tmp_path / "t")
+    assert result.code == 2 and "sd15 family" in result.stderr and "tiny-sdxl (sdxl)" in result.stderr
+    assert not (tmp_path / "t").exists()
+
+
+def test_vae_option_replaces_the_pipelines_vae(dice, tmp_path, tiny_sdxl_dir):
+    """--vae (e.g. an fp16-fix VAE): latents come from the given VAE, not the pipeline's."""
+    import h5py
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL.from_pretrained(tiny_sdxl_dir / "vae")
+    with torch.no_grad():
+        for p in vae.encoder.parameters():
+            p.mul_(1.5)
+    vae.save_pretrained(tmp_path / "fixed-vae")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    with open(folder / "metadata.jsonl", "w") as f:
+        for i in range(2):
+            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+            f.write(json.dumps({"file_name": f"{i}.png", "text": f"thing {i}"}) + "\n")
+    stock, fixed = tmp_path / "stock.h5", tmp_path / "fixed.h5"
+    assert dice("encode", "--images", folder, "-o", stock, "--model", "tiny-sdxl").code == 0
+    result = dice("encode", "--images", folder, "-o", fixed, "--model", "tiny-sdxl", "--vae", tmp_path / "fixed-vae")
+    assert result.code == 0, result.stderr
+    with h5py.File(stock) as a, h5py.File(fixed) as b:
+        assert a["latents"].shape == b["latents"].shape == (2, 4, 16, 16)
+        assert np.abs(a["latents"][:] - b["latents"][:]).max() > 1e-3
+    missing = dice("encode", "--images", folder, "-o", tmp_path / "x.h5", "--model", "tiny-sdxl", "--vae", tmp_path / "nope")
+    assert missing.code == 2 and "--vae" in missing.stderr and "Traceback" not in missing.stderr
+
+
+def test_single_file_sdxl_checkpoint_is_detected_from_tensor_names(tmp_path):
+    from safetensors.torch import save_file
+
+    from dicecli.refs import resolve_model
+
+    path = tmp_path / "community-xl.safetensors"
+    save_file({"conditioner.embedders.1.model.ln_final.weight": torch.zeros(2),
+               "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(2)}, str(path))
+    ref = resolve_model(str(path))
+    assert (ref.kind, ref.family, ref.config) == ("single_file", "sdxl", "stabilityai/stable-diffusion-xl-base-1.0")
+
+
+def distill_data(dice, tmp_path, prompts):
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    with open(folder / "metadata.jsonl", "w") as f:
+        for i, caption in enumerate(prompts):
+            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+            f.write(json.dumps({"file_name": f"{i}.png", "text": caption}) + "\n")
+    latents = tmp_path / "latents.h5"
+    assert dice("encode", "--images", folder, "-o", latents, "--model", "tiny-sdxl", "--resolution", "32").code == 0
+    return latents
+
+
+@pytest.mark.slow
+def test_short_distill_recovers_guidance_on_held_out_prompts(dice, tmp_path, tiny_sdxl_dir):
+    """DICE on tiny-sdxl (L2, the SDXL recipe's loss): the held-out guidance error falls clearly."""
+    from dicecli.enhancer import load_enhancer
+    from dicecli.families import load_adapter
+    from dicecli.method import guidance_error
+    from dicecli.refs import resolve_model
+
+    colors = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white"]
+    things = ["cat", "dog", "house", "car", "tree", "boat", "bird", "chair"]
+    places = ["on a beach", "in a city", "in the snow", "at night"]
+    prompts = [f"a {c} {t} {p}" for c, t, p in itertools.product(colors, things, places)]
+    order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(0)).tolist()
+    train, held_out = [prompts[i] for i in order[:200]], [prompts[i] for i in order[200:232]]
+    latents = distill_data(dice, tmp_path, train)
+    out = tmp_path / "e.safetensors"
+    result = dice("distill", "--model", "tiny-sdxl", "--data", latents, "-o", out, "--work-dir", tmp_path / "w",
+                  "--steps", "150", "--batch-size", "8", "--lr", "3e-3", "--negative-prompts", "none",
+                  "--checkpoint-every", "1000", "--no-validate", "--json")
+    assert result.code == 0, result.stderr
+    from dicecli.enhancer import read_metadata
+
+    meta = read_metadata(out)
+    assert (meta["family"], meta["loss"], meta["context_dim"], meta["keep_first_token"]) == ("sdxl", "l2", 64, True)
+
+    adapter = load_adapter(resolve_model("tiny-sdxl"), torch.device("cpu"), torch.float32)
+    enhancer, _ = load_enhancer(out)
+    cond = adapter.encode(held_out).conditioning
+    x0 = torch.randn(len(held_out), 4, 16, 16, generator=torch.Generator().manual_seed(5)) * 0.8
+    plain, enhanced = guidance_error(adapter, enhancer, x0, cond, adapter.null(), 5.0, seed=7)
+    assert enhanced <= GUIDANCE_ERROR_RATIO * plain, (plain, enhanced)
+
+
+GUIDANCE_ERROR_RATIO = 0.82  # measured 0.65 (a 35 % cut); the threshold asks for about half of that cut
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_equals_uninterrupted(dice, tmp_path, tiny_sdxl_dir):
+    latents = distill_data(dice, tmp_path, [f"a photo of thing {i}" for i in range(16)])
+    common = ["distill", "--model", "tiny-sdxl", "--data", latents, "--steps", "10", "--checkpoint-every", "2",
+              "--batch-size", "4", "--no-validate", "--seed", "3"]
+    straight = tmp_path / "straight.safetensors"
+    done = run_dice_process(*common, "--work-dir", tmp_path / "r1", "-o", straight)
+    assert done.returncode == 0, done.stderr.decode()
+    killed = tmp_path / "killed.safetensors"
+    args = [sys.executable, "-m", "dicecli", *map(str, common), "--work-dir", str(tmp_path / "r2"), "-o", str(killed)]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((tmp_path / "r2" / "checkpoints").glob("step-0000004")):
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not killed.exists(), "the run finished before it was killed"
+    resumed = run_dice_process(*common, "--work-dir", tmp_path / "r2", "-o", killed, "--resume", "--json")
+    assert resumed.returncode == 0, resumed.stderr.decode()
+    assert json.loads(resumed.stdout)["resumed_from"] >= 4
+    a, b = load_file(str(straight)), load_file(str(killed))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
