@@ -1,17 +1,17 @@
-"""Sampling throughput on the real SD1.5 architecture (random weights), 512x512, 20 steps, batch 16, bf16.
+"""Sampling throughput on a real architecture (random weights), native size, 20 steps, bf16.
 
-    python benchmarks/sampling_throughput.py OUT_DIR
+    python benchmarks/sampling_throughput.py OUT_DIR [--arch sd15|sdxl] [--batch 16] [--repeats 3]
 
-Compares, in one process on one GPU: diffusers' StableDiffusionPipeline at CFG w=5 and w=1
-(from prompts), `dice sample`'s path (dicecli.sampling.run_job) for DICE at cfg 1, eager and
-compiled, and the enhancer's own cost. Prints one JSON line per measurement.
+Compares, in one process on one GPU: diffusers' own pipeline (StableDiffusionPipeline or
+StableDiffusionXLPipeline) at CFG w=5 (and w=1) from prompts, `dice sample`'s path
+(dicecli.sampling.run_job) for DICE at cfg 1, eager and compiled, the same compiled models
+inside the diffusers pipeline at CFG w=5, and the enhancer's own cost. One JSON line each.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import os
-import sys
 import time
 from pathlib import Path
 
@@ -19,16 +19,17 @@ import torch
 
 from dicecli.enhancer import Enhancer
 from dicecli.families import load_adapter
+from dicecli.method import apply_enhancer
 from dicecli.refs import resolve_model
-from dicecli.sampling import SampleJob, SampleSettings, run_job
+from dicecli.sampling import SampleJob, SampleSettings, make_scheduler, run_job
 
-from sd15_random import build
+from random_models import NATIVE_SIZE, build
 
-BATCH, STEPS, SIZE, REPEATS = 16, 20, 512, 3
+STEPS = 20
 
 
-def timed(fn, repeats=REPEATS) -> float:
-    fn()  # warm-up
+def timed(fn, repeats: int) -> float:
+    fn()  # warm-up (and compilation)
     torch.cuda.synchronize()
     start = time.perf_counter()
     for _ in range(repeats):
@@ -37,64 +38,78 @@ def timed(fn, repeats=REPEATS) -> float:
     return (time.perf_counter() - start) / repeats
 
 
-def emit(**row) -> None:
-    print(json.dumps({"device": torch.cuda.get_device_name(), "torch": torch.__version__, **row}), flush=True)
-
-
-def main(out: Path) -> None:
-    from diffusers import DPMSolverMultistepScheduler
-
-    model = build(Path("/tmp/sd15-random"))
-    adapter = load_adapter(resolve_model(str(model)), torch.device("cuda"), torch.bfloat16)
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--arch", default="sd15", choices=sorted(NATIVE_SIZE))
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batches", type=int, default=4, help="pipeline calls per `dice sample` run")
+    parser.add_argument("--no-unguided", action="store_true", help="skip the diffusers w=1 row")
+    args = parser.parse_args()
+    size, batch = NATIVE_SIZE[args.arch], args.batch
+    adapter = load_adapter(resolve_model(str(build(args.arch, Path(f"/tmp/{args.arch}-random")))), torch.device("cuda"),
+                           torch.bfloat16)
     adapter.require(*adapter.pipeline_components)
-    prompts = [f"a photograph of object {i} on a table near a window" for i in range(BATCH)]
+    prompts = [f"a photograph of object {i} on a table near a window" for i in range(batch)]
 
-    pipe = adapter.pipeline(DPMSolverMultistepScheduler.from_config(adapter.scheduler.config, algorithm_type="dpmsolver++"))
-    for w in (5.0, 1.0) if os.environ.get("FUSED") != "1" else (5.0,):
-        seconds = timed(lambda: pipe(prompts, guidance_scale=w, num_inference_steps=STEPS, height=SIZE, width=SIZE,
-                                     generator=torch.Generator("cuda").manual_seed(0), output_type="pil"))
-        emit(what=f"diffusers StableDiffusionPipeline, CFG w={w:g}", images_per_s=BATCH / seconds)
+    def emit(**row) -> None:
+        print(json.dumps({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "arch": args.arch,
+                          "size": size, "batch": batch, "steps": STEPS, **row}), flush=True)
+
+    def diffusers_call(w: float):
+        pipe = adapter.pipeline(make_scheduler("dpmsolver++", adapter.scheduler.config))
+        return lambda: pipe(prompts, guidance_scale=w, num_inference_steps=STEPS, height=size, width=size,
+                            generator=torch.Generator("cuda").manual_seed(0), output_type="pil")
+
+    name = adapter.pipeline_class.__name__
+    for w in (5.0,) if args.no_unguided else (5.0, 1.0):
+        emit(what=f"diffusers {name}, CFG w={w:g}, eager", images_per_s=batch / timed(diffusers_call(w), args.repeats))
 
     cond = adapter.encode(prompts).conditioning.to("cuda")
-    null = adapter.encode([""]).conditioning.to("cuda")
-    enhancer = Enhancer(768).to("cuda").eval()
+    null = adapter.null()
+    enhancer = Enhancer.for_text(adapter.text).to("cuda").eval()
     with torch.no_grad():
-        enhanced = cond.with_embeds(enhancer(cond.prompt_embeds, null.prompt_embeds))
-    enhancer_s = timed(lambda: enhancer(cond.prompt_embeds, null.prompt_embeds), repeats=20)
-    settings = SampleSettings(model="sd15-random", family="sd15", enhancer="bench", enhancer_sha256=None, alpha=1.0,
-                              cfg=1.0, negative_prompt="", steps=STEPS, scheduler="dpmsolver++", seed=0, height=SIZE,
-                              width=SIZE, num_per_prompt=1)
-    job = SampleJob(adapter, prompts * 4, Conditioning_cat(enhanced, 4), null, settings)
-    labels = ("eager", "compiled") if os.environ.get("FUSED") != "1" else ("compiled+fused-qkv+channels-last",)
-    for label in labels:
-        if label.startswith("compiled"):
-            if "fused" in label:
-                adapter.unet.fuse_qkv_projections()
-                adapter.unet.to(memory_format=torch.channels_last)
-                adapter.vae.fuse_qkv_projections()
+        enhanced = apply_enhancer(enhancer, cond, null)
+        enhancer_s = timed(lambda: apply_enhancer(enhancer, cond, null), repeats=20)
+    settings = SampleSettings(model=f"{args.arch}-random", family=adapter.family, enhancer="bench", enhancer_sha256=None,
+                              alpha=1.0, cfg=1.0, negative_prompt="", steps=STEPS, scheduler="dpmsolver++", seed=0,
+                              height=size, width=size, num_per_prompt=1)
+    job = SampleJob(adapter, prompts * args.batches, _tile(enhanced, args.batches),
+                    adapter.unconditional(None), settings)
+    for label in ("eager", "compiled"):
+        if label == "compiled":
             adapter.compile_denoiser(vae_decoder=True)
-            run_job(job, out / f"warmup-{label}", BATCH)  # compile outside the timing
+            run_job(job, args.out / f"warmup-{label}", batch)  # compile outside the timing
+        torch.cuda.synchronize()
         start = time.perf_counter()
-        run_job(job, out / f"dice-{label}", BATCH)
+        run_job(job, args.out / f"dice-{label}", batch)
         torch.cuda.synchronize()
         seconds = time.perf_counter() - start
         emit(what=f"dice sample (DICE, cfg 1, {label}, PNGs written)", images_per_s=len(job.prompts) / seconds,
-             enhancer_ms_per_batch=enhancer_s * 1000, sampling_call_ms=seconds / 4 * 1000,
-             enhancer_overhead_percent=100 * enhancer_s / (seconds / 4))
-    # The same compiled models inside diffusers' own pipeline, CFG w=5, for the ratio at equal footing.
-    pipe = adapter.pipeline(DPMSolverMultistepScheduler.from_config(adapter.scheduler.config, algorithm_type="dpmsolver++"))
-    if os.environ.get("FUSED") == "1":
-        return
-    seconds = timed(lambda: pipe(prompts, guidance_scale=5.0, num_inference_steps=STEPS, height=SIZE, width=SIZE,
-                                 generator=torch.Generator("cuda").manual_seed(0), output_type="pil"))
-    emit(what="diffusers StableDiffusionPipeline, CFG w=5, compiled UNet + VAE decoder", images_per_s=BATCH / seconds)
+             enhancer_ms_per_batch=enhancer_s * 1000, sampling_call_ms=seconds / args.batches * 1000,
+             enhancer_overhead_percent=100 * enhancer_s / (seconds / args.batches))
+    # The same compiled models inside diffusers' own pipeline, CFG w=5: the ratio at equal footing.
+    emit(what=f"diffusers {name}, CFG w=5, compiled denoiser + VAE decoder",
+         images_per_s=batch / timed(diffusers_call(5.0), args.repeats))
+    # Where the time goes: DICE embeddings through the pipeline alone (no PNGs), and the VAE decode.
+    pipe = adapter.pipeline(make_scheduler("dpmsolver++", adapter.scheduler.config))
+    seconds = timed(lambda: pipe(**adapter.pipeline_inputs(enhanced, None), guidance_scale=1.0, num_inference_steps=STEPS,
+                                 height=size, width=size, generator=torch.Generator("cuda").manual_seed(0),
+                                 output_type="pil"), args.repeats)
+    emit(what=f"diffusers {name} fed DICE embeddings, cfg 1, compiled, PIL out (no PNGs)", images_per_s=batch / seconds)
+    latents = torch.randn(batch, 4, size // 8, size // 8, device="cuda", dtype=torch.bfloat16)
+    with torch.no_grad():
+        decode_s = timed(lambda: adapter.vae.decode(latents / adapter.vae.config.scaling_factor), args.repeats)
+    emit(what="VAE decode of one batch, compiled, channels-last", seconds=decode_s)
+    emit(what="peak GPU memory", max_memory_gb=torch.cuda.max_memory_allocated() / 2**30)
 
 
-def Conditioning_cat(cond, times):
+def _tile(cond, times: int):
     from dicecli.families import Conditioning
 
     return Conditioning.cat([cond] * times)
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]))
+    main()

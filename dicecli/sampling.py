@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -69,10 +70,18 @@ def generate(adapter: FamilyAdapter, cond: Conditioning, negative: Conditioning 
     pipe.scheduler = make_scheduler(scheduler, adapter.scheduler.config)
     negative = negative.repeat(len(cond)) if cfg > 1 else None
     generators = [torch.Generator(adapter.device).manual_seed(s) for s in seeds]
-    return pipe(
+    images = pipe(
         **adapter.pipeline_inputs(cond, negative), guidance_scale=cfg,
-        num_inference_steps=steps, height=height, width=width, generator=generators, output_type="pil",
+        num_inference_steps=steps, height=height, width=width, generator=generators, output_type="pt",
     ).images
+    return to_pil(images)
+
+
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """[N, 3, H, W] in [0, 1] -> PIL images, rounded exactly as diffusers' "pil" output but on the
+    images' device, so only uint8 pixels cross to the CPU (a tenth of a second per batch at 1024 px)."""
+    pixels = (images.float() * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(p) for p in pixels]
 
 
 def image_grid(rows: list[list[Image.Image]], column_titles: list[str] | None = None) -> Image.Image:
@@ -237,7 +246,7 @@ def run_job(job: SampleJob, folder: Path, batch_size: int, progress: bool = Fals
                 tmp.write_text("".join(json.dumps(done[i]) + "\n" for i in sorted(done)), encoding="utf-8")
         pending.clear()
 
-    with ThreadPoolExecutor(max_workers=4) as writers, \
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 4)) as writers, \
             tqdm(total=total, initial=len(done), unit="image", desc="sample", disable=not progress, leave=False) as bar:
         for group in todo:
             rows = [i // s.num_per_prompt for i in group]

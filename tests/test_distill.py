@@ -91,6 +91,7 @@ def test_only_the_enhancer_trains():
     assert all(torch.equal(v, adapter.unet.state_dict()[k]) for k, v in unet_before.items())
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted(imagefolder, tmp_path, tiny_sd15_dir):
     common = ["--steps", "10", "--checkpoint-every", "2", "--no-validate"]
     straight = tmp_path / "straight.safetensors"
@@ -155,6 +156,7 @@ def test_negative_corpus_has_100_distinct_prompts():
     assert "watermark" in prompts and "extra limbs" in prompts
 
 
+@pytest.mark.slow
 def test_short_distill_recovers_guidance_on_held_out_prompts(dice, tmp_path):
     """DICE on tiny-sd15: |eps(x_t, c') - eps_cfg| at least 30% below |eps(x_t, c) - eps_cfg| on unseen prompts."""
     from dicecli.method import guidance_error
@@ -195,6 +197,7 @@ def test_short_distill_recovers_guidance_on_held_out_prompts(dice, tmp_path):
     assert enhanced <= 0.7 * plain, (plain, enhanced)
 
 
+@pytest.mark.slow
 def test_two_processes_train_like_one(imagefolder, tmp_path, tiny_sd15_dir):
     """torchrun with 2 CPU processes (gloo): data sharded, loss averaged, one writer, same enhancer as 1 process."""
     import os

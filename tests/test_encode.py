@@ -144,6 +144,7 @@ def sha(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_sigkill_leaves_previous_cache_intact_and_rerun_completes(prompts_file, tmp_path, tiny_sd15_dir):
     out = tmp_path / "emb.h5"
     assert run_dice_process("encode", prompts_file, "-o", out, "--model", "tiny-sd15").returncode == 0

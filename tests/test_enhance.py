@@ -57,6 +57,7 @@ def test_enhance_loads_only_the_text_encoder(dice, prompts_file, enhancer_file, 
     assert set(loaded) == {"tokenizer", "text_encoder"}
 
 
+@pytest.mark.slow
 def test_enhance_stdin_to_stdout(prompts_file, enhancer_file, tmp_path, tiny_sd15_dir):
     encoded = run_dice_process("encode", prompts_file, "-o", "-", "--model", "tiny-sd15")
     assert encoded.returncode == 0

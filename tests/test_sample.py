@@ -80,6 +80,7 @@ def test_denoiser_evaluations(dice, prompts_file, enhancer_file, tmp_path, monke
     assert json.loads(result.stdout)["nfe_per_image"] == 7 * per_step
 
 
+@pytest.mark.slow
 def test_enhance_pipe_into_sample(prompts_file, enhancer_file, tmp_path, tiny_sd15_dir):
     enhanced = run_dice_process("enhance", prompts_file, "-o", "-", "--enhancer", enhancer_file)
     assert enhanced.returncode == 0, enhanced.stderr.decode()
@@ -133,6 +134,7 @@ def test_folder_that_is_not_a_sample_folder_is_refused(dice, prompts_file, tmp_p
     assert result.code == 2 and "not a dice sample folder" in result.stderr
 
 
+@pytest.mark.slow
 def test_killed_sample_resumes_to_the_same_images(tmp_path, tiny_sd15_dir):
     prompts = tmp_path / "p.txt"
     prompts.write_text("".join(f"prompt {i}\n" for i in range(40)))

@@ -94,8 +94,9 @@ def test_enhancer_parameter_count_formula():
     assert parameter_count(Enhancer(2048)) == 3_148_800
 
 
-def test_enhance_pipes_into_sample_with_pooled_embeddings(prompts_file, tmp_path):
-    """An SDXL enhancer changes the token sequence only; pooled embeddings travel through the cache unchanged."""
+def test_enhance_pipes_into_sample_with_pooled_embeddings(dice, prompts_file, tmp_path):
+    """`dice enhance -o - | dice sample -` for SDXL: the enhancer changes the token sequence only; pooled
+    embeddings (and the negative's) travel through the cache unchanged."""
     import h5py
 
     from dicecli.enhancer import Enhancer, save_enhancer
@@ -108,21 +109,20 @@ def test_enhance_pipes_into_sample_with_pooled_embeddings(prompts_file, tmp_path
     path = tmp_path / "xl.safetensors"
     save_enhancer(enhancer, path, family="sdxl", tokens=77, trained_on="tiny-sdxl", guidance_scale=5.0,
                   negative_prompts="null", loss="l2", steps=1, batch_size=1)
-    cache = tmp_path / "enh.h5"
-    enhanced = run_dice_process("enhance", prompts_file, "-o", "-", "--enhancer", path)
-    assert enhanced.returncode == 0, enhanced.stderr.decode()
-    cache.write_bytes(enhanced.stdout)
-    plain = tmp_path / "plain.h5"
-    assert run_dice_process("encode", prompts_file, "-o", plain, "--model", "tiny-sdxl").returncode == 0
+    enhanced = dice("enhance", prompts_file, "-o", "-", "--enhancer", path)
+    assert enhanced.code == 0, enhanced.stderr
+    cache, plain = tmp_path / "enh.h5", tmp_path / "plain.h5"
+    cache.write_bytes(enhanced.stdout_bytes)
+    assert dice("encode", prompts_file, "-o", plain, "--model", "tiny-sdxl").code == 0
     with h5py.File(cache) as e, h5py.File(plain) as p:
         assert e.attrs["enhancer"] == "xl.safetensors" and e.attrs["family"] == "sdxl"
         np.testing.assert_array_equal(e["pooled_prompt_embeds"][:], p["pooled_prompt_embeds"][:])
         np.testing.assert_array_equal(e["prompt_embeds"][:, 0], p["prompt_embeds"][:, 0])  # first token kept
         assert np.abs(e["prompt_embeds"][:, 1:] - p["prompt_embeds"][:, 1:]).max() > 1e-3
         assert "negative_pooled_prompt_embeds" in e
-    sampled = run_dice_process("sample", "-", "--cfg", "1", "--steps", "3", "-o", tmp_path / "out", "--json",
-                               input=enhanced.stdout)
-    assert sampled.returncode == 0, sampled.stderr.decode()
+    sampled = dice("sample", "-", "--cfg", "1", "--steps", "3", "-o", tmp_path / "out", "--json",
+                   input=enhanced.stdout_bytes)
+    assert sampled.code == 0, sampled.stderr
     summary = json.loads(sampled.stdout)
     assert summary["generated"] == 3 and summary["nfe_per_image"] == 3
 
@@ -207,7 +207,7 @@ def test_short_distill_recovers_guidance_on_held_out_prompts(dice, tmp_path, tin
     latents = distill_data(dice, tmp_path, train)
     out = tmp_path / "e.safetensors"
     result = dice("distill", "--model", "tiny-sdxl", "--data", latents, "-o", out, "--work-dir", tmp_path / "w",
-                  "--steps", "150", "--batch-size", "8", "--lr", "3e-3", "--negative-prompts", "none",
+                  "--steps", "100", "--batch-size", "8", "--lr", "5e-3", "--negative-prompts", "none",
                   "--checkpoint-every", "1000", "--no-validate", "--json")
     assert result.code == 0, result.stderr
     from dicecli.enhancer import read_metadata
@@ -223,7 +223,7 @@ def test_short_distill_recovers_guidance_on_held_out_prompts(dice, tmp_path, tin
     assert enhanced <= GUIDANCE_ERROR_RATIO * plain, (plain, enhanced)
 
 
-GUIDANCE_ERROR_RATIO = 0.82  # measured 0.65 (a 35 % cut); the threshold asks for about half of that cut
+GUIDANCE_ERROR_RATIO = 0.82  # measured 0.645 (a 35 % cut); the threshold asks for about half of that cut
 
 
 @pytest.mark.slow
@@ -232,8 +232,8 @@ def test_sigkill_then_resume_equals_uninterrupted(dice, tmp_path, tiny_sdxl_dir)
     common = ["distill", "--model", "tiny-sdxl", "--data", latents, "--steps", "10", "--checkpoint-every", "2",
               "--batch-size", "4", "--no-validate", "--seed", "3"]
     straight = tmp_path / "straight.safetensors"
-    done = run_dice_process(*common, "--work-dir", tmp_path / "r1", "-o", straight)
-    assert done.returncode == 0, done.stderr.decode()
+    done = dice(*common, "--work-dir", tmp_path / "r1", "-o", straight)
+    assert done.code == 0, done.stderr
     killed = tmp_path / "killed.safetensors"
     args = [sys.executable, "-m", "dicecli", *map(str, common), "--work-dir", str(tmp_path / "r2"), "-o", str(killed)]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

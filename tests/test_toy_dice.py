@@ -53,6 +53,7 @@ def test_shipped_enhancer_reduces_guidance_error(toy, held_out):
         assert after <= 0.92 * before, (seed, before, after)  # measured: about 15 % less
 
 
+@pytest.mark.slow
 def test_shipped_enhancer_raises_unguided_alignment(dice, tmp_path):
     """Through the tool: unguided vs `--enhancer toy` samples, scored by `dice eval --metrics toy`."""
     prompts = tmp_path / "held-out.txt"
@@ -66,8 +67,9 @@ def test_shipped_enhancer_raises_unguided_alignment(dice, tmp_path):
     assert enhanced >= unguided + 0.03, (unguided, enhanced)  # measured: +6.7 points
 
 
+@pytest.mark.slow
 def test_short_distill_reduces_guidance_error(dice, toy, held_out, tmp_path):
-    """About a minute on 2 CPU cores: 80 steps x 16 on a latent cache of 512 training scenes.
+    """About a minute on 2 CPU cores: 40 steps x 16 on a latent cache of 512 training scenes.
 
     The issue asks for a 30 % reduction; on this model a full GPU distillation gives about 15 % and a
     per-prompt oracle about 26 % (docs/toyworld.md), so this asserts the direction, with a margin.
@@ -75,10 +77,10 @@ def test_short_distill_reduces_guidance_error(dice, toy, held_out, tmp_path):
     _, cond, null, latents = held_out
     cache, out = tmp_path / "latents.h5", tmp_path / "short.safetensors"
     assert dice("encode", "--images", "toy:512", "-o", cache, "--model", "toy", "--quiet").code == 0
-    result = dice("distill", "--model", "toy", "--data", cache, "--steps", "80", "--batch-size", "16",
+    result = dice("distill", "--model", "toy", "--data", cache, "--steps", "40", "--batch-size", "16",
                   "--lr", "3e-3", "--negative-prompts", "none", "--no-validate", "--work-dir", tmp_path / "run",
                   "-o", out, "--quiet")
     assert result.code == 0, result.stderr
     enhancer, _ = load_enhancer(out)
     before, after = guidance_error(toy, enhancer, latents, cond, null, 5.0, seed=0)
-    assert after < 0.995 * before, (before, after)  # measured: 1.2 % less
+    assert after < 0.996 * before, (before, after)  # measured: 0.74 % less (80 steps: 1.75 %)

@@ -34,6 +34,7 @@ def test_evaluator_reads_ground_truth_renders(evaluator):
     assert np.mean(scores) >= 0.95
 
 
+@pytest.mark.slow
 def test_cfg_beats_unguided_on_held_out_prompts(evaluator):
     from dicecli.families import load_adapter
     from dicecli.refs import resolve_model

@@ -123,9 +123,13 @@ class FamilyAdapter(ABC):
         return (*self.text_components, self.denoiser_name, "scheduler", *(("vae",) if with_vae else ()))
 
     def compile_denoiser(self, vae_decoder: bool = False) -> None:
-        """torch.compile the denoiser (and the VAE decoder) in place; the first calls are slow while it compiles."""
+        """torch.compile the denoiser (and the VAE decoder) in place; the first calls are slow while it compiles.
+
+        The VAE decoder also moves to channels-last memory, which its convolutions run faster in on GPUs.
+        """
         self.components[self.denoiser_name] = torch.compile(self.denoiser)
         if vae_decoder:
+            self.vae.decoder.to(memory_format=torch.channels_last)
             self.vae.decoder = torch.compile(self.vae.decoder)
 
     @property

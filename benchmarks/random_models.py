@@ -1,0 +1,98 @@
+"""Random-weight pipelines with the real SD1.5 and SDXL architectures (for speed measurements only).
+
+Speed does not depend on trained weights, so benchmarks use these instead of a download:
+the UNet, VAE and CLIP text encoders at each model's published config (over dicecli's byte
+tokenizer), and each model's own scheduler config. Weights are initialised on the GPU when
+there is one (seconds instead of minutes for SDXL's 2.6 B-parameter UNet).
+
+    python benchmarks/random_models.py sd15|sdxl FOLDER
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+
+def _clip_l(tokenizer):
+    from transformers import CLIPTextConfig
+
+    return CLIPTextConfig(
+        vocab_size=len(tokenizer), hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+        num_attention_heads=12, max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+
+
+def _sd_vae(**extra):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(block_out_channels=(128, 256, 512, 512), down_block_types=("DownEncoderBlock2D",) * 4,
+                         up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, layers_per_block=2, **extra)
+
+
+def sd15():
+    from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    from dicecli.builtin import clip_byte_tokenizer
+
+    tokenizer = clip_byte_tokenizer()
+    torch.manual_seed(0)
+    return StableDiffusionPipeline(
+        vae=_sd_vae(sample_size=512), text_encoder=CLIPTextModel(_clip_l(tokenizer)), tokenizer=tokenizer,
+        unet=UNet2DConditionModel(sample_size=64, cross_attention_dim=768),  # SD1.5 = the class defaults + 768
+        scheduler=PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+
+
+def sdxl():
+    """SDXL base 1.0: CLIP ViT-L + OpenCLIP ViT-bigG text encoders, the 2.6 B UNet, the SDXL VAE."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    from dicecli.builtin import clip_byte_tokenizer
+
+    tokenizer, tokenizer_2 = clip_byte_tokenizer(), clip_byte_tokenizer(pad_token="!")
+    torch.manual_seed(0)
+    big_g = CLIPTextConfig(
+        vocab_size=len(tokenizer_2), hidden_size=1280, intermediate_size=5120, num_hidden_layers=32,
+        num_attention_heads=20, max_position_embeddings=77, hidden_act="gelu", projection_dim=1280,
+        bos_token_id=tokenizer_2.bos_token_id, eos_token_id=tokenizer_2.eos_token_id, pad_token_id=tokenizer_2.pad_token_id,
+    )
+    unet = UNet2DConditionModel(
+        sample_size=128, layers_per_block=2, block_out_channels=(320, 640, 1280),
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), cross_attention_dim=2048,
+        use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=256,
+        projection_class_embeddings_input_dim=2816,
+    )
+    return StableDiffusionXLPipeline(
+        vae=_sd_vae(sample_size=1024, scaling_factor=0.13025, force_upcast=True),
+        text_encoder=CLIPTextModel(_clip_l(tokenizer)), text_encoder_2=CLIPTextModelWithProjection(big_g),
+        tokenizer=tokenizer, tokenizer_2=tokenizer_2, unet=unet,
+        scheduler=EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                                         steps_offset=1, timestep_spacing="leading"),
+    )
+
+
+ARCHITECTURES = {"sd15": sd15, "sdxl": sdxl}
+NATIVE_SIZE = {"sd15": 512, "sdxl": 1024}
+
+
+def build(arch: str, folder: Path, dtype=torch.bfloat16) -> Path:
+    if (folder / "model_index.json").exists():
+        return folder
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        pipe = ARCHITECTURES[arch]()
+    pipe.to(dtype).save_pretrained(folder)
+    return folder
+
+
+if __name__ == "__main__":
+    print(build(sys.argv[1], Path(sys.argv[2])))
