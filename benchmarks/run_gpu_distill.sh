@@ -7,5 +7,5 @@ export PYTHONPATH="$PWD/..:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 python3 -c "import torch, diffusers, transformers; print(torch.__version__, diffusers.__version__, transformers.__version__)"
 for setup in "$@"; do
-    python3 distill_throughput.py /tmp/bench --steps "${STEPS:-24}" $setup 2>/tmp/err.log | grep '^{' || tail -3 /tmp/err.log
+    python3 distill_throughput.py /tmp/bench --arch sd15 --steps "${STEPS:-24}" $setup 2>/tmp/err.log | grep '^{' || tail -3 /tmp/err.log
 done

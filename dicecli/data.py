@@ -1,4 +1,4 @@
-"""Image–caption training data: imagefolder, COCO layout, or a `dice-latents` cache (DESIGN §3 DATA)."""
+"""Image–caption training data: imagefolder, COCO layout, or a `dice-latents` cache."""
 
 from __future__ import annotations
 

@@ -27,7 +27,7 @@ from dicecli.families import FamilyAdapter, load_adapter
 from dicecli.files import atomic_path, check_writable
 from dicecli.method import apply_enhancer, dice_loss
 from dicecli.refs import ModelRef
-from dicecli.settings import DistillConfig
+from dicecli.settings import SAMPLE_DEFAULTS, DistillConfig
 
 CHECKPOINTS_KEPT = 2
 
@@ -294,7 +294,8 @@ class Distiller:
         null = self.negative_bank[[0]]
         enhanced = apply_enhancer(self.enhancer, cond, null)
         seeds = list(range(len(prompts)))
-        size = dict(steps=c.validation_steps, scheduler="dpmsolver++", seeds=seeds, height=c.resolution, width=c.resolution)
+        size = dict(steps=c.validation_steps, scheduler=SAMPLE_DEFAULTS["scheduler"], seeds=seeds, height=c.resolution,
+                    width=c.resolution)
         columns = [generate(adapter, cond, None, cfg=1.0, **size),
                    generate(adapter, cond, adapter.unconditional(None), cfg=c.guidance_scale, **size),
                    generate(adapter, enhanced, None, cfg=1.0, **size)]

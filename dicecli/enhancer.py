@@ -1,4 +1,4 @@
-"""The DICE enhancer network and its safetensors file format (DESIGN §1, §2).
+"""The DICE enhancer network and its safetensors file format (README, "Enhancer file").
 
     c' = c + alpha * E(c, c_neg), first token of c' kept equal to c's.
 
@@ -97,8 +97,7 @@ def file_sha256(path: Path) -> str:
 
 
 def resolve_enhancer(spec: str) -> Path:
-    """An enhancer argument as a path: an existing file wins, else the name of an enhancer a plug-in ships
-    (e.g. `toy`)."""
+    """An enhancer argument as a path: an existing file wins, else the name of an enhancer a plug-in ships."""
     from dicecli.plugins import shipped_enhancers
 
     path = Path(spec)
@@ -108,7 +107,7 @@ def resolve_enhancer(spec: str) -> Path:
 
 
 def save_enhancer(enhancer: Enhancer, path: Path, dtype: torch.dtype = torch.float32, **metadata) -> None:
-    """Write the weights and DESIGN §2 metadata atomically (string values, JSON where structured).
+    """Write the weights and the enhancer-file metadata atomically (string values, JSON where structured).
 
     Weights are stored in `dtype` (float32 unless asked; the shipped reference enhancer is float16)
     and always loaded into a float32 module.

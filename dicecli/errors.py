@@ -1,4 +1,4 @@
-"""Errors the CLI reports as one sentence, with the exit status DESIGN §3 asks for."""
+"""Errors the CLI reports as one sentence, with the exit status the README promises (1 runtime, 2 usage)."""
 
 
 class DiceError(Exception):

@@ -42,15 +42,20 @@ def cfg_target(adapter: FamilyAdapter, x_t: torch.Tensor, t: torch.Tensor, cond:
     return cfg_combine(pred_cond, pred_neg, guidance_scale)
 
 
+def student_loss(adapter: FamilyAdapter, x_t: torch.Tensor, t: torch.Tensor, enhanced: Conditioning,
+                 target: torch.Tensor, loss: str) -> torch.Tensor:
+    """|eps(x_t, t, c') - target| (l1) or its square (l2): one unguided evaluation against the CFG target."""
+    pred = adapter.denoise(x_t, t, enhanced.to(dtype=adapter.dtype)).float()
+    return F.l1_loss(pred, target) if loss == "l1" else F.mse_loss(pred, target)
+
+
 def dice_loss(adapter: FamilyAdapter, enhancer: Enhancer, noise_scheduler, x0: torch.Tensor, cond: Conditioning,
               negative: Conditioning, t: torch.Tensor, noise: torch.Tensor, guidance_scale: float,
               loss: str) -> torch.Tensor:
     """The DICE objective on one batch of latents; gradients reach only the enhancer."""
     x_t = noise_scheduler.add_noise(x0, noise, t).to(adapter.dtype)
     target = cfg_target(adapter, x_t, t, cond, negative, guidance_scale)
-    enhanced = apply_enhancer(enhancer, cond, negative).to(dtype=adapter.dtype)
-    pred = adapter.denoise(x_t, t, enhanced).float()
-    return F.l1_loss(pred, target) if loss == "l1" else F.mse_loss(pred, target)
+    return student_loss(adapter, x_t, t, apply_enhancer(enhancer, cond, negative), target, loss)
 
 
 @torch.no_grad()
@@ -58,6 +63,14 @@ def guidance_error(adapter: FamilyAdapter, enhancer: Enhancer, latents: torch.Te
                    negative: Conditioning, guidance_scale: float, seed: int = 0) -> tuple[float, float]:
     """Mean |eps(x_t, c) - eps_cfg| and |eps(x_t, c') - eps_cfg| on random (x_t, t): how much CFG the
     enhancer recovers (the first is the unguided model's error, the second DICE's)."""
+    enhanced = apply_enhancer(enhancer, cond, negative.repeat(len(cond)))
+    return conditioning_guidance_error(adapter, latents, cond, enhanced, negative, guidance_scale, seed)
+
+
+@torch.no_grad()
+def conditioning_guidance_error(adapter: FamilyAdapter, latents: torch.Tensor, cond: Conditioning, enhanced: Conditioning,
+                                negative: Conditioning, guidance_scale: float, seed: int = 0) -> tuple[float, float]:
+    """`guidance_error` for any replacement conditioning (e.g. a free per-prompt embedding: an oracle)."""
     from diffusers import DDPMScheduler
 
     scheduler = DDPMScheduler.from_config(adapter.scheduler.config)
@@ -70,5 +83,5 @@ def guidance_error(adapter: FamilyAdapter, enhancer: Enhancer, latents: torch.Te
     eps_c = adapter.denoise(x_t, t, cond).float()
     eps_neg = adapter.denoise(x_t, t, negative).float()
     target = cfg_combine(eps_c, eps_neg, guidance_scale)
-    eps_e = adapter.denoise(x_t, t, apply_enhancer(enhancer, cond, negative).to(dtype=adapter.dtype)).float()
+    eps_e = adapter.denoise(x_t, t, enhanced.to(dtype=adapter.dtype)).float()
     return (eps_c - target).abs().mean().item(), (eps_e - target).abs().mean().item()

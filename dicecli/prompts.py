@@ -1,4 +1,4 @@
-"""Reading prompt lists: .txt, .jsonl, COCO captions .json, or standard input (DESIGN §3)."""
+"""Reading prompt lists: .txt, .jsonl, COCO captions .json, or standard input."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Device and precision selection: CUDA + bf16 where available, CPU + fp32 otherwise (DESIGN §3)."""
+"""Device and precision selection: CUDA + bf16 where available, CPU + fp32 otherwise."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Sampling from embeddings with diffusers pipelines and schedulers (never a hand-written sampler),
-and the sample folder format (DESIGN §2): NNNNNN.png with PNG text chunks, metadata.jsonl, dice-sample.json."""
+and the sample folder format (README, `dice sample`): NNNNNN.png with PNG text chunks, metadata.jsonl, dice-sample.json."""
 
 from __future__ import annotations
 
@@ -98,7 +98,7 @@ def image_grid(rows: list[list[Image.Image]], column_titles: list[str] | None = 
     return grid
 
 
-# -- sample folders (DESIGN §2) -----------------------------------------------------------
+# -- sample folders (README, `dice sample`) ---------------------------------------------
 
 SETTINGS_FILE = "dice-sample.json"
 METADATA_FILE = "metadata.jsonl"

@@ -175,3 +175,19 @@ def pytest_collection_modifyitems(config, items):
     if slow:
         config.hook.pytest_deselected(items=slow)
         items[:] = [item for item in items if "slow" not in item.keywords]
+
+
+def write_imagefolder(folder: Path, captions: list[str], size: tuple[int, int] = (32, 32), seed: int = 1) -> Path:
+    """An imagefolder (random images + metadata.jsonl) as `dice sample` or a user would lay it out."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    with open(folder / "metadata.jsonl", "w") as f:
+        for i, caption in enumerate(captions):
+            Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(folder / f"{i:06d}.png")
+            f.write(json.dumps({"file_name": f"{i:06d}.png", "text": caption}) + "\n")
+    return folder

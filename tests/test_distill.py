@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from conftest import run_dice_process
+from conftest import run_dice_process, write_imagefolder
 
 
 @pytest.fixture(scope="module")
@@ -171,13 +171,7 @@ def test_short_distill_recovers_guidance_on_held_out_prompts(dice, tmp_path):
     order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(0)).tolist()
     train, held_out = [prompts[i] for i in order[:200]], [prompts[i] for i in order[200:232]]
 
-    folder = tmp_path / "data"
-    folder.mkdir()
-    rng = np.random.default_rng(1)
-    with open(folder / "metadata.jsonl", "w") as f:
-        for i, caption in enumerate(train):
-            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-            f.write(json.dumps({"file_name": f"{i}.png", "text": caption}) + "\n")
+    folder = write_imagefolder(tmp_path / "data", train)
     latents = tmp_path / "latents.h5"
     assert dice("encode", "--images", folder, "-o", latents, "--model", "tiny-sd15").code == 0
     out = tmp_path / "e.safetensors"

@@ -9,7 +9,7 @@ from PIL import Image
 def test_encode_distill_enhance_sample_eval(dice, tmp_path, tiny_clip_dir, tiny_aesthetic_weights):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red cat\na blue dog on a beach\na green house\na yellow car at night\n")
-    # Teacher images with CFG: prompt-only distillation data (DESIGN §3 DATA).
+    # Teacher images with CFG: prompt-only distillation data.
     assert dice("sample", prompts, "--model", "tiny-sd15", "--cfg", "5", "--steps", "4", "-o", tmp_path / "teacher").code == 0
     assert dice("encode", prompts, "-o", tmp_path / "emb.h5", "--model", "tiny-sd15").code == 0
     distilled = dice("distill", "--model", "tiny-sd15", "--data", tmp_path / "teacher", "--steps", "3", "--batch-size", "4",

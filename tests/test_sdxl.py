@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from conftest import run_dice_process
+from conftest import run_dice_process, write_imagefolder
 
 PROMPTS = ["a red cat", "a blue dog on a beach", "a green house"]
 
@@ -147,13 +147,7 @@ def test_vae_option_replaces_the_pipelines_vae(dice, tmp_path, tiny_sdxl_dir):
         for p in vae.encoder.parameters():
             p.mul_(1.5)
     vae.save_pretrained(tmp_path / "fixed-vae")
-    folder = tmp_path / "images"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    with open(folder / "metadata.jsonl", "w") as f:
-        for i in range(2):
-            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-            f.write(json.dumps({"file_name": f"{i}.png", "text": f"thing {i}"}) + "\n")
+    folder = write_imagefolder(tmp_path / "images", ["thing 0", "thing 1"], seed=0)
     stock, fixed = tmp_path / "stock.h5", tmp_path / "fixed.h5"
     assert dice("encode", "--images", folder, "-o", stock, "--model", "tiny-sdxl").code == 0
     result = dice("encode", "--images", folder, "-o", fixed, "--model", "tiny-sdxl", "--vae", tmp_path / "fixed-vae")
@@ -178,13 +172,7 @@ def test_single_file_sdxl_checkpoint_is_detected_from_tensor_names(tmp_path):
 
 
 def distill_data(dice, tmp_path, prompts):
-    folder = tmp_path / "data"
-    folder.mkdir()
-    rng = np.random.default_rng(1)
-    with open(folder / "metadata.jsonl", "w") as f:
-        for i, caption in enumerate(prompts):
-            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
-            f.write(json.dumps({"file_name": f"{i}.png", "text": caption}) + "\n")
+    folder = write_imagefolder(tmp_path / "data", prompts)
     latents = tmp_path / "latents.h5"
     assert dice("encode", "--images", folder, "-o", latents, "--model", "tiny-sdxl", "--resolution", "32").code == 0
     return latents
@@ -248,3 +236,33 @@ def test_sigkill_then_resume_equals_uninterrupted(dice, tmp_path, tiny_sdxl_dir)
     assert json.loads(resumed.stdout)["resumed_from"] >= 4
     a, b = load_file(str(straight)), load_file(str(killed))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_sdxl_recipes_hub_fine_tunes_and_a_single_file_checkpoint(dice, tmp_path, monkeypatch):
+    from safetensors.torch import save_file
+
+    from dicecli.refs import resolve_model
+
+    rows = {r["name"]: r for r in json.loads(dice("recipes", "--json").stdout)}
+    sdxl = {name for name, row in rows.items() if row["family"] == "sdxl"}
+    assert {"sdxl", "juggernaut-xl", "realvisxl", "animagine-xl", "tiny-sdxl"} <= sdxl
+    assert resolve_model("juggernaut-xl").kind == "hub"
+    monkeypatch.setenv("DICE_CHECKPOINTS_DIR", str(tmp_path))
+    save_file({"conditioner.embedders.1.model.ln_final.weight": torch.zeros(2)}, str(tmp_path / "animagine-xl-3.1.safetensors"))
+    ref = resolve_model("animagine-xl")
+    assert (ref.kind, ref.family, ref.config) == ("single_file", "sdxl", "stabilityai/stable-diffusion-xl-base-1.0")
+    from dicecli.settings import distill_settings
+
+    config, data = distill_settings(ref.family, ref.recipe)
+    assert (config.loss, config.steps, config.resolution, config.batch_size, config.lr, data) == \
+        ("l2", 4000, 1024, 128, 2e-4, "coco2017-train")
+
+
+def test_recipe_vae_and_vae_option(tmp_path, tiny_sdxl_dir):
+    from dicecli.refs import resolve_model
+
+    recipe = tmp_path / "mine.toml"
+    recipe.write_text(f'name = "mine"\nfamily = "sdxl"\n[source]\npath = "{tiny_sdxl_dir}"\nvae = "/models/fixed-vae"\n')
+    assert resolve_model(str(recipe)).vae == "/models/fixed-vae"
+    assert resolve_model(str(recipe), vae="other/vae").vae == "other/vae"
+    assert resolve_model("tiny-sdxl").vae is None

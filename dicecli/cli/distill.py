@@ -13,7 +13,7 @@ from dicecli.cli.options import DeviceOption, Dtype, DtypeOption, JsonOption, Lo
 @app.command("distill")
 def distill_command(
     model: Annotated[str, typer.Option("--model", "-m", help="Teacher model: recipe name, hub id, diffusers folder or .safetensors.")] = ...,
-    data: Annotated[Optional[str], typer.Option("--data", help="imagefolder, COCO folder or latent cache (.h5), or plug-in data (toy[:N]) [recipe].")] = None,
+    data: Annotated[Optional[str], typer.Option("--data", help="imagefolder, COCO folder or latent cache (.h5), or data a plug-in makes (README) [recipe].")] = None,
     output: Annotated[Optional[str], typer.Option("-o", "--output", help="Enhancer to write [beside the work dir: dice-runs/NAME.safetensors].")] = None,
     recipe: Annotated[Optional[str], typer.Option("--recipe", help="Take the distill defaults from this recipe instead of MODEL's.")] = None,
     steps: Annotated[Optional[int], typer.Option("--steps", min=1, help="Optimizer updates [recipe; 8000 SD1.5, 4000 SDXL].")] = None,

@@ -14,7 +14,7 @@ from dicecli.cli.options import AlphaOption, DeviceOption, Dtype, DtypeOption, J
 def enhance_command(
     source: Annotated[str, typer.Argument(metavar="INPUT", help="Prompts file (.txt/.jsonl/.json), embedding cache (.h5), or - for stdin.")],
     output: Annotated[str, typer.Option("-o", "--output", help="Enhanced embedding cache to write (- for stdout).")] = ...,
-    enhancer: Annotated[str, typer.Option("--enhancer", "-e", help="Enhancer .safetensors from `dice distill`, or the name of a shipped one (e.g. toy).")] = ...,
+    enhancer: Annotated[str, typer.Option("--enhancer", "-e", help="Enhancer .safetensors from `dice distill`, or the name of one a plug-in ships (README).")] = ...,
     model: OptionalModel = None,
     alpha: AlphaOption = None,
     negative: Annotated[Optional[str], typer.Option("--negative", help="Negative prompt given to the enhancer [the cache's, else empty].")] = None,

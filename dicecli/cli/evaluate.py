@@ -15,7 +15,7 @@ from dicecli.cli.options import DeviceOption, FidFeatures, FidFeaturesOption, Qu
 def eval_command(
     folders: Annotated[List[str], typer.Argument(metavar="FOLDER...", help="Sample folders from `dice sample`.")],
     ref: Annotated[Optional[str], typer.Option("--ref", help="FID reference: an image folder or statistics from `dice fid-stats`.")] = None,
-    metrics: Annotated[Optional[str], typer.Option("--metrics", help="Comma-separated: fid, clip, aesthetic, and plug-in metrics (toy) [clip,aesthetic; +fid with --ref].")] = None,
+    metrics: Annotated[Optional[str], typer.Option("--metrics", help="Comma-separated: fid, clip, aesthetic, and metrics plug-ins add (README) [clip,aesthetic; +fid with --ref].")] = None,
     fid_features: FidFeaturesOption = FidFeatures.inception,
     clip_model: Annotated[Optional[str], typer.Option("--clip-model", help="CLIP model for the CLIP score [laion/CLIP-ViT-g-14-laion2B-s12B-b42K].")] = None,
     aesthetic_clip: Annotated[Optional[str], typer.Option("--aesthetic-clip", help="CLIP under the aesthetic predictor [openai/clip-vit-large-patch14].")] = None,

@@ -47,7 +47,7 @@ QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress ba
 JsonOption = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary.")]
 
 # Enhancers and sampling (`sample`, `transfer`)
-EnhancerOption = Annotated[Optional[str], typer.Option("--enhancer", "-e", help="Enhancer .safetensors from `dice distill`, or the name of a shipped one (e.g. toy).")]
+EnhancerOption = Annotated[Optional[str], typer.Option("--enhancer", "-e", help="Enhancer .safetensors from `dice distill`, or the name of one a plug-in ships (README).")]
 AlphaOption = Annotated[Optional[float], typer.Option("--alpha", help="Enhancer strength: c' = c + alpha * E(c, c_neg) [1].")]
 CfgOption = Annotated[float, typer.Option("--cfg", help="Guidance scale: 1 = unguided (one evaluation per step); >1 = CFG (two).")]
 NegativeOption = Annotated[Optional[str], typer.Option("--negative", help="Negative prompt (CFG, and the enhancer's second input).")]

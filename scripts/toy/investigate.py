@@ -2,7 +2,7 @@
 
     python scripts/toy/investigate.py VARIANT [--steps 3000] [--max-seconds S] [--eval-prompts 256] [--out F]
 
-Variants change one thing against the reference objective (DESIGN §1, l1, t ~ U{0..999}):
+Variants change one thing against the reference objective (dicecli/method.py, l1, t ~ U{0..999}):
 the learning rate, the loss, the timestep distribution, or (ceiling) replace the enhancer by
 a free per-prompt embedding offset optimised on the evaluation prompts themselves, which
 bounds what any enhancer could reach. Each run reports the guidance error on held-out
@@ -18,10 +18,10 @@ import time
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
 from dicecli.enhancer import Enhancer
+from dicecli.method import apply_enhancer, cfg_target, conditioning_guidance_error, student_loss
 from dicecli.families import Conditioning, load_adapter
 from dicecli.refs import resolve_model
 from dicecli.sampling import generate
@@ -100,15 +100,15 @@ def main() -> None:
         offset = torch.zeros_like(eval_cond.prompt_embeds, requires_grad=True)
         params = [offset]
 
-        def enhance(rows, c):
-            e = c + offset[rows]
-            return torch.cat([c[:, :1], e[:, 1:]], 1)
+        def enhance(rows, cond: Conditioning) -> Conditioning:  # the oracle: a free offset, first token kept
+            e = cond.prompt_embeds + offset[rows]
+            return cond.with_embeds(torch.cat([cond.prompt_embeds[:, :1], e[:, 1:]], 1))
     else:
-        enhancer = Enhancer(adapter.context_dim).to(device)
+        enhancer = Enhancer.for_text(adapter.text).to(device)
         params = list(enhancer.parameters())
 
-        def enhance(rows, c):
-            return enhancer(c, null.prompt_embeds)
+        def enhance(rows, cond: Conditioning) -> Conditioning:
+            return apply_enhancer(enhancer, cond, null)
     optimizer = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), weight_decay=0.0 if free else 1e-2)
 
     generator = torch.Generator(device).manual_seed(0)
@@ -120,15 +120,9 @@ def main() -> None:
         noise = torch.randn(latents[pick].shape, generator=generator, device=device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             x_t = scheduler.add_noise(latents[pick], noise, t)
-            c = train_cond.prompt_embeds[rows]
             cond = train_cond[rows]
-            with torch.no_grad():
-                both = adapter.denoise(torch.cat([x_t, x_t]), torch.cat([t, t]),
-                                       Conditioning.cat([cond, Conditioning.cat([null] * len(rows))]))
-                e_c, e_u = both.float().chunk(2)
-                target = e_u + 5.0 * (e_c - e_u)
-            pred = adapter.denoise(x_t, t, cond.with_embeds(enhance(rows, c))).float()
-            loss = F.l1_loss(pred, target) if loss_kind == "l1" else F.mse_loss(pred, target)
+            target = cfg_target(adapter, x_t, t, cond, null, 5.0)
+            loss = student_loss(adapter, x_t, t, enhance(rows, cond), target, loss_kind)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -141,19 +135,12 @@ def main() -> None:
     train_s = time.time() - start
 
     with torch.no_grad():
-        enhanced = eval_cond.with_embeds(enhance(torch.arange(n_eval, device=device), eval_cond.prompt_embeds))
+        enhanced = enhance(torch.arange(n_eval, device=device), eval_cond)
         # guidance error on held-out prompts (fresh renders, uniform t)
-        g = torch.Generator(device).manual_seed(123)
         stated = [parse_caption(p) for p in eval_prompts]
         x0 = latents_of([scene_from_stated(s, np.random.default_rng(i)).render(np.random.default_rng(i))
                          for i, s in enumerate(stated)])
-        t = torch.randint(0, 1000, (n_eval,), generator=g, device=device)
-        x_t = scheduler.add_noise(x0, torch.randn(x0.shape, generator=g, device=device), t)
-        e_c = adapter.denoise(x_t, t, eval_cond)
-        e_u = adapter.denoise(x_t, t, Conditioning.cat([null] * n_eval))
-        target = e_u + 5.0 * (e_c - e_u)
-        err_before = (e_c - target).abs().mean().item()
-        err_after = (adapter.denoise(x_t, t, enhanced) - target).abs().mean().item()
+        err_before, err_after = conditioning_guidance_error(adapter, x0, eval_cond, enhanced, null, 5.0, seed=123)
 
         def evaluate(cond, cfg, steps=20):
             images = generate(adapter, cond, null, cfg=cfg, steps=steps, scheduler="dpmsolver++",

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from dicecli.enhancer import load_enhancer
+from dicecli.method import apply_enhancer
 from dicecli.families import Conditioning, load_adapter
 from dicecli.refs import resolve_model
 from dicecli.sampling import generate, image_grid
@@ -68,7 +69,7 @@ def main() -> None:
     truth_alignment = float(np.mean([alignment(s, r) for s, r in zip(stated, read(evaluator, truth, device))]))
 
     def enhanced(enhancer, negative: Conditioning, alpha: float) -> Conditioning:
-        return cond.with_embeds(enhancer(cond.prompt_embeds.float(), negative.prompt_embeds.float(), alpha).to(dtype))
+        return apply_enhancer(enhancer, cond.to(dtype=torch.float32), negative.to(dtype=torch.float32), alpha).to(dtype=dtype)
 
     rows, grid_images = [], {}
 

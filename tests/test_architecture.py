@@ -1,0 +1,97 @@
+"""The layering docs/architecture.md describes, checked: no import cycle, the enhancer called from one
+module, no core module that names a plug-in, and commands that do not import each other."""
+
+import ast
+import inspect
+import re
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parents[1] / "dicecli"
+COMMAND_MODULES = {"dicecli.encode", "dicecli.distill", "dicecli.enhance", "dicecli.sample", "dicecli.transfer",
+                   "dicecli.evaluate"}
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        found[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return found
+
+
+def imports(path: Path, known: set[str]) -> set[str]:
+    """Every dicecli module `path` imports, at module level or inside functions (type-checking-only
+    imports are not dependencies at run time and are left out)."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            node.body = []
+    out = set()
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        out |= {n for n in names if n in known}
+    return out
+
+
+def test_no_import_cycle():
+    found = modules()
+    graph = {name: imports(path, set(found)) - {name} for name, path in found.items()}
+    # a package's __init__ importing its own sub-modules is how a package exposes them, not a cycle
+    graph = {name: {d for d in deps if not d.startswith(name + ".")} for name, deps in graph.items()}
+    state: dict[str, int] = {}
+
+    def visit(node, trail):
+        state[node] = 1
+        for dep in graph[node]:
+            if state.get(dep) == 1:
+                raise AssertionError("import cycle: " + " -> ".join(trail + [node, dep]))
+            if dep not in state:
+                visit(dep, trail + [node])
+        state[node] = 2
+
+    for name in graph:
+        if name not in state:
+            visit(name, [])
+
+
+def test_commands_do_not_import_each_other():
+    found = modules()
+    for name in COMMAND_MODULES:
+        others = imports(found[name], set(found)) & (COMMAND_MODULES - {name})
+        assert not others, f"{name} imports {others}"
+
+
+def test_no_core_module_names_a_plugin():
+    for name, path in modules().items():
+        if name.startswith("dicecli.plugins."):
+            continue
+        assert not re.search(r"\btoy\b", path.read_text(), re.IGNORECASE), f"{path} names the toy world"
+
+
+def test_the_enhancer_is_called_only_by_apply_enhancer(dice, prompts_file, enhancer_file, tmp_path, monkeypatch):
+    """Run every command that uses an enhancer and record who calls it."""
+    from dicecli.enhancer import Enhancer
+
+    callers = set()
+    original = Enhancer.forward
+
+    def spy(self, *args, **kwargs):
+        for frame in inspect.stack()[1:]:
+            module = frame.frame.f_globals.get("__name__", "")
+            if module.startswith("dicecli"):
+                callers.add(f"{module}.{frame.function}")
+                break
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Enhancer, "forward", spy)
+    assert dice("enhance", prompts_file, "-o", tmp_path / "e.h5", "--enhancer", enhancer_file).code == 0
+    assert dice("sample", prompts_file, "--enhancer", enhancer_file, "--steps", "2", "-o", tmp_path / "s").code == 0
+    assert dice("transfer", enhancer_file, prompts_file, "--to", "tiny-sd15", "--steps", "2", "-o", tmp_path / "t").code == 0
+    data = tmp_path / "s"  # a sample folder is distillation data
+    assert dice("distill", "--model", "tiny-sd15", "--data", data, "--steps", "2", "--batch-size", "2",
+                "--checkpoint-every", "2", "--work-dir", tmp_path / "w", "-o", tmp_path / "d.safetensors").code == 0
+    assert callers == {"dicecli.method.apply_enhancer"}, callers

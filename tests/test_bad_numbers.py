@@ -1,0 +1,90 @@
+"""Numbers and artifacts that used to be accepted silently: one sentence, exit 2, nothing written."""
+
+import pytest
+
+
+@pytest.mark.parametrize("option, value, words", [
+    ("--cfg", "nan", "--cfg nan must be a number of at least 1"),
+    ("--cfg", "inf", "--cfg inf must be a number of at least 1"),
+    ("--cfg", "0.5", "--cfg 0.5 must be a number of at least 1"),
+    ("--height", "0", "--height 0 must be a positive multiple of 8"),
+    ("--height", "30", "--height 30 must be a positive multiple of 8"),
+    ("--width", "-8", "--width -8 must be a positive multiple of 8"),
+    ("--steps", "0", "--steps 0 must be at least 1"),
+])
+def test_sample_refuses_bad_numbers(dice, prompts_file, tmp_path, option, value, words):
+    result = dice("sample", prompts_file, "--model", "tiny-sd15", option, value, "-o", tmp_path / "s")
+    assert result.code == 2 and words in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "s").exists()
+
+
+def test_alpha_nan_is_refused_by_sample_and_enhance(dice, prompts_file, enhancer_file, tmp_path):
+    result = dice("sample", prompts_file, "--enhancer", enhancer_file, "--alpha", "nan", "-o", tmp_path / "s")
+    assert result.code == 2 and "--alpha nan must be a finite number" in result.stderr
+    result = dice("enhance", prompts_file, "-o", tmp_path / "e.h5", "--enhancer", enhancer_file, "--alpha", "nan")
+    assert result.code == 2 and "--alpha nan must be a finite number" in result.stderr
+    assert not (tmp_path / "s").exists() and not (tmp_path / "e.h5").exists()
+
+
+@pytest.mark.parametrize("option, value, words", [
+    ("--guidance-scale", "nan", "--guidance-scale nan must be a positive number"),
+    ("--lr", "-1", "--lr -1.0 must be a positive number"),
+    ("--resolution", "30", "--resolution 30 must be a positive multiple of 8"),
+])
+def test_distill_refuses_bad_numbers(dice, prompts_file, tmp_path, option, value, words):
+    data = tmp_path / "data"
+    from conftest import write_imagefolder
+
+    write_imagefolder(data, ["a red cat", "a blue dog"])
+    result = dice("distill", "--model", "tiny-sd15", "--data", data, option, value, "--work-dir", tmp_path / "w",
+                  "-o", tmp_path / "e.safetensors")
+    assert result.code == 2 and words in result.stderr and "Traceback" not in result.stderr
+    assert not (tmp_path / "e.safetensors").exists()
+
+
+def test_recipe_value_of_the_wrong_type(dice, tmp_path, tiny_sd15_dir):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'name = "r"\nfamily = "sd15"\n[source]\npath = "{tiny_sd15_dir}"\n[distill]\nsteps = "many"\n')
+    result = dice("distill", "--model", recipe, "--data", tmp_path)
+    assert result.code == 2 and "[distill] steps = 'many' must be a int" in result.stderr
+
+
+def test_enhance_refuses_to_overwrite_its_input(dice, prompts_file, enhancer_file, tmp_path):
+    cache = tmp_path / "c.h5"
+    assert dice("encode", prompts_file, "-o", cache, "--model", "tiny-sd15").code == 0
+    before = cache.read_bytes()
+    result = dice("enhance", cache, "-o", cache, "--enhancer", enhancer_file)
+    assert result.code == 2 and "is the input itself" in result.stderr
+    assert cache.read_bytes() == before
+
+
+def test_encode_does_not_append_to_an_enhanced_cache(dice, prompts_file, enhancer_file, tmp_path):
+    enhanced = tmp_path / "e.h5"
+    assert dice("enhance", prompts_file, "-o", enhanced, "--enhancer", enhancer_file).code == 0
+    before = enhanced.read_bytes()
+    more = tmp_path / "more.txt"
+    more.write_text("a yellow bird\n")
+    result = dice("encode", more, "-o", enhanced, "--model", "tiny-sd15")
+    assert result.code == 2 and "enhanced with" in result.stderr
+    assert enhanced.read_bytes() == before
+
+
+def test_cache_of_another_width_is_refused_before_sampling(dice, prompts_file, tmp_path):
+    cache = tmp_path / "xl.h5"
+    assert dice("encode", prompts_file, "-o", cache, "--model", "tiny-sdxl").code == 0
+    result = dice("sample", cache, "--model", "tiny-sd15", "-o", tmp_path / "s")
+    assert result.code == 2 and "sdxl embeddings" in result.stderr and not (tmp_path / "s").exists()
+
+
+def test_resume_with_other_data_is_refused(dice, tmp_path):
+    from conftest import write_imagefolder
+
+    a = write_imagefolder(tmp_path / "a", ["a red cat", "a blue dog"])
+    b = write_imagefolder(tmp_path / "b", ["a green house", "a black car"], seed=2)
+    common = ["distill", "--model", "tiny-sd15", "--batch-size", "2", "--no-validate", "--work-dir", tmp_path / "w",
+              "-o", tmp_path / "e.safetensors"]
+    assert dice(*common, "--data", a, "--steps", "1").code == 0
+    result = dice(*common, "--data", b, "--steps", "2", "--resume")
+    assert result.code == 2 and "--resume" in result.stderr and str(a) in result.stderr
+    result = dice(*common, "--data", a, "--steps", "2", "--resume", "--resolution", "64")
+    assert result.code == 2 and "resolution=32" in result.stderr
