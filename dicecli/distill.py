@@ -24,7 +24,7 @@ from dicecli.data import ImageDataset, TrainingData
 from dicecli.enhancer import Enhancer, load_enhancer, save_enhancer
 from dicecli.errors import UsageError
 from dicecli.families import FamilyAdapter, load_adapter
-from dicecli.files import atomic_path, check_writable
+from dicecli.files import atomic_path, check_writable, exclusive_lock
 from dicecli.method import apply_enhancer, dice_loss
 from dicecli.refs import ModelRef
 from dicecli.settings import SAMPLE_DEFAULTS, DistillConfig
@@ -244,6 +244,11 @@ class Distiller:
         return total
 
     def run(self, resume: bool = False) -> DistillResult:
+        """Train to `steps`; two runs in one work dir cannot interleave (the second refuses)."""
+        with exclusive_lock(self.work_dir, "Work dir", wait=False) if self.main else contextlib.nullcontext():
+            return self._run(resume)
+
+    def _run(self, resume: bool) -> DistillResult:
         c = self.config
         resumed_from = self.resume() if resume else 0
         if self.step >= c.steps:

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from dicecli.cache import EMBEDDINGS_FORMAT, CacheWriter, EmbeddingCache, new_header, storage_dtype
 from dicecli.errors import IncompatibleError, UsageError
 from dicecli.families import load_adapter
-from dicecli.files import STDIO, atomic_path, check_writable, remove_stale_temporaries, stream_to_stdout
+from dicecli.files import STDIO, atomic_path, check_writable, exclusive_lock, remove_stale_temporaries, stream_to_stdout
 from dicecli.prompts import unique
 from dicecli.refs import ModelRef
 
@@ -37,12 +37,22 @@ def encode_prompts(
     prompts: list[str], ref: ModelRef, output: str, *, negative: str | None = None, batch_size: int = 64,
     device: torch.device, dtype: torch.dtype, progress: bool = False,
 ) -> EncodeResult:
+    """Encode into OUTPUT, appending to an existing cache. Two runs appending to one cache take
+    turns (an OS lock beside the file): the second reads what the first added, so nothing is lost."""
+    if output == STDIO:
+        return _encode(prompts, ref, output, negative, batch_size, device, dtype, progress)
+    check_writable(Path(output))
+    with exclusive_lock(Path(output), "Cache", wait=True):
+        return _encode(prompts, ref, output, negative, batch_size, device, dtype, progress)
+
+
+def _encode(prompts: list[str], ref: ModelRef, output: str, negative: str | None, batch_size: int,
+            device: torch.device, dtype: torch.dtype, progress: bool) -> EncodeResult:
     to_stdout = output == STDIO
     out = Path(output)
     existing: dict | None = None
     existing_prompts: set[str] = set()
     if not to_stdout:
-        check_writable(out)
         remove_stale_temporaries(out)
         if out.exists():
             existing, existing_prompts, existing_negative = _read_existing(out)

@@ -36,10 +36,47 @@ def atomic_path(path: Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            os.chmod(tmp_path, 0o666 & ~current_umask())  # mkstemp makes 0600; files get the user's usual mode
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def exclusive_lock(target: Path, what: str, wait: bool) -> Iterator[None]:
+    """An OS lock (flock) held while the block runs: on the folder itself when `target` is a folder,
+    else on a small `.NAME.lock` file beside it (a file that is replaced by renames cannot be its own lock).
+
+    The lock dies with the process, so a killed run never leaves a lock to clean up (the `.lock`
+    file holds nothing and is reused). `wait=False` refuses at once with one sentence naming
+    the lock; `wait=True` says once that it waits, then waits.
+    """
+    import fcntl
+
+    lock_path = target if target.is_dir() else target.parent / f".{target.name}.lock"
+    fd = os.open(lock_path, os.O_RDONLY if target.is_dir() else os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not wait:
+                raise UsageError(
+                    f"{what} {target} is in use by another dice process (lock on {lock_path}); wait for it to finish "
+                    "or choose another output."
+                ) from None
+            print(f"waiting: {what} {target} is in use by another dice process (lock on {lock_path}).", file=sys.stderr)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def stream_to_stdout(path: Path) -> None:

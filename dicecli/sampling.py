@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from dicecli.errors import IncompatibleError, UsageError
 from dicecli.families import Conditioning, FamilyAdapter
-from dicecli.files import atomic_path, remove_stale_temporaries
+from dicecli.files import atomic_path, exclusive_lock, remove_stale_temporaries
 
 # name -> (diffusers scheduler class name, extra config); built from the model's own scheduler config
 SCHEDULERS = {
@@ -219,12 +219,20 @@ def _save_png(image: Image.Image, path: Path, record: dict) -> None:
 
 
 def run_job(job: SampleJob, folder: Path, batch_size: int, progress: bool = False) -> SampleResult:
-    """Generate the missing images of `folder`. Image i uses seed + i and belongs to the fixed
+    """Generate the missing images of `folder` (one run at a time). Image i uses seed + i and belongs to the fixed
     batch i // batch_size, so a resumed run makes exactly the images an uninterrupted one would.
 
     PNGs of batch k are encoded on worker threads while the GPU makes batch k+1; metadata.jsonl
     is rewritten only once a batch's files are all in place, so it never lists a missing image.
     """
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"Output {folder} is a file; give a folder to -o.")
+    folder.mkdir(parents=True, exist_ok=True)
+    with exclusive_lock(folder, "Sample folder", wait=False):  # two runs into one folder: the second refuses
+        return _run_job(job, folder, batch_size, progress)
+
+
+def _run_job(job: SampleJob, folder: Path, batch_size: int, progress: bool) -> SampleResult:
     s = job.settings
     total = len(job.prompts) * s.num_per_prompt
     done = prepare_folder(folder, s, job.prompts)

@@ -266,3 +266,36 @@ def test_recipe_vae_and_vae_option(tmp_path, tiny_sdxl_dir):
     assert resolve_model(str(recipe)).vae == "/models/fixed-vae"
     assert resolve_model(str(recipe), vae="other/vae").vae == "other/vae"
     assert resolve_model("tiny-sdxl").vae is None
+
+
+def test_transfer_between_sdxl_models(dice, prompts_file, tmp_path, tiny_sdxl_dir):
+    """An SDXL enhancer on SDXL variants: sample folders per (model, enhancer), grid and report."""
+    import shutil
+
+    from transformers import CLIPTextModelWithProjection
+
+    from dicecli.enhancer import Enhancer, save_enhancer
+
+    variant = tmp_path / "variant-xl"
+    shutil.copytree(tiny_sdxl_dir, variant)
+    encoder = CLIPTextModelWithProjection.from_pretrained(variant / "text_encoder_2")
+    with torch.no_grad():
+        for p in encoder.parameters():
+            p.add_(0.02)
+    encoder.save_pretrained(variant / "text_encoder_2")
+    torch.manual_seed(0)
+    enhancer = Enhancer(64)
+    with torch.no_grad():
+        enhancer.fc2.weight.normal_(0, 0.05)
+    path = tmp_path / "xl.safetensors"
+    save_enhancer(enhancer, path, family="sdxl", tokens=77, trained_on="tiny-sdxl", guidance_scale=5.0,
+                  negative_prompts="null", loss="l2", steps=1, batch_size=1)
+    result = dice("transfer", path, prompts_file, "--to", f"tiny-sdxl,{variant}", "--steps", "2", "-o", tmp_path / "t",
+                  "--json")
+    assert result.code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert len(summary["folders"]) == 4  # (unguided, xl) x two models
+    report = {e["target"]: e["sources"][0] for e in summary["compatibility"]}
+    assert report["tiny-sdxl"]["same_text_encoder"] and report["tiny-sdxl"]["mean_cosine"] == pytest.approx(1.0)
+    assert not report[str(variant)]["same_text_encoder"] and report[str(variant)]["mean_cosine"] < 1.0
+    assert Image.open(tmp_path / "t" / "grid.png").size == (2 * 32, 14 + 2 * 3 * 32)
