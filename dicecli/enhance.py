@@ -64,7 +64,7 @@ def enhance(source: str, output: str, enhancer_path: Path, *, model: str | None,
             ref = resolve_model(model or meta["trained_on"])
             cond, stored_negative, stored_neg_cond, attrs = None, [], None, None
     finally:
-        if spooled is not None and kind == "prompts":
+        if spooled is not None:  # read into memory above; a spooled stdin never outlives the read
             spooled.unlink(missing_ok=True)
 
     check_compatible(meta, enhancer_path, family=ref.family, model=ref.given)
@@ -114,8 +114,6 @@ def enhance(source: str, output: str, enhancer_path: Path, *, model: str | None,
     else:
         with atomic_path(Path(output)) as tmp:
             write(tmp)
-    if spooled is not None:
-        spooled.unlink(missing_ok=True)
     return EnhanceResult(output, ref.given, str(enhancer_path), float(alpha), negative_text, len(prompts))
 
 

@@ -88,3 +88,35 @@ def test_resume_with_other_data_is_refused(dice, tmp_path):
     assert result.code == 2 and "--resume" in result.stderr and str(a) in result.stderr
     result = dice(*common, "--data", a, "--steps", "2", "--resume", "--resolution", "64")
     assert result.code == 2 and "resolution=32" in result.stderr
+
+
+def test_stdout_into_a_closed_pipe_exits_quietly(tmp_path):
+    """`dice encode ... -o - | head -c 10`: no traceback, no message; the reader chose to stop."""
+    import subprocess
+    import sys
+
+    prompts = tmp_path / "many.txt"
+    prompts.write_text("".join(f"prompt number {i} with some words\n" for i in range(300)))
+    err = tmp_path / "err.txt"
+    done = subprocess.run(
+        f"'{sys.executable}' -m dicecli encode '{prompts}' -o - --model tiny-sd15 2>'{err}' | head -c 10 > /dev/null; "
+        "echo ${PIPESTATUS[0]}", shell=True, executable="/bin/bash", capture_output=True, timeout=300)
+    assert done.stdout.strip() in (b"1", b"0"), done
+    assert err.read_text() == "", err.read_text()
+
+
+def test_truncated_cache_on_stdin_leaves_no_spool_file(dice, prompts_file, enhancer_file, tmp_path, monkeypatch):
+    import tempfile
+
+    cache = tmp_path / "c.h5"
+    assert dice("encode", prompts_file, "-o", cache, "--model", "tiny-sd15").code == 0
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))
+    truncated = cache.read_bytes()[:3000]
+    for command in (["enhance", "-", "-o", tmp_path / "e.h5", "--enhancer", enhancer_file],
+                    ["sample", "-", "-o", tmp_path / "s"]):
+        result = dice(*command, input=truncated)
+        assert result.code in (1, 2) and "Traceback" not in result.stderr, result.stderr
+        assert not list(spool.iterdir()), command
+    assert not (tmp_path / "e.h5").exists() and not (tmp_path / "s").exists()
