@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 
 from dicecli import __version__
@@ -121,8 +122,20 @@ def save_enhancer(enhancer: Enhancer, path: Path, dtype: torch.dtype = torch.flo
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in enhancer.state_dict().items()}
     path = Path(path)
     with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata=strings)
+        tmp.write_bytes(canonical_header(save(tensors, metadata=strings)))
 
+
+def canonical_header(data: bytes) -> bytes:
+    """The same safetensors file with its JSON header written in sorted key order.
+
+    safetensors writes the metadata map in hash order, which differs between processes, so the
+    same enhancer saved twice gave two files with different bytes (and sha256s, which sample
+    folders record). Tensor offsets are relative to the data section, so only the header changes.
+    """
+    size = struct.unpack("<Q", data[:8])[0]
+    header = json.dumps(json.loads(data[8 : 8 + size]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the format pads the header with spaces to 8-byte alignment
+    return struct.pack("<Q", len(header)) + header + data[8 + size :]
 
 def read_metadata(path: Path) -> dict:
     """The enhancer file's metadata, validated, without reading the weights."""

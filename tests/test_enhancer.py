@@ -92,3 +92,19 @@ def test_not_an_enhancer(tmp_path):
     junk.write_bytes(b"garbage")
     with pytest.raises(UsageError, match="not a readable .safetensors"):
         read_metadata(junk)
+
+
+def test_enhancer_files_are_reproducible_byte_for_byte(tmp_path):
+    """The same enhancer saved by two processes gives identical bytes (the sha256 that sample folders record)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from dicecli.enhancer import Enhancer, save_enhancer; torch.manual_seed(0); "
+            "save_enhancer(Enhancer(32), sys.argv[1], family='sd15', tokens=77, trained_on='x', guidance_scale=5.0, "
+            "loss='l1', steps=1, batch_size=1)")
+    paths = [tmp_path / f"{i}.safetensors" for i in range(2)]
+    for path in paths:
+        subprocess.run([sys.executable, "-c", code, str(path)], check=True, timeout=120)
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    enhancer, meta = load_enhancer(paths[0])
+    assert meta["family"] == "sd15" and meta["steps"] == 1 and parameter_count(enhancer) == 1025 * 32 + 1_049_600
