@@ -191,3 +191,17 @@ def write_imagefolder(folder: Path, captions: list[str], size: tuple[int, int] =
             Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(folder / f"{i:06d}.png")
             f.write(json.dumps({"file_name": f"{i:06d}.png", "text": caption}) + "\n")
     return folder
+
+
+def split_prompts(train: int = 200, held_out: int = 32) -> tuple[list[str], list[str]]:
+    """Compositional prompts (colour x thing x place), shuffled with a fixed seed: training and held-out."""
+    import itertools
+
+    import torch
+
+    colors = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white"]
+    things = ["cat", "dog", "house", "car", "tree", "boat", "bird", "chair"]
+    places = ["on a beach", "in a city", "in the snow", "at night"]
+    prompts = [f"a {c} {t} {p}" for c, t, p in itertools.product(colors, things, places)]
+    order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(0)).tolist()
+    return [prompts[i] for i in order[:train]], [prompts[i] for i in order[train : train + held_out]]

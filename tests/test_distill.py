@@ -1,4 +1,3 @@
-import itertools
 import json
 import signal
 import subprocess
@@ -11,7 +10,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from conftest import run_dice_process, write_imagefolder
+from conftest import run_dice_process, split_prompts, write_imagefolder
 
 
 @pytest.fixture(scope="module")
@@ -164,12 +163,7 @@ def test_short_distill_recovers_guidance_on_held_out_prompts(dice, tmp_path):
     from dicecli.families import load_adapter
     from dicecli.refs import resolve_model
 
-    colors = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white"]
-    things = ["cat", "dog", "house", "car", "tree", "boat", "bird", "chair"]
-    places = ["on a beach", "in a city", "in the snow", "at night"]
-    prompts = [f"a {c} {t} {p}" for c, t, p in itertools.product(colors, things, places)]
-    order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(0)).tolist()
-    train, held_out = [prompts[i] for i in order[:200]], [prompts[i] for i in order[200:232]]
+    train, held_out = split_prompts()
 
     folder = write_imagefolder(tmp_path / "data", train)
     latents = tmp_path / "latents.h5"

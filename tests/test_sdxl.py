@@ -1,6 +1,5 @@
 """The `sdxl` family on `tiny-sdxl`: encoding, sampling parity with diffusers, distillation, caches, transfer."""
 
-import itertools
 import json
 import signal
 import subprocess
@@ -13,7 +12,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from conftest import run_dice_process, write_imagefolder
+from conftest import run_dice_process, split_prompts, write_imagefolder
 
 PROMPTS = ["a red cat", "a blue dog on a beach", "a green house"]
 
@@ -186,12 +185,7 @@ def test_short_distill_recovers_guidance_on_held_out_prompts(dice, tmp_path, tin
     from dicecli.method import guidance_error
     from dicecli.refs import resolve_model
 
-    colors = ["red", "blue", "green", "yellow", "purple", "orange", "black", "white"]
-    things = ["cat", "dog", "house", "car", "tree", "boat", "bird", "chair"]
-    places = ["on a beach", "in a city", "in the snow", "at night"]
-    prompts = [f"a {c} {t} {p}" for c, t, p in itertools.product(colors, things, places)]
-    order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(0)).tolist()
-    train, held_out = [prompts[i] for i in order[:200]], [prompts[i] for i in order[200:232]]
+    train, held_out = split_prompts()
     latents = distill_data(dice, tmp_path, train)
     out = tmp_path / "e.safetensors"
     result = dice("distill", "--model", "tiny-sdxl", "--data", latents, "-o", out, "--work-dir", tmp_path / "w",
