@@ -1,6 +1,6 @@
 """Distill throughput and memory on a real architecture (random weights), one GPU.
 
-    python benchmarks/distill_throughput.py OUT_DIR [--arch sd15|sdxl] [--steps N] [--batch 32] [--compile]
+    python benchmarks/distill_throughput.py OUT_DIR [--arch sd15|sdxl|pixart] [--steps N] [--batch 32] [--compile]
 
 Runs `dicecli.distill.Distiller` exactly as `dice distill` does, from a latent cache of random
 latents at the model's native size with captions, and prints images/s (median over the last
@@ -58,12 +58,12 @@ def main() -> None:
     adapter = load_adapter(resolve_model(str(model)), torch.device("cuda"), torch.bfloat16)
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
     if args.channels_last:
-        adapter.unet.to(memory_format=torch.channels_last)
+        adapter.denoiser.to(memory_format=torch.channels_last)
     if args.compile_mode:
-        adapter.components["unet"] = torch.compile(adapter.unet, mode=args.compile_mode)
+        adapter.components[adapter.denoiser_name] = torch.compile(adapter.denoiser, mode=args.compile_mode)
     config = DistillConfig(steps=args.steps, batch_size=args.batch * args.grad_accum, grad_accum=args.grad_accum,
                            negative_prompts="builtin", checkpoint_every=10**9, validate=False, compile=args.compile,
-                           resolution=size, loss="l2" if args.arch == "sdxl" else "l1")
+                           resolution=size, loss=adapter.defaults["distill"]["loss"])
     torch.cuda.reset_peak_memory_stats()
     trainer = Distiller(adapter, data, config, work_dir=args.out / "work", output=args.out / "e.safetensors",
                         model_name=f"{args.arch}-random")

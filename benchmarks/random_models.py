@@ -1,11 +1,11 @@
-"""Random-weight pipelines with the real SD1.5 and SDXL architectures (for speed measurements only).
+"""Random-weight pipelines with the real SD1.5, SDXL and PixArt-alpha architectures (for speed measurements only).
 
 Speed does not depend on trained weights, so benchmarks use these instead of a download:
-the UNet, VAE and CLIP text encoders at each model's published config (over dicecli's byte
-tokenizer), and each model's own scheduler config. Weights are initialised on the GPU when
+the UNet or transformer, VAE and text encoders at each model's published config (over
+dicecli's byte/character tokenizers), and each model's own scheduler config. Weights are initialised on the GPU when
 there is one (seconds instead of minutes for SDXL's 2.6 B-parameter UNet).
 
-    python benchmarks/random_models.py sd15|sdxl FOLDER
+    python benchmarks/random_models.py sd15|sdxl|pixart FOLDER
 """
 
 from __future__ import annotations
@@ -81,8 +81,35 @@ def sdxl():
     )
 
 
-ARCHITECTURES = {"sd15": sd15, "sdxl": sdxl}
-NATIVE_SIZE = {"sd15": 512, "sdxl": 1024}
+def pixart():
+    """PixArt-XL-2-512x512: the T5-XXL v1.1 encoder (4.8 B parameters with its 32,128-token embedding),
+    the 0.6 B DiT (28 layers, 1152 wide, 2x2 patches, learned variance), the SD VAE."""
+    from diffusers import DPMSolverMultistepScheduler, PixArtAlphaPipeline, PixArtTransformer2DModel
+    from transformers import T5Config, T5EncoderModel
+
+    from dicecli.builtin import t5_char_tokenizer
+
+    tokenizer = t5_char_tokenizer()
+    torch.manual_seed(0)
+    t5_xxl = T5Config(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
+                      relative_attention_num_buckets=32, relative_attention_max_distance=128,
+                      feed_forward_proj="gated-gelu", layer_norm_epsilon=1e-6, tie_word_embeddings=False,
+                      pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    transformer = PixArtTransformer2DModel(
+        num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28,
+        cross_attention_dim=1152, caption_channels=4096, sample_size=64, patch_size=2, attention_bias=True,
+        activation_fn="gelu-approximate", num_embeds_ada_norm=1000, norm_type="ada_norm_single",
+        norm_elementwise_affine=False, norm_eps=1e-6,
+    )
+    return PixArtAlphaPipeline(
+        tokenizer=tokenizer, text_encoder=T5EncoderModel(t5_xxl), vae=_sd_vae(sample_size=512), transformer=transformer,
+        scheduler=DPMSolverMultistepScheduler(beta_start=0.0001, beta_end=0.02, beta_schedule="linear",
+                                              algorithm_type="dpmsolver++"),
+    )
+
+
+ARCHITECTURES = {"sd15": sd15, "sdxl": sdxl, "pixart": pixart}
+NATIVE_SIZE = {"sd15": 512, "sdxl": 1024, "pixart": 512}
 
 
 def build(arch: str, folder: Path, dtype=torch.bfloat16) -> Path:

@@ -1,6 +1,6 @@
 """Sampling throughput on a real architecture (random weights), native size, 20 steps, bf16.
 
-    python benchmarks/sampling_throughput.py OUT_DIR [--arch sd15|sdxl] [--batch 16] [--repeats 3]
+    python benchmarks/sampling_throughput.py OUT_DIR [--arch sd15|sdxl|pixart] [--batch 16] [--repeats 3]
 
 Compares, in one process on one GPU: diffusers' own pipeline (StableDiffusionPipeline or
 StableDiffusionXLPipeline) at CFG w=5 (and w=1) from prompts, `dice sample`'s path
@@ -59,8 +59,9 @@ def main() -> None:
 
     def diffusers_call(w: float):
         pipe = adapter.pipeline(make_scheduler("dpmsolver++", adapter.scheduler.config))
+        extra = {"clean_caption": False} if adapter.family == "pixart" else {}  # as `dice encode` (README)
         return lambda: pipe(prompts, guidance_scale=w, num_inference_steps=STEPS, height=size, width=size,
-                            generator=torch.Generator("cuda").manual_seed(0), output_type="pil")
+                            generator=torch.Generator("cuda").manual_seed(0), output_type="pil", **extra)
 
     name = adapter.pipeline_class.__name__
     for w in (5.0,) if args.no_unguided else (5.0, 1.0):

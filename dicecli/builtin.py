@@ -124,13 +124,14 @@ def _tiny_clip_config(tokenizer):
     )
 
 
-def _tiny_vae():
+def _tiny_vae(blocks: int = 2):
+    """A tiny AutoencoderKL downsampling by 2 ** (blocks - 1)."""
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
-        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32),
-        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-        layers_per_block=1, norm_num_groups=16, sample_size=32,
+        in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(16, 32) if blocks == 2 else (8,) * blocks,
+        down_block_types=("DownEncoderBlock2D",) * blocks, up_block_types=("UpDecoderBlock2D",) * blocks,
+        layers_per_block=1, norm_num_groups=16 if blocks == 2 else 8, sample_size=32,
     )
 
 
@@ -204,5 +205,58 @@ def tiny_sdxl():
     )
 
 
+def t5_char_tokenizer(model_max_length: int = 120):
+    """A T5 (Unigram) tokenizer over printable ASCII characters, with and without T5's word-start
+    marker: any text tokenizes, no sentencepiece model download. Like T5: no start token, `</s>` ends
+    every sequence, `<pad>` (id 0) pads, other characters become `<unk>`."""
+    import string
+
+    from transformers import T5Tokenizer
+
+    chars = [c for c in string.printable if not c.isspace()]
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)]
+    vocab += [("\u2581" + c, -1.0) for c in chars] + [(c, -1.5) for c in chars]
+    return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=model_max_length)
+
+
+def tiny_pixart(sample_size: int = 16, patch_size: int = 2, vae_blocks: int = 2):
+    """A miniature PixArt-alpha pipeline: a 2-layer T5 encoder (32 wide), a 2-layer PixArt transformer
+    (48 wide) with learned variance (8 output channels) and adaLN-single, PixArt's scheduler config.
+
+    `sample_size` 128 (with a 4-block VAE) gives the 1024 model's resolution/aspect-ratio conditioning.
+    """
+    from diffusers import DPMSolverMultistepScheduler, PixArtAlphaPipeline, PixArtTransformer2DModel
+    from transformers import T5Config, T5EncoderModel
+
+    tokenizer = t5_char_tokenizer()
+    torch.manual_seed(0)
+    text_encoder = T5EncoderModel(T5Config(
+        vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+        relative_attention_num_buckets=8, feed_forward_proj="gated-gelu", dropout_rate=0.0,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=0,
+    ))
+    with torch.no_grad():
+        # As for the tiny CLIP encoders: smaller outputs keep the transformer's cross-attention in the
+        # near-linear regime of trained models, so CFG is distillable (builtin.tiny_sd15).
+        text_encoder.encoder.final_layer_norm.weight.mul_(0.2)
+    torch.manual_seed(1)
+    transformer = PixArtTransformer2DModel(
+        # 48 wide: the resolution and aspect-ratio embeddings take a third of the width each
+        num_attention_heads=3, attention_head_dim=16, in_channels=4, out_channels=8, num_layers=2,
+        cross_attention_dim=48, caption_channels=32, sample_size=sample_size, patch_size=patch_size,
+        attention_bias=True, activation_fn="gelu-approximate", num_embeds_ada_norm=1000, norm_type="ada_norm_single",
+        norm_elementwise_affine=False, norm_eps=1e-6,
+    )
+    torch.manual_seed(2)
+    vae = _tiny_vae(vae_blocks)
+    # PixArt-XL-2's own scheduler config (DDPM's linear betas, DPM-Solver++ 2M).
+    scheduler = DPMSolverMultistepScheduler(
+        beta_start=0.0001, beta_end=0.02, beta_schedule="linear", num_train_timesteps=1000,
+        prediction_type="epsilon", algorithm_type="dpmsolver++", solver_order=2, lower_order_final=True,
+    )
+    return PixArtAlphaPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
+                               scheduler=scheduler)
+
+
 # name -> (builder, version); bump a version when its builder changes.
-BUILDERS = {"tiny-sd15": (tiny_sd15, 2), "tiny-sdxl": (tiny_sdxl, 1)}
+BUILDERS = {"tiny-sd15": (tiny_sd15, 2), "tiny-sdxl": (tiny_sdxl, 1), "tiny-pixart": (tiny_pixart, 1)}

@@ -1,6 +1,6 @@
 """The DICE enhancer network and its safetensors file format (README, "Enhancer file").
 
-    c' = c + alpha * E(c, c_neg), first token of c' kept equal to c's.
+    c' = c + alpha * E(c, c_neg), first token of c' kept equal to c's (where the family has a start token).
 
 E: a shared Linear(D, inner) on both inputs -> ReLU -> one multi-head
 cross-attention (queries from the prompt, keys/values from the negative prompt;
@@ -47,11 +47,20 @@ class CrossAttention(nn.Module):
         return self.to_out(out.transpose(1, 2).reshape(b, n, d))
 
 
+ENHANCED_MASKS = ("prompt", "all")
+
+
 class Enhancer(nn.Module):
-    def __init__(self, context_dim: int, inner_dim: int = 512, heads: int = 8, keep_first_token: bool = True):
+    def __init__(self, context_dim: int, inner_dim: int = 512, heads: int = 8, keep_first_token: bool = True,
+                 enhanced_mask: str = "prompt"):
         super().__init__()
+        if enhanced_mask not in ENHANCED_MASKS:
+            raise ValueError(f"enhanced_mask must be one of {ENHANCED_MASKS}, not {enhanced_mask!r}")
         self.context_dim, self.inner_dim, self.heads = context_dim, inner_dim, heads
         self.keep_first_token = keep_first_token
+        # With text attention masks (PixArt-alpha): "all" widens c''s mask to every token, so the enhanced
+        # padding tokens reach the denoiser; "prompt" keeps the prompt's own mask (see `dicecli.method`).
+        self.enhanced_mask = enhanced_mask
         self.fc1 = nn.Linear(context_dim, inner_dim)
         self.attn = CrossAttention(inner_dim, heads)
         self.fc2 = nn.Linear(inner_dim, context_dim)
@@ -61,7 +70,7 @@ class Enhancer(nn.Module):
     @classmethod
     def for_text(cls, text) -> "Enhancer":
         """A new (identity) enhancer for a family's text spec (`dicecli.families.TextSpec`)."""
-        return cls(text.width, keep_first_token=text.keep_first_token)
+        return cls(text.width, keep_first_token=text.keep_first_token, enhanced_mask=text.enhanced_mask)
 
     def residual(self, c: torch.Tensor, c_neg: torch.Tensor, neg_mask: torch.Tensor | None = None) -> torch.Tensor:
         """E(c, c_neg), shape [N, T, D]; its first token is zero when keep_first_token."""
@@ -116,6 +125,7 @@ def save_enhancer(enhancer: Enhancer, path: Path, dtype: torch.dtype = torch.flo
     meta = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "context_dim": enhancer.context_dim,
         "inner_dim": enhancer.inner_dim, "heads": enhancer.heads, "keep_first_token": enhancer.keep_first_token,
+        "enhanced_mask": enhancer.enhanced_mask,
         "init": INIT, "dicecli_version": __version__, **metadata,
     }
     strings = {k: v if isinstance(v, str) else json.dumps(v) for k, v in meta.items()}
@@ -181,7 +191,11 @@ def check_compatible(meta: dict, path: Path, *, family: str, context_dim: int | 
 
 def load_enhancer(path: Path, device: torch.device | str = "cpu") -> tuple[Enhancer, dict]:
     meta = read_metadata(path)
-    enhancer = Enhancer(int(meta["context_dim"]), int(meta["inner_dim"]), int(meta["heads"]), bool(meta["keep_first_token"]))
+    mask = meta.get("enhanced_mask", "prompt")  # older files: SD families, which have no mask to widen
+    if mask not in ENHANCED_MASKS:
+        raise UsageError(f"Enhancer {path} has enhanced_mask {mask!r}, which this dicecli does not know; upgrade dicecli.")
+    enhancer = Enhancer(int(meta["context_dim"]), int(meta["inner_dim"]), int(meta["heads"]), bool(meta["keep_first_token"]),
+                        mask)
     from safetensors.torch import load_file
 
     state = load_file(str(path))

@@ -23,10 +23,14 @@ LOSSES = ("l1", "l2")
 def apply_enhancer(enhancer: Enhancer, cond: Conditioning, negative: Conditioning, alpha: float = 1.0) -> Conditioning:
     """c' = c + alpha * E(c, c_neg) for every row of `cond`; `negative` is one row or one per row.
 
-    Only the token sequence changes: pooled embeddings and masks stay the prompt's own.
+    Only the token sequence changes, and pooled embeddings stay the prompt's own. An attention mask
+    stays the prompt's own too, unless the enhancer widens it to every token (`enhanced_mask="all"`),
+    so that what it writes into the padding tokens reaches the denoiser.
     """
-    enhanced = enhancer(cond.prompt_embeds, negative.prompt_embeds, alpha, negative.attention_mask)
-    return cond.with_embeds(enhanced)
+    enhanced = cond.with_embeds(enhancer(cond.prompt_embeds, negative.prompt_embeds, alpha, negative.attention_mask))
+    if enhancer.enhanced_mask == "all" and cond.attention_mask is not None:
+        enhanced.attention_mask = torch.ones_like(cond.attention_mask)
+    return enhanced
 
 
 def cfg_combine(pred_cond: torch.Tensor, pred_neg: torch.Tensor, guidance_scale: float) -> torch.Tensor:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from dicecli.errors import UsageError
-from dicecli.families import FAMILIES, PLANNED_FAMILIES
+from dicecli.families import FAMILIES
 from dicecli.paths import checkpoints_dir
 
 if sys.version_info >= (3, 11):
@@ -63,9 +63,8 @@ def load_recipe_file(path: Path) -> Recipe:
         raise UsageError(f"Recipe {path} is not valid TOML ({error}); fix the file.") from None
     name = data.get("name", path.stem)
     family = data.get("family")
-    known = (*FAMILIES, *PLANNED_FAMILIES)
-    if family not in known:
-        raise UsageError(f"Recipe {path} has family {family!r}; set family to one of {', '.join(known)}.")
+    if family not in FAMILIES:
+        raise UsageError(f"Recipe {path} has family {family!r}; set family to one of {', '.join(FAMILIES)}.")
     source = data.get("source")
     if not isinstance(source, dict) or not (SOURCE_KEYS & source.keys()):
         raise UsageError(f"Recipe {path} needs a [source] table with hub_id, path, file or builtin; add one.")

@@ -111,6 +111,11 @@ def _single_file(given: str, path: Path, family: str | None) -> ModelRef:
         raise UsageError(f"Model file {path} is not a .safetensors checkpoint; give a .safetensors file or a diffusers folder.")
     if family is None:
         family = _single_file_family(path)
+    if family in FAMILIES and FAMILIES[family].single_file_config is None:
+        raise UsageError(
+            f"Model file {path} is a single-file checkpoint, but {family} models load only as diffusers folders "
+            "or hub ids; give the model's diffusers folder."
+        )
     config = FAMILIES[family].single_file_config if family in FAMILIES else None
     return ModelRef(given, "single_file", str(path.resolve()), family, config=config)
 

@@ -8,6 +8,7 @@ import torch
 
 from dicecli.errors import UsageError
 from dicecli.families.base import Conditioning, EncodedPrompts, FamilyAdapter, TextSpec
+from dicecli.families.pixart import PixArtAdapter
 from dicecli.families.sd15 import SD15Adapter
 from dicecli.families.sdxl import SDXLAdapter
 from dicecli.loading import Components
@@ -15,9 +16,7 @@ from dicecli.loading import Components
 if TYPE_CHECKING:
     from dicecli.refs import ModelRef
 
-FAMILIES: dict[str, type[FamilyAdapter]] = {adapter.family: adapter for adapter in (SD15Adapter, SDXLAdapter)}
-# Named by recipes and the paper, not runnable yet: using one says so in one sentence.
-PLANNED_FAMILIES = ("pixart",)
+FAMILIES: dict[str, type[FamilyAdapter]] = {adapter.family: adapter for adapter in (SD15Adapter, SDXLAdapter, PixArtAdapter)}
 
 __all__ = ["FAMILIES", "Conditioning", "EncodedPrompts", "FamilyAdapter", "TextSpec", "adapter_class", "load_adapter"]
 
@@ -25,7 +24,7 @@ __all__ = ["FAMILIES", "Conditioning", "EncodedPrompts", "FamilyAdapter", "TextS
 def adapter_class(family: str, given: str = "") -> type[FamilyAdapter]:
     if family not in FAMILIES:
         raise UsageError(
-            f"Model {given or family} is of family {family}, which this version of dicecli cannot run yet; "
+            f"Model {given or family} is of family {family}, which this version of dicecli does not know; "
             f"supported: {', '.join(FAMILIES)}."
         )
     return FAMILIES[family]
@@ -44,4 +43,5 @@ def family_of_pipeline(class_name: str) -> str | None:
 
 def family_of_checkpoint(keys: set[str]) -> str | None:
     """The family of an original-layout checkpoint from its tensor names (no weights are read)."""
-    return next((f for f, cls in FAMILIES.items() if any(k.startswith(cls.checkpoint_key_prefix) for k in keys)), None)
+    prefixes = {f: cls.checkpoint_key_prefix for f, cls in FAMILIES.items() if cls.checkpoint_key_prefix}
+    return next((f for f, prefix in prefixes.items() if any(k.startswith(prefix) for k in keys)), None)

@@ -32,6 +32,9 @@ class TextSpec:
     width: int  # embedding width D (the enhancer's context_dim)
     keep_first_token: bool = True  # a start-of-text token the enhancer leaves alone
     mask: bool = False  # an attention mask travels with the embeddings
+    # Which mask the enhanced embedding is used with: "prompt" (the prompt's own) or "all" (every token,
+    # so enhanced padding tokens reach the denoiser). Only matters where `mask` is True.
+    enhanced_mask: str = "prompt"
     pooled_width: int | None = None  # a pooled embedding that stays the prompt's own
 
 
@@ -91,10 +94,11 @@ class FamilyAdapter(ABC):
     all_components: ClassVar[tuple[str, ...]]
     pipeline_components: ClassVar[tuple[str, ...]]
     # Single-file checkpoints in the original layout: a tensor-name prefix only this family has,
-    # the diffusers config repo of its base model, and its text shape (read without weights).
-    checkpoint_key_prefix: ClassVar[str]
-    single_file_config: ClassVar[str]
-    single_file_text: ClassVar[TextSpec]
+    # the diffusers config repo of its base model, and its text shape (read without weights);
+    # None where the family is not shared as single files.
+    checkpoint_key_prefix: ClassVar[str | None]
+    single_file_config: ClassVar[str | None]
+    single_file_text: ClassVar[TextSpec | None]
     # Family defaults per stage; a recipe's values and then the command line override them.
     defaults: ClassVar[dict[str, dict]] = {}
     load_kwargs: ClassVar[dict] = {}  # extra from_pretrained arguments
