@@ -99,6 +99,13 @@ def main() -> None:
                                  height=size, width=size, generator=torch.Generator("cuda").manual_seed(0),
                                  output_type="pil"), args.repeats)
     emit(what=f"diffusers {name} fed DICE embeddings, cfg 1, compiled, PIL out (no PNGs)", images_per_s=batch / seconds)
+    # CFG fed precomputed embeddings too: the pipeline calls above encode their prompts on every call
+    # (T5-XXL for PixArt-alpha), which the DICE rows do not; this is the like-for-like CFG baseline.
+    negative = adapter.unconditional(None).repeat(batch)
+    seconds = timed(lambda: pipe(**adapter.pipeline_inputs(cond, negative), guidance_scale=5.0, num_inference_steps=STEPS,
+                                 height=size, width=size, generator=torch.Generator("cuda").manual_seed(0),
+                                 output_type="pil"), args.repeats)
+    emit(what=f"diffusers {name} fed prompt embeddings, CFG w=5, compiled, PIL out (no PNGs)", images_per_s=batch / seconds)
     latents = torch.randn(batch, 4, size // 8, size // 8, device="cuda", dtype=torch.bfloat16)
     with torch.no_grad():
         decode_s = timed(lambda: adapter.vae.decode(latents / adapter.vae.config.scaling_factor), args.repeats)

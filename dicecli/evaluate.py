@@ -80,7 +80,19 @@ def open_folder(path: Path) -> SampleFolder:
         prompts = [""] * len(images)
     if not images:
         raise UsageError(f"Sample folder {path} holds no images; run `dice sample` into it first.")
+    for image in images:
+        check_image(image)
     return SampleFolder(path, images, prompts, settings)
+
+
+def check_image(path: Path) -> None:
+    """Refuse a missing, truncated or non-image file before any metric starts (PIL reads it only lazily)."""
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except (OSError, SyntaxError, ValueError) as error:  # UnidentifiedImageError is an OSError
+        raise UsageError(f"Image {path} cannot be read ({str(error).splitlines()[0][:100]}); replace or remove it "
+                         "(and its line in metadata.jsonl).") from None
 
 
 # -- FID ------------------------------------------------------------------------------------

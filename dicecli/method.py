@@ -28,7 +28,8 @@ def apply_enhancer(enhancer: Enhancer, cond: Conditioning, negative: Conditionin
     so that what it writes into the padding tokens reaches the denoiser.
     """
     enhanced = cond.with_embeds(enhancer(cond.prompt_embeds, negative.prompt_embeds, alpha, negative.attention_mask))
-    if enhancer.enhanced_mask == "all" and cond.attention_mask is not None:
+    module = getattr(enhancer, "module", enhancer)  # under DistributedDataParallel in multi-process training
+    if module.enhanced_mask == "all" and cond.attention_mask is not None:
         enhanced.attention_mask = torch.ones_like(cond.attention_mask)
     return enhanced
 

@@ -39,6 +39,9 @@ def read_prompts(source: str, name: str | None = None) -> list[str]:
         raise UsageError(
             f"Prompt input {name} is not UTF-8 text (bad byte at offset {error.start}); re-save it as UTF-8."
         ) from None
+    if "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise UsageError(f"Prompt input {name} has a NUL byte on line {line} (binary data?); remove it or give a text file.")
 
     if suffix == ".jsonl":
         prompts = _from_jsonl(text, name)

@@ -180,6 +180,8 @@ def prepare_folder(folder: Path, settings: SampleSettings, prompts: list[str]) -
     if folder.is_dir() and any(folder.iterdir()) and not settings_path.exists():
         raise UsageError(f"Folder {folder} is not empty and is not a dice sample folder; choose another -o.")
     wanted = asdict(settings)
+    if settings_path.exists() and not _holds_images(folder):
+        settings_path.unlink()  # a run that failed before its first image: nothing to keep consistent with
     if settings_path.exists():
         saved = json.loads(settings_path.read_text())
         changed = [k for k in wanted if saved.get(k) != wanted[k]]
@@ -210,6 +212,11 @@ def prepare_folder(folder: Path, settings: SampleSettings, prompts: list[str]) -
             if (folder / record["file_name"]).is_file():
                 done[index] = record
     return done
+
+
+def _holds_images(folder: Path) -> bool:
+    metadata = folder / METADATA_FILE
+    return any(folder.glob("[0-9]*.png")) or (metadata.exists() and bool(metadata.read_text(encoding="utf-8").strip()))
 
 
 def _save_png(image: Image.Image, path: Path, record: dict) -> None:

@@ -42,6 +42,7 @@ def bad_file(tmp_path, name, content: bytes):
         ("bad.json", b'{"annotations": [\n{"caption": "a"},\n]}', ["not valid JSON", "line 3"]),
         ("other.json", b'{"foo": 1}', ["neither a COCO captions file"]),
         ("prompts.csv", b"a,b\n", ["unknown type '.csv'"]),
+        ("nul.txt", b"a red cat\na blue\x00 dog\n", ["NUL byte on line 2"]),
     ],
 )
 def test_bad_prompt_files(dice, tmp_path, existing_cache, name, content, needles):
@@ -92,6 +93,38 @@ def test_pickle_checkpoint_is_refused(dice, prompts_file, tmp_path):
     ckpt = bad_file(tmp_path, "model.ckpt", b"not even a pickle")
     result = dice("encode", prompts_file, "-o", tmp_path / "x.h5", "--model", ckpt)
     assert_one_sentence(result, 2, "pickle", ".safetensors")
+
+
+class PlantsAFile:
+    """Unpickling this runs code: it would create the file `path`."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+@pytest.mark.parametrize("suffix", [".ckpt", ".pt", ".bin", ".pth"])
+def test_malicious_pickle_model_never_runs(dice, prompts_file, tmp_path, suffix):
+    import pickle
+
+    marker = tmp_path / "pwned"
+    model = bad_file(tmp_path, f"model{suffix}", pickle.dumps({"state_dict": PlantsAFile(marker)}))
+    result = dice("encode", prompts_file, "-o", tmp_path / "x.h5", "--model", model)
+    assert_one_sentence(result, 2, "pickle", ".safetensors")
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("name", ["enhancer.safetensors", "enhancer.pt"])
+def test_malicious_pickle_enhancer_never_runs(dice, prompts_file, tmp_path, name):
+    import pickle
+
+    marker = tmp_path / "pwned"
+    enhancer = bad_file(tmp_path, name, pickle.dumps({"fc1.weight": PlantsAFile(marker)}))
+    result = dice("sample", prompts_file, "--model", "tiny-sd15", "--enhancer", enhancer, "-o", tmp_path / "s")
+    assert_one_sentence(result, 2, str(enhancer), ".safetensors")
+    assert not marker.exists() and not (tmp_path / "s").exists()
 
 
 def test_output_folder_missing(dice, prompts_file, tmp_path):

@@ -110,3 +110,24 @@ def test_aesthetic_weights_are_never_unpickled_as_code(dice, folders, tiny_clip_
     bad.write_bytes(pickle.dumps({"layers.0.weight": Evil()}))
     result = dice("eval", folders["cfg"], "--metrics", "aesthetic", "--aesthetic-weights", bad, "--aesthetic-clip", tiny_clip_dir)
     assert result.code == 2 and "not a plain state dict" in result.stderr and "owned" not in result.stdout
+
+
+@pytest.mark.parametrize("bad", ["truncated", "not-an-image", "missing"])
+def test_unreadable_image_gets_one_sentence(dice, folders, tmp_path, bad):
+    import shutil
+
+    folder = tmp_path / "f"
+    shutil.copytree(folders["cfg"], folder)
+    target = folder / "000001.png"
+    if bad == "truncated":
+        target.write_bytes(target.read_bytes()[:60])
+    elif bad == "not-an-image":
+        target.write_text("hello")
+    else:
+        target.unlink()
+    for args in (["eval", folder, "--metrics", "fid", "--ref", folders["ref"], "--fid-features", "tiny-random",
+                  "-o", tmp_path / "report"],
+                 ["fid-stats", folder, "-o", tmp_path / "stats.npz", "--fid-features", "tiny-random"]):
+        result = dice(*args)
+        assert result.code == 2 and "000001.png cannot be read" in result.stderr and "Traceback" not in result.stderr
+    assert not list(tmp_path.glob("report*")) and not (tmp_path / "stats.npz").exists()

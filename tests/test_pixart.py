@@ -3,18 +3,13 @@ transformer's learned variance and micro-conditions, distillation, caches, trans
 
 import json
 import shutil
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file
 
-from conftest import run_dice_process, split_prompts, write_imagefolder
+from conftest import check_sigkill_then_resume_is_exact, latent_cache, split_prompts
 
 PROMPTS = ["a red cat", "a blue dog on a beach", "a green house"]
 
@@ -302,13 +297,6 @@ def test_pixart_recipes_and_single_files(dice, tmp_path, monkeypatch):
     assert refused.code == 2 and "diffusers folder" in refused.stderr and "Traceback" not in refused.stderr
 
 
-def distill_data(dice, tmp_path, prompts):
-    folder = write_imagefolder(tmp_path / "data", prompts)
-    latents = tmp_path / "latents.h5"
-    assert dice("encode", "--images", folder, "-o", latents, "--model", "tiny-pixart", "--resolution", "32").code == 0
-    return latents
-
-
 @pytest.mark.slow
 def test_short_distill_recovers_guidance_on_held_out_prompts(dice, tmp_path, tiny_pixart_dir):
     """DICE on tiny-pixart (L2): the held-out guidance error falls clearly."""
@@ -316,7 +304,7 @@ def test_short_distill_recovers_guidance_on_held_out_prompts(dice, tmp_path, tin
     from dicecli.method import guidance_error
 
     train, held_out = split_prompts()
-    latents = distill_data(dice, tmp_path, train)
+    latents = latent_cache(dice, tmp_path, "tiny-pixart", train)
     out = tmp_path / "e.safetensors"
     result = dice("distill", "--model", "tiny-pixart", "--data", latents, "-o", out, "--work-dir", tmp_path / "w",
                   "--steps", "60", "--batch-size", "8", "--lr", "5e-3", "--negative-prompts", "none",
@@ -338,23 +326,4 @@ GUIDANCE_ERROR_RATIO = 0.66  # measured 0.327 (a 67 % cut); the threshold asks f
 
 @pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted(dice, tmp_path, tiny_pixart_dir):
-    latents = distill_data(dice, tmp_path, [f"a photo of thing {i}" for i in range(16)])
-    common = ["distill", "--model", "tiny-pixart", "--data", latents, "--steps", "10", "--checkpoint-every", "2",
-              "--batch-size", "4", "--no-validate", "--seed", "3"]
-    straight = tmp_path / "straight.safetensors"
-    done = dice(*common, "--work-dir", tmp_path / "r1", "-o", straight)
-    assert done.code == 0, done.stderr
-    killed = tmp_path / "killed.safetensors"
-    args = [sys.executable, "-m", "dicecli", *map(str, common), "--work-dir", str(tmp_path / "r2"), "-o", str(killed)]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and not list((tmp_path / "r2" / "checkpoints").glob("step-0000004")):
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not killed.exists(), "the run finished before it was killed"
-    resumed = run_dice_process(*common, "--work-dir", tmp_path / "r2", "-o", killed, "--resume", "--json")
-    assert resumed.returncode == 0, resumed.stderr.decode()
-    assert json.loads(resumed.stdout)["resumed_from"] >= 4
-    a, b = load_file(str(straight)), load_file(str(killed))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    check_sigkill_then_resume_is_exact(dice, tmp_path, "tiny-pixart")

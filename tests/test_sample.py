@@ -127,6 +127,23 @@ def test_rerun_does_nothing_and_other_settings_are_refused(dice, prompts_file, t
     assert [r["text"] for r in records[:2]] == ["a red cat", "a red cat"] and [r["seed"] for r in records[:2]] == [0, 1]
 
 
+def test_out_of_memory_before_the_first_image_says_what_to_change_and_does_not_block_the_rerun(
+        dice, prompts_file, tmp_path, monkeypatch):
+    from dicecli import sampling
+
+    out = tmp_path / "s"
+    with monkeypatch.context() as patch:
+        oom = torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB.\nGPU 0 has a total capacity ...")
+        patch.setattr(sampling, "generate", lambda *a, **k: (_ for _ in ()).throw(oom))
+        failed = dice("sample", prompts_file, "--model", "tiny-sd15", "--steps", "4", "--batch-size", "64", "-o", out)
+    assert failed.code == 1 and sorted(p.name for p in out.iterdir()) == ["dice-sample.json"]
+    assert failed.stderr.strip() == ("error: the GPU ran out of memory; use a smaller --batch-size (dice distill: or a "
+                                     "larger --grad-accum, which keeps the images per update), or close what else uses the GPU.")
+    rerun = dice("sample", prompts_file, "--model", "tiny-sd15", "--steps", "3", "-o", out, "--json")
+    assert rerun.code == 0, rerun.stderr
+    assert json.loads(rerun.stdout)["generated"] == 3 and json.loads((out / "dice-sample.json").read_text())["steps"] == 3
+
+
 def test_folder_that_is_not_a_sample_folder_is_refused(dice, prompts_file, tmp_path):
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "holiday.jpg").write_bytes(b"x")

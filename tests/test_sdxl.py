@@ -1,18 +1,13 @@
 """The `sdxl` family on `tiny-sdxl`: encoding, sampling parity with diffusers, distillation, caches, transfer."""
 
 import json
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import load_file
 
-from conftest import run_dice_process, split_prompts, write_imagefolder
+from conftest import check_sigkill_then_resume_is_exact, latent_cache, split_prompts, write_imagefolder
 
 PROMPTS = ["a red cat", "a blue dog on a beach", "a green house"]
 
@@ -170,13 +165,6 @@ def test_single_file_sdxl_checkpoint_is_detected_from_tensor_names(tmp_path):
     assert (ref.kind, ref.family, ref.config) == ("single_file", "sdxl", "stabilityai/stable-diffusion-xl-base-1.0")
 
 
-def distill_data(dice, tmp_path, prompts):
-    folder = write_imagefolder(tmp_path / "data", prompts)
-    latents = tmp_path / "latents.h5"
-    assert dice("encode", "--images", folder, "-o", latents, "--model", "tiny-sdxl", "--resolution", "32").code == 0
-    return latents
-
-
 @pytest.mark.slow
 def test_short_distill_recovers_guidance_on_held_out_prompts(dice, tmp_path, tiny_sdxl_dir):
     """DICE on tiny-sdxl (L2, the SDXL recipe's loss): the held-out guidance error falls clearly."""
@@ -186,7 +174,7 @@ def test_short_distill_recovers_guidance_on_held_out_prompts(dice, tmp_path, tin
     from dicecli.refs import resolve_model
 
     train, held_out = split_prompts()
-    latents = distill_data(dice, tmp_path, train)
+    latents = latent_cache(dice, tmp_path, "tiny-sdxl", train)
     out = tmp_path / "e.safetensors"
     result = dice("distill", "--model", "tiny-sdxl", "--data", latents, "-o", out, "--work-dir", tmp_path / "w",
                   "--steps", "100", "--batch-size", "8", "--lr", "5e-3", "--negative-prompts", "none",
@@ -210,26 +198,7 @@ GUIDANCE_ERROR_RATIO = 0.82  # measured 0.645 (a 35 % cut); the threshold asks f
 
 @pytest.mark.slow
 def test_sigkill_then_resume_equals_uninterrupted(dice, tmp_path, tiny_sdxl_dir):
-    latents = distill_data(dice, tmp_path, [f"a photo of thing {i}" for i in range(16)])
-    common = ["distill", "--model", "tiny-sdxl", "--data", latents, "--steps", "10", "--checkpoint-every", "2",
-              "--batch-size", "4", "--no-validate", "--seed", "3"]
-    straight = tmp_path / "straight.safetensors"
-    done = dice(*common, "--work-dir", tmp_path / "r1", "-o", straight)
-    assert done.code == 0, done.stderr
-    killed = tmp_path / "killed.safetensors"
-    args = [sys.executable, "-m", "dicecli", *map(str, common), "--work-dir", str(tmp_path / "r2"), "-o", str(killed)]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and not list((tmp_path / "r2" / "checkpoints").glob("step-0000004")):
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not killed.exists(), "the run finished before it was killed"
-    resumed = run_dice_process(*common, "--work-dir", tmp_path / "r2", "-o", killed, "--resume", "--json")
-    assert resumed.returncode == 0, resumed.stderr.decode()
-    assert json.loads(resumed.stdout)["resumed_from"] >= 4
-    a, b = load_file(str(straight)), load_file(str(killed))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    check_sigkill_then_resume_is_exact(dice, tmp_path, "tiny-sdxl")
 
 
 def test_sdxl_recipes_hub_fine_tunes_and_a_single_file_checkpoint(dice, tmp_path, monkeypatch):

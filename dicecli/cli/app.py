@@ -84,6 +84,17 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as error:  # noqa: BLE001 - the last line of defence: one sentence, not a traceback
         if debug:
             traceback.print_exc()
-        typer.echo(f"error: {type(error).__name__}: {error} (run again with --debug for the traceback).", err=True)
+        typer.echo(f"error: {one_sentence(error)}", err=True)
         sys.exit(1)
     sys.exit(0)
+
+
+def one_sentence(error: Exception) -> str:
+    """An unexpected failure in one line; running out of GPU memory says what to change."""
+    import torch
+
+    if isinstance(error, torch.OutOfMemoryError):
+        return ("the GPU ran out of memory; use a smaller --batch-size (dice distill: or a larger --grad-accum, "
+                "which keeps the images per update), or close what else uses the GPU.")
+    first = str(error).splitlines()[0] if str(error) else ""
+    return f"{type(error).__name__}: {first[:300]} (run again with --debug for the traceback)."
