@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from dicecli.data import ImageDataset, TrainingData
+from dicecli import faults
 from dicecli.enhancer import Enhancer, load_enhancer, save_enhancer
 from dicecli.errors import UsageError
 from dicecli.families import FamilyAdapter, load_adapter
@@ -149,6 +150,7 @@ class Distiller:
         trainer = {"step": self.step, "samples_seen": self.step * self.config.batch_size,
                    "config": asdict(self.config), "model": self.model_name, "data": self.data.source}
         (staging / "trainer.json").write_text(json.dumps(trainer, indent=2))
+        faults.point(f"write:{final.name}")
         shutil.rmtree(final, ignore_errors=True)
         staging.rename(final)
         for old in sorted(self.checkpoint_dir.glob("step-*"))[:-CHECKPOINTS_KEPT]:
@@ -271,6 +273,7 @@ class Distiller:
             if self.adapter.device.type == "cuda":
                 record["max_memory_gb"] = torch.cuda.max_memory_allocated(self.adapter.device) / 2**30
             history.append(record)
+            faults.point("distill.step")
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}", img_s=f"{speed:.1f}" if speed else "-")
             if self.main:

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from dicecli import faults
 from dicecli.cache import EMBEDDINGS_FORMAT, CacheWriter, EmbeddingCache, new_header, storage_dtype
 from dicecli.errors import IncompatibleError, UsageError
 from dicecli.families import load_adapter
@@ -98,6 +99,7 @@ def _encode(prompts: list[str], ref: ModelRef, output: str, negative: str | None
         with CacheWriter(tmp, header) as writer:
             for batch, encoded in adapter.encode_batches(new_prompts, batch_size, progress):
                 writer.append(batch, encoded.conditioning)
+                faults.point("encode.batch")
                 result.truncated += encoded.truncated
             if negative_changed:
                 writer.replace([negative], adapter.encode([negative]).conditioning, prefix="negative_")
@@ -166,4 +168,5 @@ def encode_images(data_spec: str, ref: ModelRef, output: str, *, resolution: int
             writer.append_strings("prompts", [data.captions[i] for i in indices.tolist()])
             shape = list(latents.shape[1:])
             bar.update(len(indices))
+            faults.point("latents.batch")
     return LatentsResult(output, ref.given, len(data), shape)

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from dicecli import faults
 from dicecli.cache import EMBEDDINGS_FORMAT, CacheWriter, EmbeddingCache, new_header, storage_dtype
 from dicecli.enhancer import check_compatible, file_sha256, load_enhancer, read_metadata
 from dicecli.errors import IncompatibleError, UsageError
@@ -104,6 +105,7 @@ def enhance(source: str, output: str, enhancer_path: Path, *, model: str | None,
                 with torch.no_grad():
                     enhanced = apply_enhancer(enhancer, batch_cond.to(device, torch.float32), negative_fp32, alpha)
                 writer.append(batch, enhanced)
+                faults.point("enhance.batch")
             writer.append([negative_text], neg_cond, prefix="negative_")
 
     if output == STDIO:

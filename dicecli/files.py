@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import Iterator
 
+from dicecli import faults
 from dicecli.errors import UsageError
 
 STDIO = "-"
@@ -38,6 +39,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
         yield tmp_path
         if tmp_path.exists():
             os.chmod(tmp_path, 0o666 & ~current_umask())  # mkstemp makes 0600; files get the user's usual mode
+        faults.point(f"write:{path.name}")
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

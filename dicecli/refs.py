@@ -132,7 +132,8 @@ def _single_file_family(path: Path) -> str:
     family = family_of_checkpoint(keys)
     if family is None:
         raise UsageError(
-            f"Checkpoint {path} is not a checkpoint of a supported family ({', '.join(FAMILIES)}) in the original "
+            f"Checkpoint {path} is not a checkpoint of a supported family "
+            f"({', '.join(f for f, cls in FAMILIES.items() if cls.checkpoint_key_prefix)}) in the original "
             "single-file layout; use a diffusers folder, or a recipe naming its family."
         )
     return family

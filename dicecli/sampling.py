@@ -16,6 +16,7 @@ from PIL import Image, ImageDraw
 from PIL.PngImagePlugin import PngInfo
 from tqdm.auto import tqdm
 
+from dicecli import faults
 from dicecli.errors import IncompatibleError, UsageError
 from dicecli.families import Conditioning, FamilyAdapter
 from dicecli.files import atomic_path, exclusive_lock, remove_stale_temporaries
@@ -276,5 +277,6 @@ def _run_job(job: SampleJob, folder: Path, batch_size: int, progress: bool) -> S
                           "enhancer": s.enhancer, "alpha": s.alpha, "cfg": s.cfg, "steps": s.steps,
                           "scheduler": s.scheduler, "height": s.height, "width": s.width}
                 pending.append((writers.submit(_save_png, image, folder / record["file_name"], record), i, record))
+            faults.point("sample.batch")
         settle()
     return SampleResult(str(folder), total, generated, total - generated, s.nfe, asdict(s))

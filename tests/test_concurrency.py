@@ -1,6 +1,7 @@
 """Two runs on one artifact: appends take turns and lose nothing; samples and distillations refuse in one
 sentence naming the lock; locks are OS locks that die with their process; files keep the user's umask."""
 
+import json
 import os
 import stat
 import subprocess
@@ -92,3 +93,36 @@ def test_outputs_keep_the_users_umask(dice, prompts_file, tmp_path, umask):
         os.umask(old)
     for path in (tmp_path / "c.h5", tmp_path / "s" / "000000.png", tmp_path / "s" / "metadata.jsonl"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path
+
+
+@pytest.mark.slow
+def test_sample_reads_a_complete_cache_while_an_encode_appends_to_it(dice, prompts_file, tmp_path):
+    """The fifth overlap: `dice sample` of a cache that an `encode` is appending to sees one complete version
+    (appends go to a copy renamed into place), never a half-written one; the append itself loses nothing."""
+    import fcntl
+
+    cache = tmp_path / "c.h5"
+    assert dice("encode", prompts_file, "-o", cache, "--model", "tiny-sd15").code == 0
+    more = tmp_path / "more.txt"
+    more.write_text("".join(f"another prompt {i}\n" for i in range(1500)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    append = subprocess.Popen([sys.executable, "-m", "dicecli", "encode", str(more), "-o", str(cache), "--model",
+                               "tiny-sd15", "--batch-size", "2"], stderr=subprocess.PIPE, env=env)
+    lock = os.open(tmp_path / ".c.h5.lock", os.O_RDWR | os.O_CREAT)
+    deadline = time.time() + 120
+    while time.time() < deadline:  # until the append holds the cache's lock
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            time.sleep(0.05)
+        except BlockingIOError:
+            break
+    os.close(lock)
+    assert append.poll() is None, "the append finished before sampling started"
+    sampled = dice("sample", cache, "--steps", "1", "-o", tmp_path / "s", "--json")
+    still_appending = append.poll() is None
+    assert append.wait(timeout=300) == 0, append.stderr.read().decode()[-500:]
+    assert sampled.code == 0, sampled.stderr
+    assert still_appending and json.loads(sampled.stdout)["generated"] == 3  # the version before the append
+    with h5py.File(cache) as f:
+        assert f["prompts"].shape[0] == f["prompt_embeds"].shape[0] == 1503

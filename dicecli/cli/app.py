@@ -9,7 +9,7 @@ import traceback
 
 import typer
 
-from dicecli import __version__
+from dicecli import __version__, faults
 from dicecli.errors import DiceError
 
 app = typer.Typer(
@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> None:
     debug = "--debug" in args or bool(os.environ.get("DICE_DEBUG"))
     args = [a for a in args if a != "--debug"]
     try:
+        faults.point("start")
         # Typer reports its own usage errors (exit 2) and exits; our failures come out as exceptions.
         app(args=args, prog_name="dice")
     except KeyboardInterrupt:
