@@ -253,6 +253,11 @@ class Distiller:
     def _run(self, resume: bool) -> DistillResult:
         c = self.config
         resumed_from = self.resume() if resume else 0
+        if self.step == c.steps and not self.output.exists():
+            # Killed after its last checkpoint but before writing -o: the checkpoint is the finished enhancer.
+            if self.main:
+                save_enhancer(self.enhancer, self.output, **self.metadata())
+            return DistillResult(str(self.output), str(self.work_dir), self.step, resumed_from, None, None, self.main, [])
         if self.step >= c.steps:
             raise UsageError(f"--resume: {self.work_dir} already holds step {self.step}; raise --steps above it to train more.")
         enhancer, self.optimizer = self.accelerator.prepare(self.enhancer, self.optimizer)

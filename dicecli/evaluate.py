@@ -134,12 +134,14 @@ def folder_features(images: list[Path], extractor, device: torch.device) -> np.n
                                   mode="clean", verbose=False)
 
 
-def statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def statistics(features: np.ndarray, source) -> tuple[np.ndarray, np.ndarray]:
+    if len(features) < 2:
+        raise UsageError(f"FID needs at least 2 images, but {source} has {len(features)}; add images to it.")
     return np.mean(features, axis=0), np.cov(features, rowvar=False)
 
 
 def save_statistics(path: Path, features: np.ndarray, extractor_name: str, source: str) -> None:
-    mu, sigma = statistics(features)
+    mu, sigma = statistics(features, source)
     buffer = io.BytesIO()
     np.savez(buffer, mu=mu, sigma=sigma, count=len(features), features=np.array(extractor_name), source=np.array(source))
     with atomic_path(path) as tmp:
@@ -273,6 +275,7 @@ def evaluate(folders: list[Path], *, ref: str | None, metrics: list[str], fid_fe
         raise UsageError("FID needs --ref: a folder of reference images or statistics from `dice fid-stats`.")
     samples = [open_folder(Path(f)) for f in folders]
     rows = [{**s.label, "images": len(s.images)} for s in samples]
+    notes = mixed_folder_notes(samples)
     settings = {"metrics": metrics, "ref": ref, "fid_features": fid_features, "clip_model": clip_model,
                 "aesthetic_clip": aesthetic_clip, "device": str(device)}
     if "fid" in metrics:
@@ -282,11 +285,11 @@ def evaluate(folders: list[Path], *, ref: str | None, metrics: list[str], fid_fe
         stats = load_statistics(ref_path, fid_features) if ref_path.is_file() else None
         extractor, description = feature_extractor(fid_features, device)
         settings["fid_features_description"] = description
-        mu_r, sigma_r = stats or statistics(folder_features(open_folder(ref_path).images, extractor, device))
+        mu_r, sigma_r = stats or statistics(folder_features(open_folder(ref_path).images, extractor, device), ref_path)
         from cleanfid import fid
 
         for row, sample in zip(rows, samples):
-            mu, sigma = statistics(folder_features(sample.images, extractor, device))
+            mu, sigma = statistics(folder_features(sample.images, extractor, device), sample.path)
             with warnings.catch_warnings():  # near-singular covariances of small folders: the value is still reported
                 warnings.simplefilter("ignore")
                 row["fid"] = max(0.0, float(fid.frechet_distance(mu, sigma, mu_r, sigma_r)))
@@ -308,7 +311,24 @@ def evaluate(folders: list[Path], *, ref: str | None, metrics: list[str], fid_fe
         settings[name] = metric.description
         for row, sample in zip(rows, samples):
             row.update(metric.score(sample, device))
-    return EvalReport(rows, settings)
+    return EvalReport(rows, settings, notes=notes)
+
+
+def mixed_folder_notes(samples: list[SampleFolder]) -> list[str]:
+    """What a reader of the table should know: folders of different image sizes, or of different models."""
+    notes = []
+    sizes = {}
+    for sample in samples:
+        with Image.open(sample.images[0]) as image:
+            sizes[str(sample.path)] = "x".join(map(str, image.size))
+    if len(set(sizes.values())) > 1:
+        notes.append("the folders hold images of different sizes (" + ", ".join(f"{k}: {v}" for k, v in sizes.items())
+                     + "); each metric resizes them as it reads them, so compare these rows with care.")
+    models = {str(s.path): s.settings["model"] for s in samples if s.settings.get("model")}
+    if len(set(models.values())) > 1:
+        notes.append("the folders come from different models (" + ", ".join(f"{k}: {v}" for k, v in models.items())
+                     + "), as in a transfer; each row says which.")
+    return notes
 
 
 LABEL_COLUMNS = [("model", "model"), ("method", "method"), ("cfg", "cfg"), ("alpha", "alpha"), ("steps", "steps"),

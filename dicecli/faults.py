@@ -5,7 +5,8 @@ Inert unless `DICE_FAULT` is set, which only tests do (`tests/test_kill_points.p
     DICE_FAULT="PATTERN[@N][:SIGNAL]"
 
 sends SIGNAL (`KILL`, the default, or `INT`, as Ctrl-C does) to this process the N-th time
-(default: the first) execution reaches a point whose name matches PATTERN (a shell pattern).
+(default: the first) execution reaches a point whose name matches PATTERN (a shell pattern);
+`ENOSPC` instead raises the OSError a full disk gives.
 Points: `start` (the command line is parsed), `write:FILE` (a new version of FILE is complete
 beside the old one, just before the rename that replaces it) and `STAGE.batch` / `distill.step`
 (after each unit of work: an encoded or enhanced batch, a sampled batch, an optimizer update).
@@ -13,6 +14,7 @@ beside the old one, just before the rename that replaces it) and `STAGE.batch` /
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import os
 import signal
@@ -25,9 +27,13 @@ def point(name: str) -> None:
     spec = os.environ.get(ENV)
     if not spec:
         return
-    pattern, _, signal_name = spec.partition(":")
+    pattern, _, signal_name = spec.rpartition(":")
+    if signal_name not in ("KILL", "INT", "ENOSPC"):  # none given (point names contain colons themselves)
+        pattern, signal_name = spec, "KILL"
     pattern, _, nth = pattern.partition("@")
     if fnmatch.fnmatchcase(name, pattern):
         _reached[pattern] = _reached.get(pattern, 0) + 1
         if _reached[pattern] == int(nth or 1):
-            os.kill(os.getpid(), getattr(signal, f"SIG{signal_name or 'KILL'}"))
+            if signal_name == "ENOSPC":
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            os.kill(os.getpid(), getattr(signal, f"SIG{signal_name}"))

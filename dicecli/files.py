@@ -29,9 +29,14 @@ def check_writable(path: Path, option: str = "-o") -> None:
 
 
 @contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path in `path`'s folder; rename it onto `path` only if the block succeeds."""
+def atomic_path(path: Path, clean: bool = True) -> Iterator[Path]:
+    """Yield a temporary path in `path`'s folder; rename it onto `path` only if the block succeeds.
+
+    `clean` first removes temporaries of `path` left by killed runs (callers writing many files into
+    one folder clean the folder once instead)."""
     path = Path(path)
+    if clean:
+        remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent or ".")
     os.close(fd)
     tmp_path = Path(tmp)

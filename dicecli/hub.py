@@ -1,6 +1,13 @@
-"""Single files from the Hugging Face hub: the local cache first, one clear sentence when offline."""
+"""Single files from the Hugging Face hub: the local cache first, one clear sentence when offline.
+
+"Offline" is HF_HUB_OFFLINE, or a hub whose host name does not resolve (no network): then nothing
+is requested, so the hub library's retries (a dozen lines and half a minute) never start.
+"""
 
 from __future__ import annotations
+
+import socket
+from urllib.parse import urlparse
 
 from dicecli.errors import UsageError
 
@@ -14,7 +21,7 @@ def hub_file(repo_id: str, filename: str) -> str:
         return hf_hub_download(repo_id, filename, local_files_only=True)
     except (LocalEntryNotFoundError, FileNotFoundError, OSError):
         pass
-    if constants.HF_HUB_OFFLINE:
+    if offline():
         raise UsageError(hub_missing_message(repo_id)) from None
     try:
         return hf_hub_download(repo_id, filename)
@@ -28,13 +35,30 @@ def hub_file(repo_id: str, filename: str) -> str:
 def hub_missing_message(repo_id: str) -> str:
     from huggingface_hub import constants
 
+    if constants.HF_HUB_OFFLINE:
+        why, fix = "HF_HUB_OFFLINE is set", "or unset HF_HUB_OFFLINE"
+    else:
+        why, fix = f"{hub_host()} cannot be reached (no network?)", "or pass a local folder"
     return (
-        f"Model {repo_id} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and HF_HUB_OFFLINE "
-        f"is set; download it on a connected machine (`hf download {repo_id}`) or unset HF_HUB_OFFLINE."
+        f"Model {repo_id} is not in the local Hugging Face cache ({constants.HF_HUB_CACHE}) and {why}; "
+        f"download it on a connected machine (`hf download {repo_id}`) {fix}."
     )
 
 
-def offline() -> bool:
+def hub_host() -> str:
     from huggingface_hub import constants
 
-    return bool(constants.HF_HUB_OFFLINE)
+    return urlparse(constants.ENDPOINT).hostname or "huggingface.co"
+
+
+def offline() -> bool:
+    """HF_HUB_OFFLINE, or no network to the hub (its host name does not resolve)."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return True
+    try:
+        socket.getaddrinfo(hub_host(), 443)
+    except OSError:
+        return True
+    return False

@@ -10,7 +10,7 @@ import torch
 from dicecli.cache import EmbeddingCache
 from dicecli.enhancer import check_compatible, file_sha256, load_enhancer, read_metadata
 from dicecli.errors import IncompatibleError, UsageError
-from dicecli.families import Conditioning, adapter_class, load_adapter
+from dicecli.families import adapter_class, load_adapter
 from dicecli.method import apply_enhancer
 from dicecli.prompts import open_input, read_prompts, unique
 from dicecli.refs import resolve_model

@@ -178,6 +178,8 @@ def prepare_folder(folder: Path, settings: SampleSettings, prompts: list[str]) -
     settings_path = folder / SETTINGS_FILE
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"Output {folder} is a file; give a folder to -o.")
+    if folder.is_dir():
+        remove_stale_temporaries(folder, pattern="*")  # half-written files of a killed run
     if folder.is_dir() and any(folder.iterdir()) and not settings_path.exists():
         raise UsageError(f"Folder {folder} is not empty and is not a dice sample folder; choose another -o.")
     wanted = asdict(settings)
@@ -192,7 +194,6 @@ def prepare_folder(folder: Path, settings: SampleSettings, prompts: list[str]) -
                 "choose another -o or use the same settings."
             )
     folder.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(folder, pattern="*")  # half-written PNGs of a killed run
     if not settings_path.exists():
         with atomic_path(settings_path) as tmp:
             tmp.write_text(json.dumps(wanted, indent=2))
@@ -221,7 +222,7 @@ def _holds_images(folder: Path) -> bool:
 
 
 def _save_png(image: Image.Image, path: Path, record: dict) -> None:
-    with atomic_path(path) as tmp:
+    with atomic_path(path, clean=False) as tmp:  # the folder's stale temporaries went at the start of the run
         # Lossless either way; level 3 keeps PNG encoding off the critical path at 512 px and above.
         image.save(tmp, format="PNG", pnginfo=_png_info(record), compress_level=3)
 

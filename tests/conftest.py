@@ -165,10 +165,32 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: end-to-end test (kills, learning, long pipelines); runs with --slow")
+    config.addinivalue_line("markers", "reliability(kind): a case of the reliability battery (README, Reliability), "
+                                       "counted in the summary")
+
+
+RELIABILITY = {}  # test id -> kind, for the cases of the reliability battery
+RELIABILITY_PASSED: dict[str, int] = {}
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" and report.passed and report.nodeid in RELIABILITY:
+        kind = RELIABILITY[report.nodeid]
+        RELIABILITY_PASSED[kind] = RELIABILITY_PASSED.get(kind, 0) + 1
+
+
+def pytest_terminal_summary(terminalreporter):
+    if RELIABILITY_PASSED:
+        counts = ", ".join(f"{n} {kind}" for kind, n in sorted(RELIABILITY_PASSED.items()))
+        terminalreporter.write_line(f"reliability battery passed: {counts}")
 
 
 def pytest_collection_modifyitems(config, items):
     """The default run is the fast set; `--slow` adds the end-to-end tests."""
+    for item in items:
+        marker = item.get_closest_marker("reliability")
+        if marker:
+            RELIABILITY[item.nodeid] = marker.args[0]
     if config.getoption("--slow"):
         return
     slow = [item for item in items if "slow" in item.keywords]

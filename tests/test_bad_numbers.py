@@ -2,6 +2,8 @@
 
 import pytest
 
+pytestmark = pytest.mark.reliability("bad input")
+
 
 @pytest.mark.parametrize("option, value, words", [
     ("--cfg", "nan", "--cfg nan must be a number of at least 1"),

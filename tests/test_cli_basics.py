@@ -1,5 +1,4 @@
 import json
-import sys
 
 from conftest import run_dice_process
 

@@ -30,6 +30,7 @@ def hold_lock(lock_path, seconds):
 
 
 @pytest.mark.slow
+@pytest.mark.reliability("concurrent runs")
 def test_two_encodes_appending_to_one_cache_lose_nothing(dice, tmp_path):
     cache = tmp_path / "c.h5"
     first, second = tmp_path / "a.txt", tmp_path / "b.txt"
@@ -46,6 +47,7 @@ def test_two_encodes_appending_to_one_cache_lose_nothing(dice, tmp_path):
         assert f["prompt_embeds"].shape[0] == 80
 
 
+@pytest.mark.reliability("concurrent runs")
 def test_encode_waits_for_a_held_cache_lock_then_appends(dice, prompts_file, tmp_path):
     cache = tmp_path / "c.h5"
     holder = hold_lock(tmp_path / ".c.h5.lock", 3)
@@ -55,6 +57,7 @@ def test_encode_waits_for_a_held_cache_lock_then_appends(dice, prompts_file, tmp
     assert result.code == 0 and "waiting" in result.stderr and time.time() - start >= 2.5
 
 
+@pytest.mark.reliability("concurrent runs")
 def test_second_sample_into_one_folder_refuses_naming_the_lock(dice, prompts_file, tmp_path):
     (tmp_path / "s").mkdir()
     holder = hold_lock(tmp_path / "s", 30)
@@ -69,6 +72,7 @@ def test_second_sample_into_one_folder_refuses_naming_the_lock(dice, prompts_fil
     assert dice("sample", prompts_file, "--model", "tiny-sd15", "--steps", "2", "-o", tmp_path / "s").code == 0
 
 
+@pytest.mark.reliability("concurrent runs")
 def test_second_distill_in_one_work_dir_refuses(dice, tmp_path):
     data = write_imagefolder(tmp_path / "data", ["a red cat", "a blue dog"])
     (tmp_path / "w").mkdir()
@@ -96,6 +100,7 @@ def test_outputs_keep_the_users_umask(dice, prompts_file, tmp_path, umask):
 
 
 @pytest.mark.slow
+@pytest.mark.reliability("concurrent runs")
 def test_sample_reads_a_complete_cache_while_an_encode_appends_to_it(dice, prompts_file, tmp_path):
     """The fifth overlap: `dice sample` of a cache that an `encode` is appending to sees one complete version
     (appends go to a copy renamed into place), never a half-written one; the append itself loses nothing."""

@@ -3,7 +3,6 @@ import json
 import h5py
 import numpy as np
 import pytest
-import torch
 
 from conftest import run_dice_process
 from dicecli.enhancer import Enhancer, file_sha256, save_enhancer

@@ -4,6 +4,8 @@ import hashlib
 
 import pytest
 
+pytestmark = pytest.mark.reliability("bad input")
+
 
 def sha(path):
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -79,6 +81,30 @@ def test_hub_id_offline_not_cached(dice, prompts_file, tmp_path):
     assert_one_sentence(result, 2, "someone/some-model", "HF_HUB_OFFLINE", constants.HF_HUB_CACHE)
 
 
+def test_hub_id_without_network_is_one_sentence_and_no_request(dice, prompts_file, tmp_path, monkeypatch):
+    """No HF_HUB_OFFLINE, but no network: no download is tried (the hub library would retry for half a minute)."""
+    import socket
+
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: (_ for _ in ()).throw(socket.gaierror(-2, "no network")))
+    requests = []
+    real = huggingface_hub.file_download.hf_hub_download
+
+    def recording(*args, **kwargs):
+        if not kwargs.get("local_files_only"):
+            requests.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(huggingface_hub.file_download, "hf_hub_download", recording)
+    result = dice("encode", prompts_file, "-o", tmp_path / "x.h5", "--model", "someone/some-model")
+    assert_one_sentence(result, 2, "someone/some-model", "huggingface.co cannot be reached", "hf download")
+    assert not requests
+
+
 def test_recipe_hub_model_offline(dice, prompts_file, tmp_path):
     result = dice("encode", prompts_file, "-o", tmp_path / "x.h5", "--model", "dreamshaper")
     assert_one_sentence(result, 2, "Lykon/DreamShaper", "HF_HUB_OFFLINE")
@@ -105,6 +131,7 @@ class PlantsAFile:
         return (open, (self.path, "w"))
 
 
+@pytest.mark.reliability("security case")
 @pytest.mark.parametrize("suffix", [".ckpt", ".pt", ".bin", ".pth"])
 def test_malicious_pickle_model_never_runs(dice, prompts_file, tmp_path, suffix):
     import pickle
@@ -116,6 +143,7 @@ def test_malicious_pickle_model_never_runs(dice, prompts_file, tmp_path, suffix)
     assert not marker.exists()
 
 
+@pytest.mark.reliability("security case")
 @pytest.mark.parametrize("name", ["enhancer.safetensors", "enhancer.pt"])
 def test_malicious_pickle_enhancer_never_runs(dice, prompts_file, tmp_path, name):
     import pickle

@@ -112,6 +112,7 @@ def test_aesthetic_weights_are_never_unpickled_as_code(dice, folders, tiny_clip_
     assert result.code == 2 and "not a plain state dict" in result.stderr and "owned" not in result.stdout
 
 
+@pytest.mark.reliability("bad input")
 @pytest.mark.parametrize("bad", ["truncated", "not-an-image", "missing"])
 def test_unreadable_image_gets_one_sentence(dice, folders, tmp_path, bad):
     import shutil
@@ -131,3 +132,31 @@ def test_unreadable_image_gets_one_sentence(dice, folders, tmp_path, bad):
         result = dice(*args)
         assert result.code == 2 and "000001.png cannot be read" in result.stderr and "Traceback" not in result.stderr
     assert not list(tmp_path.glob("report*")) and not (tmp_path / "stats.npz").exists()
+
+
+@pytest.mark.reliability("bad input")
+def test_fid_of_a_single_image_is_one_sentence(dice, tmp_path, tiny_sd15_dir):
+    one = tmp_path / "one"
+    assert dice("sample", "-", "--model", "tiny-sd15", "--steps", "1", "-o", one, input="a red cat\n").code == 0
+    result = dice("eval", one, "--ref", one, "--metrics", "fid", "--fid-features", "tiny-random")
+    assert result.code == 2 and "FID needs at least 2 images, but" in result.stderr and "has 1" in result.stderr
+
+
+@pytest.mark.reliability("bad input")
+def test_folders_of_other_sizes_or_models_get_a_note(dice, folders, tmp_path, other_sd15_dir):
+    big = tmp_path / "big"
+    assert dice("sample", "-", "--model", other_sd15_dir, "--steps", "1", "--height", "64", "--width", "64", "-o", big,
+                input="a red cat\na blue dog\n").code == 0
+    result = dice("eval", folders["cfg"], big, "--metrics", "fid", "--ref", folders["ref"], "--fid-features", "tiny-random")
+    assert result.code == 0, result.stderr
+    notes = [line for line in result.stderr.splitlines() if line.startswith("note: ")]
+    assert len(notes) == 2 and "different sizes" in notes[0] and "64x64" in notes[0] and "different models" in notes[1]
+    alike = dice("eval", folders["cfg"], folders["unguided"], "--metrics", "fid", "--ref", folders["ref"],
+                 "--fid-features", "tiny-random")
+    assert alike.code == 0 and "note:" not in alike.stderr
+
+
+@pytest.mark.reliability("bad input")
+def test_toy_metric_refuses_images_of_another_model(dice, folders):
+    result = dice("eval", folders["cfg"], "--metrics", "toy")
+    assert result.code == 2 and "--metrics toy scores toy-world images" in result.stderr and "tiny-sd15" in result.stderr

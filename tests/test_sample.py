@@ -1,8 +1,4 @@
 import json
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
@@ -10,7 +6,6 @@ import torch
 from PIL import Image
 
 from conftest import run_dice_process
-from dicecli.enhancer import Enhancer, save_enhancer
 
 
 def pixels(folder, count):
@@ -149,30 +144,6 @@ def test_folder_that_is_not_a_sample_folder_is_refused(dice, prompts_file, tmp_p
     (tmp_path / "mine" / "holiday.jpg").write_bytes(b"x")
     result = dice("sample", prompts_file, "--model", "tiny-sd15", "-o", tmp_path / "mine")
     assert result.code == 2 and "not a dice sample folder" in result.stderr
-
-
-@pytest.mark.slow
-def test_killed_sample_resumes_to_the_same_images(tmp_path, tiny_sd15_dir):
-    prompts = tmp_path / "p.txt"
-    prompts.write_text("".join(f"prompt {i}\n" for i in range(40)))
-    args = ["sample", prompts, "--model", "tiny-sd15", "--steps", "10", "--batch-size", "2"]
-    straight = run_dice_process(*args, "-o", tmp_path / "straight")
-    assert straight.returncode == 0, straight.stderr.decode()
-    killed = tmp_path / "killed"
-    process = subprocess.Popen([sys.executable, "-m", "dicecli", *map(str, args), "-o", str(killed)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(killed.glob("0*.png"))) < 6:
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert 0 < len(list(killed.glob("0*.png"))) < 40
-    resumed = run_dice_process(*args, "-o", killed, "--json")
-    assert resumed.returncode == 0, resumed.stderr.decode()
-    assert json.loads(resumed.stdout)["skipped"] > 0
-    for a, b in zip(pixels(tmp_path / "straight", 40), pixels(killed, 40)):
-        assert np.array_equal(a, b)
-    assert len((killed / "metadata.jsonl").read_text().splitlines()) == 40
 
 
 @pytest.mark.parametrize("scheduler", ["dpmsolver++", "ddim", "euler", "euler-a", "pndm", "unipc"])

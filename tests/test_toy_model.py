@@ -1,7 +1,6 @@
 """The shipped toy model and its evaluator (built by scripts/toy/build_toy.py on an H100)."""
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,7 +55,6 @@ def test_cfg_beats_unguided_on_held_out_prompts(evaluator):
 
 def test_eval_metrics_toy(dice, tmp_path):
     """`dice eval --metrics toy`: ground-truth renders score high; tiny-sd15's noise scores low."""
-    from PIL import Image
 
     world = ToyWorld(size=24, seed=21, held_out=True)
     truth = tmp_path / "truth"

@@ -3,7 +3,6 @@
 import json
 
 import numpy as np
-import pytest
 
 from dicecli.plugins.toy.world import BACKGROUNDS, COLORS, HELD_OUT_PAIRS, POSITIONS, SHAPES, SIZES, ToyWorld
 

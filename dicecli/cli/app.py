@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
@@ -74,9 +75,13 @@ def main(argv: list[str] | None = None) -> None:
         faults.point("start")
         # Typer reports its own usage errors (exit 2) and exits; our failures come out as exceptions.
         app(args=args, prog_name="dice")
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # Ctrl-C outside the app (start-up)
         typer.echo("Interrupted.", err=True)
         sys.exit(130)
+    except SystemExit as done:
+        if done.code == 130:  # Typer turns Ctrl-C inside a command into a silent exit 130
+            typer.echo("Interrupted.", err=True)
+        raise
     except DiceError as error:
         if debug:
             traceback.print_exc()
@@ -94,6 +99,10 @@ def one_sentence(error: Exception) -> str:
     """An unexpected failure in one line; running out of GPU memory says what to change."""
     import torch
 
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        where = f" writing {error.filename}" if error.filename else ""
+        return (f"no space left on the device{where}; free some space and run the command again "
+                "(earlier results are intact).")
     if isinstance(error, torch.OutOfMemoryError):
         return ("the GPU ran out of memory; use a smaller --batch-size (dice distill: or a larger --grad-accum, "
                 "which keeps the images per update), or close what else uses the GPU.")

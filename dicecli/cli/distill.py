@@ -59,5 +59,6 @@ def distill_command(
     if not result.main_process:
         return  # under `accelerate launch`/torchrun, only the main process reports
     summary = {k: v for k, v in vars(result).items() if k not in ("log", "main_process")}
-    report(summary, as_json, f"{result.output}: enhancer after {result.steps} steps (loss {result.final_loss:.4f}); "
+    loss = f"loss {result.final_loss:.4f}" if result.final_loss is not None else "written from its last checkpoint"
+    report(summary, as_json, f"{result.output}: enhancer after {result.steps} steps ({loss}); "
            f"checkpoints and train_log.jsonl in {result.work_dir}.", quiet)

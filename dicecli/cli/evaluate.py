@@ -33,6 +33,8 @@ def eval_command(
     result = evaluate([Path(f) for f in folders], ref=ref, metrics=chosen, fid_features=fid_features.value,
                       clip_model=clip_model or DEFAULT_CLIP, aesthetic_clip=aesthetic_clip or DEFAULT_AESTHETIC_CLIP,
                       aesthetic_weights=aesthetic_weights, device=select_device(device))
+    for note in result.notes:
+        typer.echo(f"note: {note}", err=True)
     if output:
         write_report(result, Path(output))
     printers = {"table": markdown_table, "json": json_text, "csv": csv_text}

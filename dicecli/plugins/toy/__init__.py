@@ -6,6 +6,8 @@ Core code never imports this package; it finds it through `dicecli.plugins`.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from dicecli.errors import UsageError
 from dicecli.plugins import Metric, Plugin
 from dicecli.plugins.toy.world import ENHANCER_FILE, MODEL_DIR
@@ -30,6 +32,13 @@ def toy_score(folder, device) -> dict:
 
     from dicecli.plugins.toy.world import IMAGE_SIZE, toy_metrics
 
+    model = folder.settings.get("model")
+    with Image.open(folder.images[0]) as first:
+        size = first.size
+    if (Path(model).name != "toy") if model else size != (IMAGE_SIZE, IMAGE_SIZE):
+        made = f"images of {model}" if model else f"{size[0]}x{size[1]} images"
+        raise UsageError(f"--metrics toy scores toy-world images, but {folder.path} holds {made}; "
+                         "sample with --model toy, or drop toy from --metrics.")
     pixels = np.stack([np.asarray(Image.open(p).convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC))
                        for p in folder.images])
     return toy_metrics(folder.prompts, pixels, device)
