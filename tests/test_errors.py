@@ -184,3 +184,26 @@ def test_debug_shows_traceback(dice, prompts_file, tmp_path):
     result = dice("encode", prompts_file, "-o", tmp_path / "x.h5", "--model", "nobody-knows", "--debug")
     assert result.code == 2
     assert "Traceback" in result.stderr and "error: " in result.stderr
+
+
+@pytest.mark.reliability("security case")
+def test_prompts_never_steer_a_path(dice, tmp_path):
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("../../escaped\n/etc/passwd-x\n..\\\\win\n")
+    out = tmp_path / "deep" / "s"
+    out.parent.mkdir()
+    result = dice("sample", prompts, "--model", "tiny-sd15", "--steps", "1", "-o", out)
+    assert result.code == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["000000.png", "000001.png", "000002.png", "dice-sample.json",
+                                                     "metadata.jsonl"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deep", "p.txt"]
+
+
+@pytest.mark.reliability("security case")
+def test_trust_remote_code_is_never_enabled():
+    from pathlib import Path
+
+    import dicecli
+
+    sources = Path(dicecli.__file__).parent.rglob("*.py")
+    assert not [p for p in sources if "trust_remote_code=True" in p.read_text().replace(" ", "")]

@@ -263,8 +263,14 @@ def test_kill_point(zygote, inputs, references, tmp_path, command, point, signal
     for artifact in ARTIFACTS[command]:
         check_intact(folder / artifact, inputs / artifact, references[command] / artifact)
 
+    if command == "distill" and list((folder / "work" / "checkpoints").glob("step-*")):
+        again = zygote.run(folder, argv)  # the same command without --resume: refused, the work dir untouched
+        assert again["code"] == 2 and "pass --resume" in again["stderr"], again
     rerun = zygote.run(folder, argv + RERUN_EXTRA.get(command, []))
     assert rerun["code"] == 0, rerun["stderr"]
+    if command == "distill":  # the log holds each step once, whatever was logged before the kill
+        steps = [json.loads(line)["step"] for line in (folder / "work" / "train_log.jsonl").read_text().splitlines()]
+        assert steps == list(range(1, 7)), steps
     if (command, point) == ("sample", "sample.batch@2"):  # the first batch was complete: it is kept, not redone
         assert "3 images generated, 2 already there" in rerun["stderr"], rerun["stderr"]
     for artifact in ARTIFACTS[command]:
