@@ -310,7 +310,10 @@ def evaluate(folders: list[Path], *, ref: str | None, metrics: list[str], fid_fe
             continue  # built in, computed above
         settings[name] = metric.description
         for row, sample in zip(rows, samples):
-            row.update(metric.score(sample, device))
+            scores = metric.score(sample, device)
+            if "note" in scores:  # a metric may say what its numbers mean for this folder
+                notes.append(scores.pop("note"))
+            row.update(scores)
     return EvalReport(rows, settings, notes=notes)
 
 

@@ -6,6 +6,7 @@ Inert unless `DICE_FAULT` is set, which only tests do (`tests/test_kill_points.p
 
 sends SIGNAL (`KILL`, the default, or `INT`, as Ctrl-C does) to this process the N-th time
 (default: the first) execution reaches a point whose name matches PATTERN (a shell pattern);
+`STOP` pauses it there until it gets SIGCONT (to hold a run mid-write while another starts), and
 `ENOSPC` instead raises the OSError a full disk gives.
 Points: `start` (the command line is parsed), `write:FILE` (a new version of FILE is complete
 beside the old one, just before the rename that replaces it) and `STAGE.batch` / `distill.step`
@@ -28,7 +29,7 @@ def point(name: str) -> None:
     if not spec:
         return
     pattern, _, signal_name = spec.rpartition(":")
-    if signal_name not in ("KILL", "INT", "ENOSPC"):  # none given (point names contain colons themselves)
+    if signal_name not in ("KILL", "INT", "STOP", "ENOSPC"):  # none given (point names contain colons themselves)
         pattern, signal_name = spec, "KILL"
     pattern, _, nth = pattern.partition("@")
     if fnmatch.fnmatchcase(name, pattern):

@@ -80,6 +80,10 @@ def sample_settings(family: str, recipe: Recipe | None, **given) -> dict[str, An
     """steps, scheduler, alpha, cfg, height, width (None: the model's native size)."""
     merged = _layers("sample", family, recipe, {**SAMPLE_DEFAULTS, "height": None, "width": None})
     merged.update(_given(given))
+    adapter = adapter_class(family)
+    if merged.get("steps") is not None and merged["steps"] < adapter.min_sampling_steps:
+        raise UsageError(f"--steps {merged['steps']} is too few for {family} models: {adapter.min_sampling_steps_reason}; "
+                         f"use --steps {adapter.min_sampling_steps} or more.")
     return merged
 
 

@@ -236,34 +236,3 @@ def latent_cache(dice, tmp_path: Path, model: str, prompts: list[str]) -> Path:
     result = dice("encode", "--images", folder, "-o", latents, "--model", model, "--resolution", "32")
     assert result.code == 0, result.stderr
     return latents
-
-
-def check_sigkill_then_resume_is_exact(dice, tmp_path: Path, model: str) -> None:
-    """A distillation SIGKILLed after its step-4 checkpoint and resumed gives the uninterrupted run's enhancer, bit for bit."""
-    import json
-    import signal
-    import time
-
-    import torch
-    from safetensors.torch import load_file
-
-    latents = latent_cache(dice, tmp_path, model, [f"a photo of thing {i}" for i in range(16)])
-    common = ["distill", "--model", model, "--data", latents, "--steps", "10", "--checkpoint-every", "2",
-              "--batch-size", "4", "--no-validate", "--seed", "3"]
-    straight = tmp_path / "straight.safetensors"
-    done = dice(*common, "--work-dir", tmp_path / "r1", "-o", straight)
-    assert done.code == 0, done.stderr
-    killed = tmp_path / "killed.safetensors"
-    args = [sys.executable, "-m", "dicecli", *map(str, common), "--work-dir", str(tmp_path / "r2"), "-o", str(killed)]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and not list((tmp_path / "r2" / "checkpoints").glob("step-0000004")):
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert not killed.exists(), "the run finished before it was killed"
-    resumed = run_dice_process(*common, "--work-dir", tmp_path / "r2", "-o", killed, "--resume", "--json")
-    assert resumed.returncode == 0, resumed.stderr.decode()
-    assert json.loads(resumed.stdout)["resumed_from"] >= 4
-    a, b = load_file(str(straight)), load_file(str(killed))
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

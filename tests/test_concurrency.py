@@ -7,6 +7,7 @@ import stat
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import h5py
 import pytest
@@ -103,31 +104,27 @@ def test_outputs_keep_the_users_umask(dice, prompts_file, tmp_path, umask):
 @pytest.mark.reliability("concurrent runs")
 def test_sample_reads_a_complete_cache_while_an_encode_appends_to_it(dice, prompts_file, tmp_path):
     """The fifth overlap: `dice sample` of a cache that an `encode` is appending to sees one complete version
-    (appends go to a copy renamed into place), never a half-written one; the append itself loses nothing."""
-    import fcntl
+    (appends go to a copy renamed into place), never a half-written one; the append itself loses nothing.
+    The append is held after its first batch (`DICE_FAULT=...:STOP`, dicecli/faults.py) while the sample runs."""
+    import signal
 
     cache = tmp_path / "c.h5"
     assert dice("encode", prompts_file, "-o", cache, "--model", "tiny-sd15").code == 0
     more = tmp_path / "more.txt"
-    more.write_text("".join(f"another prompt {i}\n" for i in range(1500)))
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    more.write_text("".join(f"another prompt {i}\n" for i in range(20)))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DICE_FAULT": "encode.batch@1:STOP"}
     append = subprocess.Popen([sys.executable, "-m", "dicecli", "encode", str(more), "-o", str(cache), "--model",
                                "tiny-sd15", "--batch-size", "2"], stderr=subprocess.PIPE, env=env)
-    lock = os.open(tmp_path / ".c.h5.lock", os.O_RDWR | os.O_CREAT)
-    deadline = time.time() + 120
-    while time.time() < deadline:  # until the append holds the cache's lock
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            fcntl.flock(lock, fcntl.LOCK_UN)
-            time.sleep(0.05)
-        except BlockingIOError:
-            break
-    os.close(lock)
-    assert append.poll() is None, "the append finished before sampling started"
-    sampled = dice("sample", cache, "--steps", "1", "-o", tmp_path / "s", "--json")
-    still_appending = append.poll() is None
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and Path(f"/proc/{append.pid}/stat").read_text().split(") ")[1][0] != "T":
+            time.sleep(0.05)  # until it stops itself mid-append
+        assert list(tmp_path.glob(".c.h5.*.tmp")), "the append should be half-way through its copy"
+        sampled = dice("sample", cache, "--steps", "1", "-o", tmp_path / "s", "--json")
+        assert sampled.code == 0, sampled.stderr
+        assert json.loads(sampled.stdout)["generated"] == 3  # the version before the append
+    finally:
+        append.send_signal(signal.SIGCONT)
     assert append.wait(timeout=300) == 0, append.stderr.read().decode()[-500:]
-    assert sampled.code == 0, sampled.stderr
-    assert still_appending and json.loads(sampled.stdout)["generated"] == 3  # the version before the append
     with h5py.File(cache) as f:
-        assert f["prompts"].shape[0] == f["prompt_embeds"].shape[0] == 1503
+        assert f["prompts"].shape[0] == f["prompt_embeds"].shape[0] == 23

@@ -157,6 +157,8 @@ def test_folders_of_other_sizes_or_models_get_a_note(dice, folders, tmp_path, ot
 
 
 @pytest.mark.reliability("bad input")
-def test_toy_metric_refuses_images_of_another_model(dice, folders):
-    result = dice("eval", folders["cfg"], "--metrics", "toy")
-    assert result.code == 2 and "--metrics toy scores toy-world images" in result.stderr and "tiny-sd15" in result.stderr
+def test_toy_metric_on_images_of_another_model_says_so(dice, folders):
+    result = dice("eval", folders["cfg"], "--metrics", "toy", "--format", "json")
+    assert result.code == 0, result.stderr
+    assert "note: --metrics toy scores toy-world images" in result.stderr and "images of tiny-sd15" in result.stderr
+    assert json.loads(result.stdout)["notes"] == [result.stderr.split("note: ", 1)[1].strip()]

@@ -44,7 +44,9 @@ import tempfile
 with tempfile.TemporaryDirectory() as warm:
     w = lambda name: os.path.join(warm, name)
     open(w("p.txt"), "w").write("warm up\nwarm up again\n")  # FID needs two images
-    for argv in (["sample", w("p.txt"), "--model", "tiny-sd15", "--steps", "1", "-o", w("s")],
+    for argv in (["sample", w("p.txt"), "--model", "tiny-sdxl", "--steps", "1", "-o", w("xl")],
+                 ["sample", w("p.txt"), "--model", "tiny-pixart", "--steps", "2", "-o", w("px")],
+                 ["sample", w("p.txt"), "--model", "tiny-sd15", "--steps", "1", "-o", w("s")],
                  ["distill", "--model", "tiny-sd15", "--data", w("s"), "--steps", "1", "--batch-size", "1", "--no-validate",
                   "--work-dir", w("w"), "-o", w("e.safetensors")],
                  ["eval", w("s"), "--ref", w("s"), "--metrics", "fid", "--fid-features", "tiny-random"]):
@@ -120,8 +122,23 @@ ARTIFACTS = {"encode": ["out.h5"], "encode-append": ["old.h5"], "latents": ["lat
              "sample": ["samples"], "transfer": ["transfer"], "distill": ["trained.safetensors", "work"],
              "eval": ["report.json", "report.md", "report.csv"]}
 RERUN_EXTRA = {"distill": ["--resume"]}  # a killed distillation continues from its checkpoint
+WORK_DIRS = {"distill": "work"}
+# The other families, at the points where they differ most: appending to a cache, sampling, checkpointing.
+for family in ("sdxl", "pixart"):
+    model = f"tiny-{family}"
+    COMMANDS[f"{family}-encode-append"] = ["encode", "prompts.txt", "-o", f"old-{family}.h5", "--model", model,
+                                           "--batch-size", "2"]
+    COMMANDS[f"{family}-sample"] = ["sample", "prompts.txt", "--model", model, "--steps", "2", "--batch-size", "2",
+                                    "-o", f"samples-{family}"]
+    COMMANDS[f"{family}-distill"] = ["distill", "--model", model, "--data", "images", "--steps", "6",
+                                     "--checkpoint-every", "2", "--batch-size", "2", "--no-validate", "--work-dir",
+                                     f"work-{family}", "-o", f"trained-{family}.safetensors"]
+    ARTIFACTS.update({f"{family}-encode-append": [f"old-{family}.h5"], f"{family}-sample": [f"samples-{family}"],
+                      f"{family}-distill": [f"trained-{family}.safetensors", f"work-{family}"]})
+    RERUN_EXTRA[f"{family}-distill"] = ["--resume"]
+    WORK_DIRS[f"{family}-distill"] = f"work-{family}"
 
-# (command, point, signal): 26 SIGKILL points and 7 SIGINT points
+# (command, point, signal) on tiny-sd15: 26 SIGKILL points and 7 SIGINT points
 CASES = [
     ("encode", "start", "KILL"), ("encode", "encode.batch@2", "KILL"), ("encode", "write:out.h5", "KILL"),
     ("encode-append", "encode.batch@1", "KILL"), ("encode-append", "encode.batch@3", "KILL"),
@@ -140,13 +157,18 @@ CASES = [
     ("enhance", "write:enhanced.h5", "INT"), ("sample", "sample.batch@2", "INT"),
     ("transfer", "write:grid.png", "INT"), ("distill", "write:step-0000004", "INT"), ("eval", "write:report.md", "INT"),
 ]
+FAMILY_CASES = [(f"{family}-{command}", point, "KILL") for family in ("sdxl", "pixart") for command, point in
+                (("encode-append", "encode.batch@2"), ("sample", "sample.batch@2"), ("distill", "write:step-0000004"))]
 # The disk fills up: writes fail with ENOSPC during a cache append, a PNG, a checkpoint and a report.
 FULL_DISK = [("encode-append", "encode.batch@2", "ENOSPC"), ("sample", "write:000003.png", "ENOSPC"),
              ("distill", "write:step-0000004", "ENOSPC"), ("eval", "write:report.md", "ENOSPC")]
 
 
 @pytest.fixture(scope="module")
-def zygote(tiny_sd15_dir):
+def zygote(tiny_sd15_dir, offline_home):
+    from dicecli.builtin import ensure_builtin
+
+    ensure_builtin("tiny-sdxl"), ensure_builtin("tiny-pixart")  # built once, before any run forks
     process = Zygote()
     yield process
     process.close()
@@ -162,7 +184,8 @@ def inputs(tmp_path_factory, enhancer_file) -> Path:
     write_imagefolder(folder / "images", [f"a picture of item {i}" for i in range(6)])
     shutil.copy(enhancer_file, folder / "enhancer.safetensors")
     (folder / "old.txt").write_text("an older prompt\nanother older prompt\n")
-    assert run_dice("encode", folder / "old.txt", "-o", folder / "old.h5", "--model", "tiny-sd15").code == 0
+    for model, cache in (("tiny-sd15", "old.h5"), ("tiny-sdxl", "old-sdxl.h5"), ("tiny-pixart", "old-pixart.h5")):
+        assert run_dice("encode", folder / "old.txt", "-o", folder / cache, "--model", model).code == 0
     assert run_dice("sample", folder / "prompts.txt", "--model", "tiny-sd15", "--steps", "2", "-o", folder / "given").code == 0
     return folder
 
@@ -237,7 +260,7 @@ def check_equal(path: Path, reference: Path) -> None:
         assert path.is_file() and same_file(path, reference), f"{path} differs from an uninterrupted run"
         return
     mine, theirs = visible_files(path), visible_files(reference)
-    if path.name == "work":  # only the final checkpoints must agree
+    if path.name.startswith("work"):  # only the final checkpoints must agree
         mine, theirs = [p for p in mine if "step-0000006" in str(p)], [p for p in theirs if "step-0000006" in str(p)]
     assert mine == theirs, f"{path}: {mine} != {theirs}"
     for name in mine:
@@ -245,7 +268,7 @@ def check_equal(path: Path, reference: Path) -> None:
 
 
 @pytest.mark.parametrize("command, point, signal_name", [
-    *(pytest.param(*case, id="-".join(case), marks=pytest.mark.reliability("kill points")) for case in CASES),
+    *(pytest.param(*case, id="-".join(case), marks=pytest.mark.reliability("kill points")) for case in CASES + FAMILY_CASES),
     *(pytest.param(*case, id="-".join(case), marks=pytest.mark.reliability("full-disk cases")) for case in FULL_DISK),
 ])
 def test_kill_point(zygote, inputs, references, tmp_path, command, point, signal_name):
@@ -263,13 +286,14 @@ def test_kill_point(zygote, inputs, references, tmp_path, command, point, signal
     for artifact in ARTIFACTS[command]:
         check_intact(folder / artifact, inputs / artifact, references[command] / artifact)
 
-    if command == "distill" and list((folder / "work" / "checkpoints").glob("step-*")):
+    work = folder / WORK_DIRS[command] if command in WORK_DIRS else None
+    if work and list((work / "checkpoints").glob("step-*")):
         again = zygote.run(folder, argv)  # the same command without --resume: refused, the work dir untouched
         assert again["code"] == 2 and "pass --resume" in again["stderr"], again
     rerun = zygote.run(folder, argv + RERUN_EXTRA.get(command, []))
     assert rerun["code"] == 0, rerun["stderr"]
-    if command == "distill":  # the log holds each step once, whatever was logged before the kill
-        steps = [json.loads(line)["step"] for line in (folder / "work" / "train_log.jsonl").read_text().splitlines()]
+    if work:  # the log holds each step once, whatever was logged before the kill
+        steps = [json.loads(line)["step"] for line in (work / "train_log.jsonl").read_text().splitlines()]
         assert steps == list(range(1, 7)), steps
     if (command, point) == ("sample", "sample.batch@2"):  # the first batch was complete: it is kept, not redone
         assert "3 images generated, 2 already there" in rerun["stderr"], rerun["stderr"]
@@ -280,6 +304,6 @@ def test_kill_point(zygote, inputs, references, tmp_path, command, point, signal
 
 
 def test_the_battery_has_the_promised_size():
-    kills = [c for c in CASES if c[2] == "KILL"]
-    assert len(kills) >= 20 and len(CASES) - len(kills) >= 5 and len(FULL_DISK) >= 3
+    kills = [c for c in CASES + FAMILY_CASES if c[2] == "KILL"]
+    assert len(kills) >= 20 and len([c for c in CASES if c[2] == "INT"]) >= 5 and len(FULL_DISK) >= 3
     assert {c[0] for c in CASES} >= {"encode", "latents", "enhance", "sample", "transfer", "distill", "eval"}

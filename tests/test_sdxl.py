@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import check_sigkill_then_resume_is_exact, latent_cache, split_prompts, write_imagefolder
+from conftest import latent_cache, split_prompts, write_imagefolder
 
 PROMPTS = ["a red cat", "a blue dog on a beach", "a green house"]
 
@@ -196,9 +196,6 @@ def test_short_distill_recovers_guidance_on_held_out_prompts(dice, tmp_path, tin
 GUIDANCE_ERROR_RATIO = 0.82  # measured 0.645 (a 35 % cut); the threshold asks for about half of that cut
 
 
-@pytest.mark.slow
-def test_sigkill_then_resume_equals_uninterrupted(dice, tmp_path, tiny_sdxl_dir):
-    check_sigkill_then_resume_is_exact(dice, tmp_path, "tiny-sdxl")
 
 
 def test_sdxl_recipes_hub_fine_tunes_and_a_single_file_checkpoint(dice, tmp_path, monkeypatch):

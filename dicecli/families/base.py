@@ -102,6 +102,8 @@ class FamilyAdapter(ABC):
     # Family defaults per stage; a recipe's values and then the command line override them.
     defaults: ClassVar[dict[str, dict]] = {}
     load_kwargs: ClassVar[dict] = {}  # extra from_pretrained arguments
+    min_sampling_steps: ClassVar[int] = 1  # fewer than the family's pipeline can sample with
+    min_sampling_steps_reason: ClassVar[str] = ""
 
     def __init__(self, ref: "ModelRef", components: Components):
         self.ref = ref

@@ -33,6 +33,9 @@ class PixArtAdapter(FamilyAdapter):
     single_file_text = None
     # The reference recipe has no public PixArt script; dicecli uses the SDXL one (README, "PixArt-alpha").
     defaults = {"distill": {"loss": "l2", "steps": 4000, "resolution": 512}}
+    min_sampling_steps = 2
+    min_sampling_steps_reason = ("PixArtAlphaPipeline treats a single step as a one-step distilled model's "
+                                 "(it reads a second scheduler output that multistep schedulers do not give)")
 
     @property
     def text(self) -> TextSpec:

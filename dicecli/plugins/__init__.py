@@ -24,7 +24,8 @@ class Metric:
     """An evaluation metric for `dice eval --metrics NAME`.
 
     `score(folder, device)` receives a `dicecli.evaluate.SampleFolder` and returns a dict of
-    numbers; `columns` names and titles those numbers for the report tables.
+    numbers (and optionally a "note": a sentence for the reader, e.g. that the folder is not
+    what the metric is made for); `columns` names and titles those numbers for the report tables.
     """
 
     score: Callable

@@ -35,13 +35,14 @@ def toy_score(folder, device) -> dict:
     model = folder.settings.get("model")
     with Image.open(folder.images[0]) as first:
         size = first.size
+    note = None
     if (Path(model).name != "toy") if model else size != (IMAGE_SIZE, IMAGE_SIZE):
         made = f"images of {model}" if model else f"{size[0]}x{size[1]} images"
-        raise UsageError(f"--metrics toy scores toy-world images, but {folder.path} holds {made}; "
-                         "sample with --model toy, or drop toy from --metrics.")
+        note = (f"--metrics toy scores toy-world images, but {folder.path} holds {made}; its toy scores only say how "
+                "far they are from the toy world.")
     pixels = np.stack([np.asarray(Image.open(p).convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BICUBIC))
                        for p in folder.images])
-    return toy_metrics(folder.prompts, pixels, device)
+    return {**toy_metrics(folder.prompts, pixels, device), **({"note": note} if note else {})}
 
 
 plugin = Plugin(
