@@ -20,8 +20,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from dicecli.data import ImageDataset, TrainingData
 from dicecli import faults
+from dicecli.data import ImageDataset, TrainingData
 from dicecli.enhancer import Enhancer, load_enhancer, save_enhancer
 from dicecli.errors import UsageError
 from dicecli.families import FamilyAdapter, load_adapter
