@@ -32,7 +32,7 @@ from conftest import write_imagefolder
 pytestmark = pytest.mark.slow
 
 ZYGOTE = r"""
-import contextlib, io, json, os, sys
+import contextlib, io, json, os, signal, sys
 import torch
 torch.set_num_threads(1)
 import diffusers, transformers  # noqa: F401  (the imports every run needs, paid once)
@@ -65,6 +65,8 @@ for line in sys.stdin:
                                (2, job["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC)):
             os.dup2(os.open(name, mode, 0o644), fd)
         os.chdir(job["cwd"])
+        # Ctrl-C as in a terminal: a shell starts background jobs (as CI may run us) with SIGINT ignored.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         os.environ.pop("DICE_FAULT", None)
         os.environ.update(job["env"])
         code = 0
