@@ -1,11 +1,13 @@
 """Single files from the Hugging Face hub: the local cache first, one clear sentence when offline.
 
-"Offline" is HF_HUB_OFFLINE, or a hub whose host name does not resolve (no network): then nothing
-is requested, so the hub library's retries (a dozen lines and half a minute) never start.
+"Offline" is HF_HUB_OFFLINE, or a hub whose host name does not resolve (no network, and no proxy
+configured): then nothing is requested, so the hub library's retries (a dozen lines and half a
+minute) never start.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 from urllib.parse import urlparse
 
@@ -57,6 +59,8 @@ def offline() -> bool:
 
     if constants.HF_HUB_OFFLINE:
         return True
+    if any(os.environ.get(name) for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return False  # behind a proxy, names resolve there, not here
     try:
         socket.getaddrinfo(hub_host(), 443)
     except OSError:

@@ -90,6 +90,8 @@ def test_hub_id_without_network_is_one_sentence_and_no_request(dice, prompts_fil
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    for proxy in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
     monkeypatch.setattr(socket, "getaddrinfo", lambda *a, **k: (_ for _ in ()).throw(socket.gaierror(-2, "no network")))
     requests = []
     real = huggingface_hub.file_download.hf_hub_download
