@@ -236,3 +236,28 @@ def latent_cache(dice, tmp_path: Path, model: str, prompts: list[str]) -> Path:
     result = dice("encode", "--images", folder, "-o", latents, "--model", model, "--resolution", "32")
     assert result.code == 0, result.stderr
     return latents
+
+
+def short_distill_guidance_error(dice, tmp_path: Path, model: str, steps: int):
+    """`dice distill` of a tiny model (its family's loss, 8 per step, lr 5e-3, null negatives) on the learning tests'
+    training prompts, then the guidance error on the held-out ones: (enhancer metadata, unguided error, DICE error)."""
+    import torch
+
+    from dicecli.enhancer import load_enhancer, read_metadata
+    from dicecli.families import load_adapter
+    from dicecli.method import guidance_error
+    from dicecli.refs import resolve_model
+
+    train, held_out = split_prompts()
+    latents = latent_cache(dice, tmp_path, model, train)
+    out = tmp_path / "e.safetensors"
+    result = dice("distill", "--model", model, "--data", latents, "-o", out, "--work-dir", tmp_path / "w",
+                  "--steps", str(steps), "--batch-size", "8", "--lr", "5e-3", "--negative-prompts", "none",
+                  "--checkpoint-every", "1000", "--no-validate", "--json")
+    assert result.code == 0, result.stderr
+    adapter = load_adapter(resolve_model(model), torch.device("cpu"), torch.float32)
+    enhancer, _ = load_enhancer(out)
+    cond = adapter.encode(held_out).conditioning
+    x0 = torch.randn(len(held_out), 4, 16, 16, generator=torch.Generator().manual_seed(5)) * 0.8
+    plain, enhanced = guidance_error(adapter, enhancer, x0, cond, adapter.null(), 5.0, seed=7)
+    return read_metadata(out), plain, enhanced

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import latent_cache, split_prompts
+from conftest import short_distill_guidance_error
 
 PROMPTS = ["a red cat", "a blue dog on a beach", "a green house"]
 
@@ -300,24 +300,9 @@ def test_pixart_recipes_and_single_files(dice, tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_short_distill_recovers_guidance_on_held_out_prompts(dice, tmp_path, tiny_pixart_dir):
     """DICE on tiny-pixart (L2): the held-out guidance error falls clearly."""
-    from dicecli.enhancer import load_enhancer, read_metadata
-    from dicecli.method import guidance_error
-
-    train, held_out = split_prompts()
-    latents = latent_cache(dice, tmp_path, "tiny-pixart", train)
-    out = tmp_path / "e.safetensors"
-    result = dice("distill", "--model", "tiny-pixart", "--data", latents, "-o", out, "--work-dir", tmp_path / "w",
-                  "--steps", "60", "--batch-size", "8", "--lr", "5e-3", "--negative-prompts", "none",
-                  "--checkpoint-every", "1000", "--no-validate", "--json")
-    assert result.code == 0, result.stderr
-    meta = read_metadata(out)
+    meta, plain, enhanced = short_distill_guidance_error(dice, tmp_path, "tiny-pixart", steps=60)
     assert (meta["family"], meta["loss"], meta["context_dim"], meta["tokens"]) == ("pixart", "l2", 32, 120)
     assert (meta["keep_first_token"], meta["enhanced_mask"]) == (False, "prompt")
-    adapter = adapter_for("tiny-pixart")
-    enhancer, _ = load_enhancer(out)
-    cond = adapter.encode(held_out).conditioning
-    x0 = torch.randn(len(held_out), 4, 16, 16, generator=torch.Generator().manual_seed(5)) * 0.8
-    plain, enhanced = guidance_error(adapter, enhancer, x0, cond, adapter.null(), 5.0, seed=7)
     assert enhanced <= GUIDANCE_ERROR_RATIO * plain, (plain, enhanced)
 
 

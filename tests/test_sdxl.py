@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import latent_cache, split_prompts, write_imagefolder
+from conftest import short_distill_guidance_error, write_imagefolder
 
 PROMPTS = ["a red cat", "a blue dog on a beach", "a green house"]
 
@@ -168,28 +168,8 @@ def test_single_file_sdxl_checkpoint_is_detected_from_tensor_names(tmp_path):
 @pytest.mark.slow
 def test_short_distill_recovers_guidance_on_held_out_prompts(dice, tmp_path, tiny_sdxl_dir):
     """DICE on tiny-sdxl (L2, the SDXL recipe's loss): the held-out guidance error falls clearly."""
-    from dicecli.enhancer import load_enhancer
-    from dicecli.families import load_adapter
-    from dicecli.method import guidance_error
-    from dicecli.refs import resolve_model
-
-    train, held_out = split_prompts()
-    latents = latent_cache(dice, tmp_path, "tiny-sdxl", train)
-    out = tmp_path / "e.safetensors"
-    result = dice("distill", "--model", "tiny-sdxl", "--data", latents, "-o", out, "--work-dir", tmp_path / "w",
-                  "--steps", "100", "--batch-size", "8", "--lr", "5e-3", "--negative-prompts", "none",
-                  "--checkpoint-every", "1000", "--no-validate", "--json")
-    assert result.code == 0, result.stderr
-    from dicecli.enhancer import read_metadata
-
-    meta = read_metadata(out)
+    meta, plain, enhanced = short_distill_guidance_error(dice, tmp_path, "tiny-sdxl", steps=100)
     assert (meta["family"], meta["loss"], meta["context_dim"], meta["keep_first_token"]) == ("sdxl", "l2", 64, True)
-
-    adapter = load_adapter(resolve_model("tiny-sdxl"), torch.device("cpu"), torch.float32)
-    enhancer, _ = load_enhancer(out)
-    cond = adapter.encode(held_out).conditioning
-    x0 = torch.randn(len(held_out), 4, 16, 16, generator=torch.Generator().manual_seed(5)) * 0.8
-    plain, enhanced = guidance_error(adapter, enhancer, x0, cond, adapter.null(), 5.0, seed=7)
     assert enhanced <= GUIDANCE_ERROR_RATIO * plain, (plain, enhanced)
 
 
