@@ -5,7 +5,7 @@ the UNet or transformer, VAE and text encoders at each model's published config 
 dicecli's byte/character tokenizers), and each model's own scheduler config. Weights are initialised on the GPU when
 there is one (seconds instead of minutes for SDXL's 2.6 B-parameter UNet).
 
-    python benchmarks/random_models.py sd15|sdxl|pixart FOLDER
+    python benchmarks/random_models.py sd15|sdxl|pixart|pixart-1024 FOLDER
 """
 
 from __future__ import annotations
@@ -81,9 +81,10 @@ def sdxl():
     )
 
 
-def pixart():
+def pixart(sample_size: int = 64):
     """PixArt-XL-2-512x512: the T5-XXL v1.1 encoder (4.8 B parameters with its 32,128-token embedding),
-    the 0.6 B DiT (28 layers, 1152 wide, 2x2 patches, learned variance), the SD VAE."""
+    the 0.6 B DiT (28 layers, 1152 wide, 2x2 patches, learned variance), the SD VAE. Sample size 128
+    is PixArt-XL-2-1024-MS (resolution and aspect-ratio conditions)."""
     from diffusers import DPMSolverMultistepScheduler, PixArtAlphaPipeline, PixArtTransformer2DModel
     from transformers import T5Config, T5EncoderModel
 
@@ -97,19 +98,20 @@ def pixart():
                       pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
     transformer = PixArtTransformer2DModel(
         num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8, num_layers=28,
-        cross_attention_dim=1152, caption_channels=4096, sample_size=64, patch_size=2, attention_bias=True,
+        cross_attention_dim=1152, caption_channels=4096, sample_size=sample_size, patch_size=2, attention_bias=True,
         activation_fn="gelu-approximate", num_embeds_ada_norm=1000, norm_type="ada_norm_single",
         norm_elementwise_affine=False, norm_eps=1e-6,
     )
     return PixArtAlphaPipeline(
-        tokenizer=tokenizer, text_encoder=T5EncoderModel(t5_xxl), vae=_sd_vae(sample_size=512), transformer=transformer,
+        tokenizer=tokenizer, text_encoder=T5EncoderModel(t5_xxl), vae=_sd_vae(sample_size=8 * sample_size),
+        transformer=transformer,
         scheduler=DPMSolverMultistepScheduler(beta_start=0.0001, beta_end=0.02, beta_schedule="linear",
                                               algorithm_type="dpmsolver++"),
     )
 
 
-ARCHITECTURES = {"sd15": sd15, "sdxl": sdxl, "pixart": pixart}
-NATIVE_SIZE = {"sd15": 512, "sdxl": 1024, "pixart": 512}
+ARCHITECTURES = {"sd15": sd15, "sdxl": sdxl, "pixart": pixart, "pixart-1024": lambda: pixart(sample_size=128)}
+NATIVE_SIZE = {"sd15": 512, "sdxl": 1024, "pixart": 512, "pixart-1024": 1024}
 
 
 def build(arch: str, folder: Path, dtype=torch.bfloat16) -> Path:

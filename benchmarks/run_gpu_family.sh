@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On the GPU machine: a family's real architecture with random weights, bf16, native size.
-#   benchmarks/run_gpu_family.sh sdxl|pixart sample              # DICE vs the family's diffusers pipeline, CFG w=5
+#   benchmarks/run_gpu_family.sh sdxl|pixart|pixart-1024 sample              # DICE vs the family's diffusers pipeline, CFG w=5
 #   benchmarks/run_gpu_family.sh sdxl|pixart distill "SETUP" ... # e.g. "--batch 8" "--batch 8 --compile" (one process each)
 # Results go to stdout as JSON lines (and $OUT/ARCH-*.jsonl when OUT is set).
 set -uo pipefail
