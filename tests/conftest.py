@@ -81,16 +81,21 @@ def tiny_sd15_dir(offline_home) -> Path:
 @pytest.fixture(scope="session")
 def other_sd15_dir(tiny_sd15_dir, tmp_path_factory) -> Path:
     """A copy of tiny-sd15 whose text encoder has other weights (a 'different model')."""
-    import torch
     from transformers import CLIPTextModel
 
-    folder = tmp_path_factory.mktemp("other") / "other-sd15"
-    shutil.copytree(tiny_sd15_dir, folder)
-    encoder = CLIPTextModel.from_pretrained(folder / "text_encoder")
+    return variant_model(tiny_sd15_dir, tmp_path_factory.mktemp("other") / "other-sd15", CLIPTextModel, "text_encoder", 0.05)
+
+
+def variant_model(source: Path, folder: Path, encoder_class, subfolder: str, shift: float) -> Path:
+    """A copy of the diffusers model `source` whose text encoder `subfolder` has every weight shifted by `shift`."""
+    import torch
+
+    shutil.copytree(source, folder)
+    encoder = encoder_class.from_pretrained(folder / subfolder)
     with torch.no_grad():
         for parameter in encoder.parameters():
-            parameter.add_(0.05)
-    encoder.save_pretrained(folder / "text_encoder")
+            parameter.add_(shift)
+    encoder.save_pretrained(folder / subfolder)
     return folder
 
 

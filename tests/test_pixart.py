@@ -2,14 +2,13 @@
 transformer's learned variance and micro-conditions, distillation, caches, transfer and refusals."""
 
 import json
-import shutil
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from conftest import short_distill_guidance_error
+from conftest import short_distill_guidance_error, variant_model
 
 PROMPTS = ["a red cat", "a blue dog on a beach", "a green house"]
 
@@ -259,13 +258,7 @@ def test_cross_family_transfer_is_refused_before_weights_load(dice, prompts_file
 def test_transfer_between_pixart_models(dice, prompts_file, tmp_path, tiny_pixart_dir):
     from transformers import T5EncoderModel
 
-    variant = tmp_path / "variant-pixart"
-    shutil.copytree(tiny_pixart_dir, variant)
-    encoder = T5EncoderModel.from_pretrained(variant / "text_encoder")
-    with torch.no_grad():
-        for p in encoder.parameters():
-            p.add_(0.01)
-    encoder.save_pretrained(variant / "text_encoder")
+    variant = variant_model(tiny_pixart_dir, tmp_path / "variant-pixart", T5EncoderModel, "text_encoder", 0.01)
     path = save_pixart_enhancer(random_enhancer(scale=0.05), tmp_path / "px.safetensors")
     result = dice("transfer", path, prompts_file, "--to", f"tiny-pixart,{variant}", "--steps", "2", "-o", tmp_path / "t",
                   "--json")

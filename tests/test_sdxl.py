@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import short_distill_guidance_error, write_imagefolder
+from conftest import short_distill_guidance_error, variant_model, write_imagefolder
 
 PROMPTS = ["a red cat", "a blue dog on a beach", "a green house"]
 
@@ -210,19 +210,11 @@ def test_recipe_vae_and_vae_option(tmp_path, tiny_sdxl_dir):
 
 def test_transfer_between_sdxl_models(dice, prompts_file, tmp_path, tiny_sdxl_dir):
     """An SDXL enhancer on SDXL variants: sample folders per (model, enhancer), grid and report."""
-    import shutil
-
     from transformers import CLIPTextModelWithProjection
 
     from dicecli.enhancer import Enhancer, save_enhancer
 
-    variant = tmp_path / "variant-xl"
-    shutil.copytree(tiny_sdxl_dir, variant)
-    encoder = CLIPTextModelWithProjection.from_pretrained(variant / "text_encoder_2")
-    with torch.no_grad():
-        for p in encoder.parameters():
-            p.add_(0.02)
-    encoder.save_pretrained(variant / "text_encoder_2")
+    variant = variant_model(tiny_sdxl_dir, tmp_path / "variant-xl", CLIPTextModelWithProjection, "text_encoder_2", 0.02)
     torch.manual_seed(0)
     enhancer = Enhancer(64)
     with torch.no_grad():
