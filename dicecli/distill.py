@@ -9,6 +9,7 @@ micro-batch, rank), and the data order is a per-epoch permutation seeded by
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import shutil
 import time
@@ -106,6 +107,7 @@ class Distiller:
         needed = adapter.training_components(with_vae=data.latents is None)
         adapter.require(*needed)
         from diffusers import DDPMScheduler
+        from diffusers.training_utils import EMAModel
 
         self.noise_scheduler = DDPMScheduler.from_config(adapter.scheduler.config)
         self.negatives_text, self.negatives_name = load_negative_corpus(config.negative_prompts)
@@ -116,6 +118,8 @@ class Distiller:
         self.enhancer = Enhancer.for_text(adapter.text).to(adapter.device)
         self.optimizer = torch.optim.AdamW(self.enhancer.parameters(), lr=config.lr, betas=config.betas,
                                            weight_decay=config.weight_decay, eps=config.eps)
+        # An average of the weights over the last ~1/(1 - decay) steps: the enhancer written out when --ema is on.
+        self.ema = EMAModel(self.enhancer.parameters(), decay=config.ema) if config.ema else None
         self.order = SampleOrder(len(data), config.seed)
         self.step = 0
         if config.compile:
@@ -135,7 +139,27 @@ class Distiller:
             "family": self.adapter.family, "tokens": self.adapter.text.tokens, "trained_on": self.model_name,
             "guidance_scale": c.guidance_scale, "negative_prompts": self.negatives_name, "loss": c.loss,
             "steps": self.step, "batch_size": c.batch_size, "lr": c.lr, "null_share": c.null_share, "seed": c.seed,
+            "lr_schedule": c.lr_schedule, "warmup_steps": c.warmup_steps, "ema": c.ema, "timesteps": c.timesteps,
         }
+
+    def finished_enhancer(self) -> Enhancer:
+        """The enhancer to write: the trained weights, or their moving average under --ema."""
+        if self.ema is None:
+            return self.enhancer
+        averaged = copy.deepcopy(self.enhancer)
+        self.ema.copy_to(averaged.parameters())
+        return averaged
+
+    def lr_scheduler(self, optimizer):
+        """diffusers' schedules, positioned at the current step (so a resumed run continues the curve)."""
+        from diffusers.optimization import get_scheduler
+
+        c = self.config
+        name = "constant_with_warmup" if c.lr_schedule == "constant" and c.warmup_steps else c.lr_schedule
+        for group in optimizer.param_groups:
+            group["initial_lr"] = c.lr
+        return get_scheduler(name, optimizer, num_warmup_steps=c.warmup_steps, num_training_steps=c.steps,
+                             last_epoch=self.step - 1)
 
     def save_checkpoint(self) -> Path:
         final = self.checkpoint_dir / f"step-{self.step:07d}"
@@ -146,6 +170,9 @@ class Distiller:
         state = self.optimizer.state_dict()
         tensors = {f"state.{i}.{k}": v for i, s in state["state"].items() for k, v in s.items()}
         tensors["rng.torch"] = torch.get_rng_state()
+        if self.ema is not None:
+            tensors |= {f"ema.{i}": p for i, p in enumerate(self.ema.shadow_params)}
+            tensors["ema.optimization_step"] = torch.tensor(self.ema.optimization_step)
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(staging / "optimizer.safetensors"))
         trainer = {"step": self.step, "samples_seen": self.step * self.config.batch_size,
                    "config": asdict(self.config), "model": self.model_name, "data": self.data.source}
@@ -168,11 +195,12 @@ class Distiller:
         trainer = json.loads((checkpoint / "trainer.json").read_text())
         saved = trainer["config"]
         for key in ("batch_size", "grad_accum", "seed", "loss", "guidance_scale", "negative_prompts", "null_share", "lr",
-                    "resolution"):
+                    "resolution", "lr_schedule", "warmup_steps", "ema", "timesteps"):
             mine = getattr(self.config, key)
-            if saved[key] != (list(mine) if isinstance(mine, tuple) else mine):
+            default = getattr(DistillConfig, key)  # checkpoints of earlier versions lack the newer settings
+            if saved.get(key, default) != (list(mine) if isinstance(mine, tuple) else mine):
                 raise UsageError(
-                    f"--resume: the checkpoint in {self.work_dir} was made with {key}={saved[key]!r}, not "
+                    f"--resume: the checkpoint in {self.work_dir} was made with {key}={saved.get(key, default)!r}, not "
                     f"{mine!r}; resume with the same settings or use another --work-dir."
                 )
         if trainer["model"] != self.model_name:
@@ -190,6 +218,10 @@ class Distiller:
                 state["state"].setdefault(int(index), {})[name] = value
         self.optimizer.load_state_dict(state)
         torch.set_rng_state(tensors["rng.torch"])
+        if self.ema is not None:
+            for i, p in enumerate(self.ema.shadow_params):
+                p.copy_(tensors[f"ema.{i}"])
+            self.ema.optimization_step = int(tensors["ema.optimization_step"])
         self.step = trainer["step"]
         return self.step
 
@@ -213,12 +245,19 @@ class Distiller:
         pick = torch.randint(1, max(2, len(self.negative_bank)), (size,), generator=generator, device=adapter.device)[mine]
         if len(self.negatives_text) == 0:
             use_null[:] = True
-        t = torch.randint(0, self.noise_scheduler.config.num_train_timesteps, (size,), generator=generator,
-                          device=adapter.device)[mine]
+        t = self.timesteps(size, generator)[mine]
         noise = torch.randn((size, *latents.shape[1:]), generator=generator, device=adapter.device)[mine]
         cond = adapter.encode([self.data.captions[i] for i in indices]).conditioning.to(adapter.device)
         negative = self.negative_bank[torch.where(use_null, torch.zeros_like(pick), pick).cpu()]
         return latents, cond, negative, t, noise
+
+    def timesteps(self, size: int, generator: torch.Generator) -> torch.Tensor:
+        """t ~ U{0..T-1} (the paper), or logit-normal: sigmoid(N(0, 1)) * T, denser at mid-range t (SD3's choice)."""
+        steps, device = self.noise_scheduler.config.num_train_timesteps, self.adapter.device
+        if self.config.timesteps == "uniform":
+            return torch.randint(0, steps, (size,), generator=generator, device=device)
+        u = torch.sigmoid(torch.randn(size, generator=generator, device=device))
+        return (u * steps).long().clamp_(0, steps - 1)
 
     def encode_images(self, indices: list[int]) -> torch.Tensor:
         dataset = ImageDataset(self.data, self.config.resolution)
@@ -241,7 +280,10 @@ class Distiller:
                 self.accelerator.backward(loss / c.grad_accum)
             total += self.accelerator.reduce(loss.detach(), "mean").item() / c.grad_accum
         self.optimizer.step()
+        self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.step(self.enhancer.parameters())
         self.step += 1
         return total
 
@@ -256,10 +298,11 @@ class Distiller:
         if self.step == c.steps and not self.output.exists():
             # Killed after its last checkpoint but before writing -o: the checkpoint is the finished enhancer.
             if self.main:
-                save_enhancer(self.enhancer, self.output, **self.metadata())
+                save_enhancer(self.finished_enhancer(), self.output, **self.metadata())
             return DistillResult(str(self.output), str(self.work_dir), self.step, resumed_from, None, None, self.main, [])
         if self.step >= c.steps:
             raise UsageError(f"--resume: {self.work_dir} already holds step {self.step}; raise --steps above it to train more.")
+        self.scheduler = self.lr_scheduler(self.optimizer)
         enhancer, self.optimizer = self.accelerator.prepare(self.enhancer, self.optimizer)
         enhancer.train()
         log_path = self.work_dir / "train_log.jsonl"
@@ -270,11 +313,12 @@ class Distiller:
         bar = tqdm(total=c.steps, initial=self.step, unit="step", desc="distill", disable=not (self.progress and self.main))
         window_start, window_steps = time.perf_counter(), 0
         while self.step < c.steps:
+            lr = self.scheduler.get_last_lr()[0]  # the rate this step uses
             loss = self.train_step(enhancer)
             window_steps += 1
             elapsed = time.perf_counter() - window_start
             speed = window_steps * c.batch_size / elapsed if elapsed > 0 else None
-            record = {"step": self.step, "loss": loss, "lr": c.lr, "images_per_s": speed, "time": time.time()}
+            record = {"step": self.step, "loss": loss, "lr": lr, "images_per_s": speed, "time": time.time()}
             if self.adapter.device.type == "cuda":
                 record["max_memory_gb"] = torch.cuda.max_memory_allocated(self.adapter.device) / 2**30
             history.append(record)
@@ -292,7 +336,7 @@ class Distiller:
             self.accelerator.wait_for_everyone()
         bar.close()
         if self.main:
-            save_enhancer(self.enhancer, self.output, **self.metadata())
+            save_enhancer(self.finished_enhancer(), self.output, **self.metadata())
         return DistillResult(str(self.output), str(self.work_dir), self.step, resumed_from, loss, speed, self.main, history)
 
     @torch.no_grad()
@@ -305,7 +349,7 @@ class Distiller:
         prompts = list(dict.fromkeys(self.data.captions[i] for i in range(min(len(self.data), 64))))[:count]
         cond = adapter.encode(prompts).conditioning.to(adapter.device)
         null = self.negative_bank[[0]]
-        enhanced = apply_enhancer(self.enhancer, cond, null)
+        enhanced = apply_enhancer(self.finished_enhancer(), cond, null)
         seeds = list(range(len(prompts)))
         size = dict(steps=c.validation_steps, scheduler=SAMPLE_DEFAULTS["scheduler"], seeds=seeds, height=c.resolution,
                     width=c.resolution)

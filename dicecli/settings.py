@@ -19,6 +19,10 @@ SAMPLE_DEFAULTS = {"scheduler": "dpmsolver++", "steps": 20, "alpha": 1.0, "cfg":
 ENCODE_DEFAULTS = {"batch_size": 64, "image_batch_size": 16}
 
 
+LR_SCHEDULES = ("constant", "cosine", "linear")
+TIMESTEP_SAMPLING = ("uniform", "logit-normal")
+
+
 @dataclass
 class DistillConfig:
     """Everything that determines a distillation run (the reference recipe's values as defaults)."""
@@ -34,6 +38,10 @@ class DistillConfig:
     loss: str = "l1"
     negative_prompts: str = "builtin"  # builtin | none | path to a .txt file
     null_share: float = 0.2  # share of each batch that uses the null ("") prompt as c_neg
+    lr_schedule: str = "constant"  # constant | cosine | linear (diffusers.optimization), after warmup_steps
+    warmup_steps: int = 0
+    ema: float = 0.0  # decay of an exponential moving average of the enhancer's weights; 0: off
+    timesteps: str = "uniform"  # uniform | logit-normal: how t is drawn for the loss
     seed: int = 0
     resolution: int = 512
     checkpoint_every: int = 500
@@ -47,6 +55,14 @@ class DistillConfig:
             raise UsageError(f"--loss {self.loss!r} is not known; use l1 or l2.")
         if not 0 <= self.null_share <= 1:
             raise UsageError("--null-share must be between 0 and 1.")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise UsageError(f"--lr-schedule {self.lr_schedule!r} is not known; use one of {', '.join(LR_SCHEDULES)}.")
+        if self.timesteps not in TIMESTEP_SAMPLING:
+            raise UsageError(f"--timesteps {self.timesteps!r} is not known; use one of {', '.join(TIMESTEP_SAMPLING)}.")
+        if not 0 <= self.ema < 1:
+            raise UsageError(f"--ema {self.ema} must be a decay in [0, 1), e.g. 0.999 (0 turns it off).")
+        if not 0 <= self.warmup_steps < self.steps:
+            raise UsageError(f"--warmup-steps {self.warmup_steps} must be at least 0 and below --steps {self.steps}.")
         for name in ("lr", "guidance_scale"):
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:

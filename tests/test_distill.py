@@ -95,6 +95,56 @@ def test_resume_with_other_settings_is_refused(dice, imagefolder, tmp_path):
     assert result.code == 2 and "guidance_scale=5.0" in result.stderr and "Traceback" not in result.stderr
 
 
+def test_schedule_ema_and_timestep_options_train_and_resume_exactly(dice, imagefolder, tmp_path):
+    """--lr-schedule/--warmup-steps follow diffusers' curve, --ema writes the average (not the last weights),
+    --timesteps logit-normal changes the draws, and a run stopped at a checkpoint resumes to the same result."""
+    options = ["--lr-schedule", "cosine", "--warmup-steps", "2", "--ema", "0.9", "--timesteps", "logit-normal",
+               "--no-validate", "--checkpoint-every", "3"]
+    whole = tmp_path / "whole.safetensors"
+    assert dice(*distill_args(imagefolder, tmp_path / "w", whole, "--steps", "6", *options)).code == 0
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "w" / "train_log.jsonl").read_text().splitlines()]
+    # diffusers' warm-up (step / warm-up steps: 0, 1e-4), then cosine from 2e-4 over the remaining 4 steps
+    expected = [0.0, 1e-4] + [2e-4 * 0.5 * (1 + np.cos(np.pi * k / 4)) for k in range(4)]
+    np.testing.assert_allclose(lrs, expected, rtol=1e-6, atol=1e-12)
+
+    split = tmp_path / "split.safetensors"
+    assert dice(*distill_args(imagefolder, tmp_path / "s", split, "--steps", "3", *options)).code == 0
+    assert dice(*distill_args(imagefolder, tmp_path / "s", split, "--steps", "6", "--resume", *options)).code == 0
+    for key, value in load_file(str(whole)).items():
+        torch.testing.assert_close(load_file(str(split))[key], value, atol=1e-6, rtol=1e-5, msg=key)
+
+    from dicecli.enhancer import read_metadata
+
+    meta = read_metadata(whole)
+    assert (meta["ema"], meta["lr_schedule"], meta["warmup_steps"], meta["timesteps"]) == (0.9, "cosine", 2, "logit-normal")
+    last = load_file(str(tmp_path / "w" / "checkpoints" / "step-0000006" / "enhancer.safetensors"))  # the raw weights
+    assert any(not torch.equal(last[k], v) for k, v in load_file(str(whole)).items())
+    resumed = dice(*distill_args(imagefolder, tmp_path / "s", split, "--steps", "9", "--resume", *options[:-3],
+                                 "--ema", "0.99"))
+    assert resumed.code == 2 and "ema=0.9" in resumed.stderr
+
+
+def test_logit_normal_timesteps_concentrate_mid_range():
+    from pathlib import Path
+
+    from dicecli.data import TrainingData
+    from dicecli.distill import DistillConfig, Distiller
+    from dicecli.families import load_adapter
+    from dicecli.refs import resolve_model
+
+    adapter = load_adapter(resolve_model("tiny-sd15"), torch.device("cpu"), torch.float32)
+    data = TrainingData(["a", "b"], latents=torch.randn(2, 4, 16, 16))
+    draws = {}
+    for kind in ("uniform", "logit-normal"):
+        config = DistillConfig(steps=1, batch_size=2, negative_prompts="none", validate=False, timesteps=kind)
+        trainer = Distiller(adapter, data, config, work_dir=Path("unused"), output=Path("unused.safetensors"),
+                            model_name="tiny-sd15")
+        draws[kind] = trainer.timesteps(20_000, torch.Generator().manual_seed(0)).float()
+    middle = {k: ((t >= 250) & (t < 750)).float().mean().item() for k, t in draws.items()}
+    assert abs(middle["uniform"] - 0.5) < 0.02 and middle["logit-normal"] > 0.7  # P(|N(0,1)| < logit 0.75) = 0.73
+    assert draws["logit-normal"].min() >= 0 and draws["logit-normal"].max() <= 999
+
+
 def test_recipe_default_data_missing_says_how_to_provide_it(dice, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("DICE_COCO_DIR", str(tmp_path / "coco"))

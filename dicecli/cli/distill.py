@@ -24,6 +24,10 @@ def distill_command(
     negative_prompts: Annotated[Optional[str], typer.Option("--negative-prompts", help="builtin, none, or a .txt file [recipe].")] = None,
     loss: Annotated[Optional[Loss], typer.Option("--loss", help="l1 or l2 [recipe; l1 SD1.5, l2 SDXL].")] = None,
     null_share: Annotated[Optional[float], typer.Option("--null-share", help="Share of samples distilled against the empty prompt [0.2].")] = None,
+    lr_schedule: Annotated[Optional[str], typer.Option("--lr-schedule", help="constant, cosine or linear decay to 0 after the warm-up [constant].")] = None,
+    warmup_steps: Annotated[Optional[int], typer.Option("--warmup-steps", help="Steps of linear learning-rate warm-up [0].")] = None,
+    ema: Annotated[Optional[float], typer.Option("--ema", help="Write an exponential moving average of the weights with this decay, e.g. 0.999 [0: off].")] = None,
+    timesteps: Annotated[Optional[str], typer.Option("--timesteps", help="How t is drawn: uniform or logit-normal (more mid-range t) [uniform].")] = None,
     resolution: Annotated[Optional[int], typer.Option("--resolution", help="Training image size [recipe sample size; 512 SD1.5, 1024 SDXL].")] = None,
     work_dir: Annotated[Optional[str], typer.Option("--work-dir", help="Checkpoints, train_log.jsonl, validation grids [dice-runs/NAME].")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue exactly from the latest checkpoint in the work dir.")] = False,
@@ -49,7 +53,8 @@ def distill_command(
     config, data_spec = distill_settings(
         ref.family, find_recipe(recipe) if recipe else ref.recipe, data=data, steps=steps, batch_size=batch_size,
         grad_accum=grad_accum, lr=lr, guidance_scale=guidance_scale, negative_prompts=negative_prompts, loss=value(loss),
-        null_share=null_share, resolution=resolution, checkpoint_every=checkpoint_every, seed=seed,
+        null_share=null_share, lr_schedule=lr_schedule, warmup_steps=warmup_steps, ema=ema, timesteps=timesteps,
+        resolution=resolution, checkpoint_every=checkpoint_every, seed=seed,
         compile=torch_device.type == "cuda" if compile is None else compile, validate=validate,
     )
     training_data = open_training_data(data_spec, ref.recipe.name if ref.recipe else "")

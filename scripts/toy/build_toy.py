@@ -1,17 +1,19 @@
 """Build the toy model from scratch (GPU): word tokenizer, frozen CLIP text encoder, VAE, UNet, evaluator.
 
-    python scripts/toy/build_toy.py OUT_DIR [--seconds-eval 45 --seconds-vae 75 --seconds-unet 330]
-    python scripts/toy/build_toy.py OUT_DIR --steps-eval 6173 --steps-vae 2258 --steps-unet 3380   # exact steps
-    python scripts/toy/build_toy.py OUT_DIR --reuse dicecli/models --steps-unet 3380   # new text side only
+    python scripts/toy/build_toy.py OUT_DIR [--seconds-eval 60 --seconds-vae 90 --seconds-unet 330]
+    python scripts/toy/build_toy.py OUT_DIR --steps-eval N --steps-vae N --steps-unet N   # exact steps
+    python scripts/toy/build_toy.py OUT_DIR --only evaluator    # or --only model: the stages run apart
 
-Seeded. Stages: render the toy world; train the attribute classifier (the evaluator); train a
-small AutoencoderKL; make the text encoder (random, or pretrained to read a caption's stated
-attributes; frozen from then on); encode the images; train a small UNet2DConditionModel on the
-latents with 10 % caption dropout; save a diffusers StableDiffusionPipeline (fp16) and the
-evaluator; measure alignment of unguided vs CFG samples on held-out prompts. Time budgets, not
-step counts, bound the training stages unless --steps-* are given, so the script fits one
-command on a lent GPU; the steps reached are printed and saved. --reuse takes the evaluator and
-the VAE of an earlier build (neither depends on the text side) instead of training them.
+Seeded. Stages: render the toy world; train the attribute classifier (the evaluator) on renders
+of every colour–shape pair (held out from the generator, not from the judge); train a small
+AutoencoderKL; make the text encoder (pretrained to read a caption's stated attributes, then
+frozen, as CLIP is in SD); encode the images; train a small UNet2DConditionModel on the latents
+with 10 % caption dropout; save a diffusers StableDiffusionPipeline (fp16) and the evaluator.
+Time budgets, not step counts, bound the training stages unless --steps-* are given, so the
+script fits one command on a lent GPU; the steps reached are printed and saved (report.json,
+evaluator.json). --reuse DIR takes the VAE of an earlier build (DIR/vae; it depends on neither
+text nor captions). The evaluator and the model share nothing, so `--only evaluator` and
+`--only model` run side by side on one GPU.
 """
 
 from __future__ import annotations
@@ -38,13 +40,13 @@ STATED_KINDS = [("background", BACKGROUND_NAMES)] + [
 
 
 def render_chunk(args):
-    seed, held_out, start, stop = args
-    world = ToyWorld(seed=seed, held_out=held_out)
+    seed, pairs, start, stop = args
+    world = ToyWorld(seed=seed, pairs=pairs)
     return np.stack([np.asarray(world.image(i)) for i in range(start, stop)])
 
 
-def render(world_seed: int, count: int, held_out: bool = False, workers: int = 14) -> np.ndarray:
-    chunks = [(world_seed, held_out, s, min(s + 2000, count)) for s in range(0, count, 2000)]
+def render(world_seed: int, count: int, pairs: str = "seen", workers: int = 14) -> np.ndarray:
+    chunks = [(world_seed, pairs, s, min(s + 2000, count)) for s in range(0, count, 2000)]
     with ProcessPoolExecutor(workers) as pool:
         return np.concatenate(list(pool.map(render_chunk, chunks)))
 
@@ -136,61 +138,41 @@ def pretrain_text_encoder(text_encoder, ids: torch.Tensor, targets: torch.Tensor
     return {"steps": steps, "final_loss": loss.item(), "accuracy": accuracy}
 
 
-def main() -> None:
+def build_evaluator(args, device) -> dict:
+    """The judge: trained on renders of every colour–shape pair, checked on fresh renders of held-out ones."""
+    world = ToyWorld(size=args.images, seed=0, pairs="all")
+    images = render(0, args.images, "all")
+    labels = {k: np.stack([scene_labels(world.scene(i))[k] for i in range(args.images)])
+              for k in ("background", "present", "shape", "color", "size")}
+    evaluator, steps = train_evaluator(images, labels, device, args.seconds_eval, args.steps_eval)
+    from safetensors.torch import save_file
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in evaluator.state_dict().items()}, str(args.out / "toy-evaluator.safetensors"))
+    check = ToyWorld(size=1000, seed=1, pairs="held_out")
+    truth = [alignment(check.scene(i).stated, r) for i, r in enumerate(read(evaluator, render(1, 1000, "held_out"), device))]
+    return {"steps": steps, "alignment_on_ground_truth_renders_of_held_out_pairs": float(np.mean(truth))}
+
+
+def build_model(args, device) -> dict:
     from diffusers import AutoencoderKL, DDPMScheduler, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     from dicecli.builtin import clip_word_tokenizer
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--images", type=int, default=100_000)
-    parser.add_argument("--seconds-eval", type=float, default=60)
-    parser.add_argument("--seconds-vae", type=float, default=90)
-    parser.add_argument("--seconds-unet", type=float, default=420)
-    parser.add_argument("--held-out", type=int, default=256)
-    for stage in ("eval", "vae", "unet"):  # exact rebuilds: the step counts of report.json
-        parser.add_argument(f"--steps-{stage}", type=int, default=None)
-    parser.add_argument("--text-width", type=int, default=64, help="text encoder width = UNet cross-attention dim")
-    parser.add_argument("--text-pretrain-steps", type=int, default=0,
-                        help="pretrain the text encoder to read captions' stated attributes (0: random, frozen)")
-    parser.add_argument("--reuse", type=Path, default=None,
-                        help="folder with toy/ and toy-evaluator.safetensors of an earlier build: take its VAE and evaluator")
-    args = parser.parse_args()
-    if args.reuse and not ((args.reuse / "toy-evaluator.safetensors").is_file() and (args.reuse / "toy" / "vae").is_dir()):
-        parser.error(f"--reuse {args.reuse} holds no toy-evaluator.safetensors and toy/vae; give an earlier build's folder "
-                     "(dicecli/models for the shipped one).")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    report: dict = {"device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu", "seeds": {"world": 0}}
+    report: dict = {}
     t0 = time.time()
     world = ToyWorld(size=args.images, seed=0)
     images = render(0, args.images)
-    labels = {k: np.stack([scene_labels(world.scene(i))[k] for i in range(args.images)]) for k in ("background", "present", "shape", "color", "size")}
-    report["render_s"] = time.time() - t0
+    report["render_s"] = round(time.time() - t0, 1)
 
-    # 1. evaluator
-    if args.reuse:
-        from safetensors.torch import load_file
-
-        evaluator = AttributeNet().to(device)
-        evaluator.load_state_dict(load_file(str(args.reuse / "toy-evaluator.safetensors")))
-        evaluator, steps = evaluator.eval(), f"reused from {args.reuse}"
-    else:
-        evaluator, steps = train_evaluator(images, labels, device, args.seconds_eval, args.steps_eval)
-    check = ToyWorld(size=1000, seed=1)
-    check_images = render(1, 1000)
-    truth = [alignment(check.scene(i).stated, r) for i, r in enumerate(read(evaluator, check_images, device))]
-    report["evaluator"] = {"steps": steps, "alignment_on_ground_truth_renders": float(np.mean(truth))}
-    print(json.dumps(report["evaluator"]), flush=True)
-
-    # 2. tokenizer and text encoder (random or pretrained; frozen while the UNet trains)
+    # 1. tokenizer and text encoder (pretrained on training captions, then frozen while the UNet trains)
     tokenizer = clip_word_tokenizer(world.vocabulary())
     torch.manual_seed(0)
     text_encoder = CLIPTextModel(CLIPTextConfig(
         vocab_size=len(tokenizer), hidden_size=args.text_width, intermediate_size=2 * args.text_width,
         num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=77, projection_dim=args.text_width, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)).to(device).eval().requires_grad_(False)
-
     with torch.no_grad():
         ids = tokenizer([world.caption(i) for i in range(args.images)], padding="max_length", max_length=77,
                         truncation=True, return_tensors="pt").input_ids
@@ -201,9 +183,10 @@ def main() -> None:
         print(json.dumps(report["text_pretrain"]), flush=True)
     report["text_encoder"] = {"width": args.text_width, "pretrain_steps": args.text_pretrain_steps}
 
-    # 3. VAE
+    # 2. VAE
     if args.reuse:
-        vae = AutoencoderKL.from_pretrained(args.reuse / "toy" / "vae", dtype=torch.float32).to(device)
+        vae = AutoencoderKL.from_pretrained(args.reuse / "vae", dtype=torch.float32).to(device)
+        report["vae"] = {"reused_from": str(args.reuse / "vae")}
     else:
         vae = train_vae(images, device, args.seconds_vae, args.steps_vae)
         report["vae"] = {"steps": vae.trained_steps, "final_mse": vae.final_mse}
@@ -213,9 +196,9 @@ def main() -> None:
     if not args.reuse:
         vae.register_to_config(scaling_factor=1.0 / latents.std().item())
     latents = latents * vae.config.scaling_factor
-    print(json.dumps(report.get("vae", {}) | {"scaling_factor": vae.config.scaling_factor}), flush=True)
+    print(json.dumps(report["vae"] | {"scaling_factor": vae.config.scaling_factor}), flush=True)
 
-    # 4. UNet on cached latents and frozen text embeddings, 10 % empty captions
+    # 3. UNet on cached latents and frozen text embeddings, 10 % empty captions
     with torch.no_grad():
         embeds = torch.cat([text_encoder(ids[s : s + 4096].to(device))[0] for s in range(0, args.images, 4096)]).half()
         null = text_encoder(tokenizer([""], padding="max_length", max_length=77, return_tensors="pt").input_ids.to(device))[0].half()
@@ -250,36 +233,45 @@ def main() -> None:
     report["unet"] = {"steps": step, "final_loss": loss.item(), "train_s": round(time.time() - start, 1)}
     print(json.dumps(report["unet"] | {"parameters": report["unet_parameters"]}), flush=True)
 
-    # 5. save the pipeline (fp16) and the evaluator
+    # 4. save the pipeline (fp16)
     scheduler = PNDMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                               skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False)
     pipe = StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
                                    safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     pipe.to(torch.float16).save_pretrained(args.out / "toy")
-    from safetensors.torch import save_file
+    return report
 
-    save_file({k: v.contiguous() for k, v in evaluator.state_dict().items()}, str(args.out / "toy-evaluator.safetensors"))
 
-    # 6. unguided vs CFG on held-out prompts, 20 DPM-Solver++ steps
-    from diffusers import DPMSolverMultistepScheduler
-
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
-    pipe = StableDiffusionPipeline.from_pretrained(args.out / "toy", dtype=dtype).to(device)
-    pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config, algorithm_type="dpmsolver++")
-    pipe.set_progress_bar_config(disable=True)
-    held = ToyWorld(size=args.held_out, seed=7, held_out=True)
-    prompts = [held.caption(i) for i in range(args.held_out)]
-    for w in (1.0, 3.0, 5.0):
-        made = []
-        for s in range(0, len(prompts), 128):
-            batch = prompts[s : s + 128]
-            made.append(pipe(batch, guidance_scale=w, num_inference_steps=20, height=64, width=64, output_type="np",
-                             generator=[torch.Generator(device).manual_seed(i) for i in range(s, s + len(batch))]).images)
-        pixels = (np.concatenate(made) * 255).round().astype(np.uint8)
-        score = float(np.mean([alignment(held.scene(i).stated, r) for i, r in enumerate(read(evaluator, pixels, device))]))
-        report[f"alignment_cfg{w:g}"] = score
-        print(json.dumps({"cfg": w, "alignment": score}), flush=True)
-    (args.out / "report.json").write_text(json.dumps(report, indent=2))
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--only", choices=("evaluator", "model"), default=None, help="build one of the two (default: both)")
+    parser.add_argument("--images", type=int, default=100_000)
+    parser.add_argument("--seconds-eval", type=float, default=60)
+    parser.add_argument("--seconds-vae", type=float, default=90)
+    parser.add_argument("--seconds-unet", type=float, default=330)
+    for stage in ("eval", "vae", "unet"):  # exact rebuilds: the step counts of report.json / evaluator.json
+        parser.add_argument(f"--steps-{stage}", type=int, default=None)
+    parser.add_argument("--text-width", type=int, default=256, help="text encoder width = UNet cross-attention dim")
+    parser.add_argument("--text-pretrain-steps", type=int, default=1000,
+                        help="pretrain the text encoder to read captions' stated attributes (0: random, frozen)")
+    parser.add_argument("--reuse", type=Path, default=None,
+                        help="a pipeline folder of an earlier build (dicecli/plugins/toy/model): take its VAE")
+    args = parser.parse_args()
+    if args.reuse and not (args.reuse / "vae" / "config.json").is_file():
+        parser.error(f"--reuse {args.reuse} holds no vae/config.json; give an earlier build's pipeline folder "
+                     "(dicecli/plugins/toy/model for the shipped one).")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    card = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
+    args.out.mkdir(parents=True, exist_ok=True)
+    if args.only in (None, "evaluator"):
+        report = {"device": card, "seeds": {"world": 0, "check": 1}, **build_evaluator(args, device)}
+        (args.out / "evaluator.json").write_text(json.dumps(report, indent=2))
+        print(json.dumps(report), flush=True)
+    if args.only in (None, "model"):
+        report = {"device": card, "seeds": {"world": 0, "text_encoder": 0, "text_pretrain": 3, "unet": 2},
+                  **build_model(args, device)}
+        (args.out / "report.json").write_text(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

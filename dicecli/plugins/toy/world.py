@@ -2,16 +2,19 @@
 
 Scenes hold one or two objects with a shape, colour, size and position on a background,
 rendered at 64 x 64 with jitter (position, size, rotation, colour, background shading), so
-that each caption covers a broad distribution of images. Captions come in several
-phrasings and often leave attributes unsaid. A fixed set of (colour, shape) pairs never
-appears in training scenes: prompts built from them test generalisation.
+that each caption covers a broad distribution of images. Captions come in many phrasings,
+with the synonyms a user would type, and often leave attributes unsaid. Two things are held
+out of training scenes: a fixed set of (colour, shape) pairs, and some phrasing patterns.
+Prompts built from either test generalisation.
 
 Everything is seeded: scene i of a world with seed s is the same on every machine.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,10 +34,29 @@ BACKGROUNDS = {"grey": (128, 128, 128), "black": (20, 20, 20), "white": (240, 24
 # Never rendered in training scenes; prompts with them are the held-out evaluation set.
 HELD_OUT_PAIRS = (("red", "star"), ("blue", "triangle"), ("green", "diamond"), ("yellow", "circle"),
                   ("purple", "square"), ("orange", "star"), ("cyan", "triangle"))
-POSITION_PHRASES = {"left": "on the left", "right": "on the right", "top": "at the top", "bottom": "at the bottom",
-                    "center": "in the center"}
 IMAGE_SIZE = 64
 ATTRIBUTE_KINDS = ("background", "shape", "color", "size", "position")
+
+# The words a user types for each value (the first is the canonical name). Every word is unique
+# to its attribute, so a caption's attributes are read back word by word (parse_caption).
+SHAPE_WORDS = {"circle": ("circle", "disc"), "square": ("square", "box"), "triangle": ("triangle",),
+               "star": ("star",), "diamond": ("diamond", "rhombus")}
+COLOR_WORDS = {"red": ("red", "crimson"), "green": ("green",), "blue": ("blue",), "yellow": ("yellow",),
+               "purple": ("purple", "violet"), "orange": ("orange",), "cyan": ("cyan", "turquoise")}
+SIZE_WORDS = {"small": ("small", "little", "tiny"), "large": ("large", "big", "huge")}
+BACKGROUND_WORDS = {"grey": ("grey", "gray"), "black": ("black", "dark"), "white": ("white",), "beige": ("beige", "tan")}
+POSITION_WORDS = {"left": ("left",), "right": ("right",), "top": ("top",), "bottom": ("bottom",),
+                  "center": ("center", "centre", "middle")}
+POSITION_PHRASES = {
+    "left": ("on the left", "at the left", "to the left", "on the left side"),
+    "right": ("on the right", "at the right", "to the right", "on the right side"),
+    "top": ("at the top", "near the top", "at the top edge", "up at the top"),
+    "bottom": ("at the bottom", "near the bottom", "at the bottom edge", "down at the bottom"),
+    "center": ("in the center", "in the middle", "in the centre", "at the center"),
+}
+BACKDROPS = ("background", "canvas", "backdrop")
+PHRASINGS = ("seen", "held_out", "all")
+PAIRS = ("seen", "held_out", "all")
 
 
 @dataclass(frozen=True)
@@ -89,77 +111,140 @@ def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, cx: float, cy: float, r: 
         raise ValueError(shape)
 
 
-def _thing(rng: np.random.Generator, held_out: bool, taken: set[str]) -> Thing:
+def _thing(rng: np.random.Generator, pairs: str, taken: set[str]) -> Thing:
     while True:
         color, shape = str(rng.choice(list(COLORS))), str(rng.choice(SHAPES))
-        if ((color, shape) in HELD_OUT_PAIRS) == held_out:
+        if pairs == "all" or ((color, shape) in HELD_OUT_PAIRS) == (pairs == "held_out"):
             break
     position = str(rng.choice([p for p in POSITIONS if p not in taken]))
     return Thing(shape, color, str(rng.choice(list(SIZES))), position)
 
 
-def _a(word: str) -> str:
-    return f"an {word}" if word[0] in "aeiou" else f"a {word}"
+class _Words:
+    """Draws the words of one caption: a synonym for each value, an article that fits."""
+
+    def __init__(self, rng: np.random.Generator, background: str):
+        self.rng, self.background = rng, background
+
+    def pick(self, options) -> str:
+        return str(options[int(self.rng.integers(len(options)))])
+
+    def shape(self, t: Thing) -> str:
+        return self.pick(SHAPE_WORDS[t.shape])
+
+    def color(self, t: Thing) -> str:
+        return self.pick(COLOR_WORDS[t.color])
+
+    def size(self, t: Thing) -> str:
+        return self.pick(SIZE_WORDS[t.size])
+
+    def pos(self, t: Thing) -> str:
+        return self.pick(POSITION_PHRASES[t.position])
+
+    def where(self, t: Thing) -> str:  # the bare position word: "left", "middle"
+        return self.pick(POSITION_WORDS[t.position])
+
+    def bg(self) -> str:
+        return f"{self.pick(BACKGROUND_WORDS[self.background])} {self.pick(BACKDROPS)}"
+
+    @staticmethod
+    def a(word: str) -> str:
+        return f"an {word}" if word[0] in "aeiou" else f"a {word}"
 
 
-# Phrasings: each returns the caption and which attributes of each object it states.
-def _phrase(rng: np.random.Generator, things: list[Thing], background: str) -> tuple[str, dict]:
-    t = things[0]
+# Phrasing patterns: (name, held out of training, template, attributes stated). A template gets the
+# word source w and the objects t (and u); "objects" lists what each object's mention states.
+_ALL = ("shape", "color", "size", "position")
+SINGLE_PATTERNS = (
+    ("size-color-shape-pos", False, lambda w, t: f"{w.a(w.size(t))} {w.color(t)} {w.shape(t)} {w.pos(t)}", _ALL, False),
+    ("list", False, lambda w, t: f"{w.color(t)} {w.shape(t)}, {w.where(t)} side, {w.size(t)}, on a {w.bg()}", _ALL, True),
+    ("color-shape", False, lambda w, t: f"{w.a(w.color(t))} {w.shape(t)}", ("shape", "color"), False),
+    ("shape-in-color-of-canvas", False,
+     lambda w, t: f"{w.size(t)} {w.shape(t)} in {w.color(t)} at the {w.where(t)} of a {w.bg()}", _ALL, True),
+    ("there-is", False, lambda w, t: f"there is {w.a(w.color(t))} {w.shape(t)} {w.pos(t)} against a {w.bg()}",
+     ("shape", "color", "position"), True),
+    ("shape-in-color-pos", False, lambda w, t: f"{w.a(w.shape(t))} in {w.color(t)} {w.pos(t)}",
+     ("shape", "color", "position"), False),
+    ("color-shape-on-bg", False, lambda w, t: f"{w.a(w.color(t))} {w.shape(t)} on a {w.bg()}", ("shape", "color"), True),
+    ("the-shape-is-pos", False, lambda w, t: (lambda s: f"{w.a(w.color(t))} {s}. the {s} is {w.pos(t)}")(w.shape(t)),
+     ("shape", "color", "position"), False),
+    ("pos-first", False, lambda w, t: f"{w.pos(t)}, {w.a(w.size(t))} {w.color(t)} {w.shape(t)}", _ALL, False),
+    ("size-color-shape", False, lambda w, t: f"{w.a(w.size(t))} {w.color(t)} {w.shape(t)}", ("shape", "color", "size"), False),
+    # held out of training: phrasings only the evaluation prompts use
+    ("colored", True, lambda w, t: f"{w.a(w.shape(t))}, colored {w.color(t)}, {w.pos(t)}, {w.bg()}",
+     ("shape", "color", "position"), True),
+    ("bg-with", True, lambda w, t: f"{w.bg()} with {w.a(w.size(t))} {w.color(t)} {w.shape(t)}",
+     ("shape", "color", "size"), True),
+    ("the-shape-sits", True, lambda w, t: f"the {w.shape(t)} is {w.color(t)} and sits {w.pos(t)}",
+     ("shape", "color", "position"), False),
+    ("draw", True, lambda w, t: f"draw {w.a(w.size(t))} {w.shape(t)} in {w.color(t)}", ("shape", "color", "size"), False),
+)
+PAIR_PATTERNS = (
+    ("two", False, lambda w, t, u: f"{w.a(w.color(t))} {w.shape(t)} and {w.a(w.color(u))} {w.shape(u)}",
+     ("shape", "color")),
+    ("two-placed", False,
+     lambda w, t, u: f"{w.a(w.color(t))} {w.shape(t)} {w.pos(t)} and {w.a(w.color(u))} {w.shape(u)} {w.pos(u)}",
+     ("shape", "color", "position")),
+    ("two-placed-comma", True,
+     lambda w, t, u: f"{w.a(w.color(t))} {w.shape(t)} {w.pos(t)}, {w.a(w.color(u))} {w.shape(u)} {w.pos(u)}",
+     ("shape", "color", "position")),
+)
+
+
+def _mention(thing: Thing, keys) -> dict:
+    return {k: getattr(thing, k) for k in _ALL if k in keys}
+
+
+def _phrase(rng: np.random.Generator, things: list[Thing], background: str, phrasings: str) -> tuple[str, dict]:
+    """A caption for the scene in one of the allowed patterns, and what it states."""
+    def allowed(held_out: bool) -> bool:
+        return phrasings == "all" or held_out == (phrasings == "held_out")
+
+    w = _Words(rng, background)
     if len(things) == 2:
-        u = things[1]
-        if rng.random() < 0.5:
-            return (f"{_a(t.color)} {t.shape} and {_a(u.color)} {u.shape}",
-                    {"objects": [dict(shape=t.shape, color=t.color), dict(shape=u.shape, color=u.color)]})
-        return (f"{_a(t.color)} {t.shape} {POSITION_PHRASES[t.position]} and {_a(u.color)} {u.shape} "
-                f"{POSITION_PHRASES[u.position]}",
-                {"objects": [dict(shape=t.shape, color=t.color, position=t.position),
-                             dict(shape=u.shape, color=u.color, position=u.position)]})
-    style = int(rng.integers(5))
-    if style == 0:
-        return (f"{_a(t.size)} {t.color} {t.shape} {POSITION_PHRASES[t.position]}",
-                {"objects": [dict(shape=t.shape, color=t.color, size=t.size, position=t.position)]})
-    if style == 1:
-        return (f"{t.color} {t.shape}, {t.position} side, {t.size}, on a {background} background",
-                {"objects": [dict(shape=t.shape, color=t.color, size=t.size, position=t.position)], "background": background})
-    if style == 2:
-        return f"{_a(t.color)} {t.shape}", {"objects": [dict(shape=t.shape, color=t.color)]}
-    if style == 3:
-        return (f"{t.size} {t.shape} in {t.color} at the {t.position} of a {background} canvas",
-                {"objects": [dict(shape=t.shape, color=t.color, size=t.size, position=t.position)], "background": background})
-    return (f"there is {_a(t.color)} {t.shape} {POSITION_PHRASES[t.position]} against a {background} background",
-            {"objects": [dict(shape=t.shape, color=t.color, position=t.position)], "background": background})
+        name, _, template, keys = PAIR_PATTERNS[rng.choice([i for i, p in enumerate(PAIR_PATTERNS) if allowed(p[1])])]
+        return template(w, *things), {"objects": [_mention(t, keys) for t in things]}
+    name, _, template, keys, says_background = SINGLE_PATTERNS[
+        rng.choice([i for i, p in enumerate(SINGLE_PATTERNS) if allowed(p[1])])]
+    stated = {"objects": [_mention(things[0], keys)]} | ({"background": background} if says_background else {})
+    return template(w, things[0]), stated
 
 
-def make_scene(rng: np.random.Generator, held_out: bool = False) -> Scene:
-    """One scene and its caption. held_out=True draws from the pairs never seen in training."""
+def make_scene(rng: np.random.Generator, pairs: str = "seen", phrasings: str = "seen") -> Scene:
+    """One scene and its caption. pairs="held_out" draws the first object from the pairs never seen in
+    training ("all": any pair); phrasings picks the caption patterns the same way."""
     count = 2 if rng.random() < 0.25 else 1
     things: list[Thing] = []
     for _ in range(count):
-        things.append(_thing(rng, held_out and not things, {t.position for t in things}))
+        things.append(_thing(rng, pairs if pairs == "all" or not things else "seen", {t.position for t in things}))
     background = str(rng.choice(list(BACKGROUNDS)))
-    caption, stated = _phrase(rng, things, background)
+    caption, stated = _phrase(rng, things, background, phrasings)
     return Scene(things, background, caption, stated)
 
 
 class ToyWorld(Sequence):
-    """Scenes 0..size-1 of a seeded world; scene i and its rendering depend only on (seed, i).
+    """Scenes 0..size-1 of a seeded world; scene i and its rendering depend only on (seed, pairs, i).
 
-    Scenes are made on first use, so a large world costs nothing until it is read. As a
+    pairs: "seen" (training scenes: no held-out colour–shape pair), "held_out" (the first object is
+    a held-out pair) or "all"; phrasings: the caption patterns, "seen" (those of training), "held_out"
+    or "all". Scenes are made on first use, so a large world costs nothing until it is read. As a
     sequence, the world is its list of captions.
     """
 
-    def __init__(self, size: int = 100_000, seed: int = 0, held_out: bool = False):
-        self.size, self.seed, self.held_out = size, seed, held_out
+    def __init__(self, size: int = 100_000, seed: int = 0, pairs: str = "seen", phrasings: str = "seen"):
+        if pairs not in PAIRS or phrasings not in PHRASINGS:
+            raise ValueError(f"pairs and phrasings are one of {PAIRS}")
+        self.size, self.seed, self.pairs, self.phrasings = size, seed, pairs, phrasings
         self._scenes: dict[int, Scene] = {}
 
     def _rng(self, index: int, stream: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, int(self.held_out), index, stream])
+        return np.random.default_rng([self.seed, PAIRS.index(self.pairs), index, stream])
 
     def scene(self, index: int) -> Scene:
         if not 0 <= index < self.size:
             raise IndexError(index)
         if index not in self._scenes:
-            self._scenes[index] = make_scene(self._rng(index, 0), self.held_out)
+            self._scenes[index] = make_scene(self._rng(index, 0), self.pairs, self.phrasings)
         return self._scenes[index]
 
     def __len__(self) -> int:
@@ -176,14 +261,68 @@ class ToyWorld(Sequence):
     def image(self, index: int, size: int = IMAGE_SIZE) -> Image.Image:
         return self.scene(index).render(self._rng(index, 1), size)
 
-    def vocabulary(self) -> list[str]:
-        """Every word a caption can use (for a word-level tokenizer)."""
-        words = set()
-        for phrase in POSITION_PHRASES.values():
-            words.update(phrase.split())
-        words.update(SHAPES, COLORS, SIZES, POSITIONS, BACKGROUNDS)
-        words.update("a an and there is against background canvas side of at in on the".split())
-        return sorted(words)
+    def distinct(self, count: int) -> list[int]:
+        """Indices of the first `count` scenes with distinct captions (evaluation sets: one prompt once)."""
+        seen: dict[str, int] = {}
+        for i in range(self.size):
+            seen.setdefault(self.caption(i), i)
+            if len(seen) == count:
+                return list(seen.values())
+        raise ValueError(f"the world's {self.size} scenes hold only {len(seen)} distinct captions, not {count}")
+
+    @staticmethod
+    def vocabulary() -> list[str]:
+        """Every word a caption can use, held-out phrasings included (for a word-level tokenizer)."""
+        words = set(_WORDS) | {"a", "an", "the", "and", "there", "is", "against", "of", "at", "in", "on", "side", "to",
+                               "near", "edge", "up", "down", "colored", "with", "sits", "draw"}
+        for phrases in POSITION_PHRASES.values():
+            words.update(w for phrase in phrases for w in phrase.split())
+        return sorted(words | set(BACKDROPS))
+
+
+def _lookup(table: dict[str, tuple[str, ...]]) -> dict[str, str]:
+    return {word: name for name, words in table.items() for word in words}
+
+
+_WORDS = {**{w: ("shape", v) for w, v in _lookup(SHAPE_WORDS).items()},
+          **{w: ("color", v) for w, v in _lookup(COLOR_WORDS).items()},
+          **{w: ("size", v) for w, v in _lookup(SIZE_WORDS).items()},
+          **{w: ("position", v) for w, v in _lookup(POSITION_WORDS).items()},
+          **{w: ("background", v) for w, v in _lookup(BACKGROUND_WORDS).items()}}
+
+
+def parse_caption(caption: str) -> dict:
+    """The attributes a toy caption states, for prompts read from a folder (any pattern, any synonym).
+
+    The caption is cut into clauses at "and", commas and full stops; a clause naming a shape starts a
+    new object unless it says "the <shape>" of one already named, and a clause without a shape adds
+    to the object before it (or, first in the caption, to the next one). Background words are global.
+    """
+    objects: list[dict] = []
+    pending: dict = {}
+    stated: dict = {}
+    for clause in re.split(r"\s+and\s+|,|\.", caption.lower()):
+        words = clause.split()
+        thing: dict = {}
+        for k, word in enumerate(words):
+            kind, value = _WORDS.get(word, (None, None))
+            if kind == "background":
+                stated["background"] = value
+            elif kind:
+                thing[kind] = value
+        if not thing:
+            continue
+        if "shape" not in thing:
+            (objects[-1] if objects else pending).update(thing)
+            continue
+        shape_at = next(k for k, w in enumerate(words) if _WORDS.get(w, ("",))[0] == "shape")
+        earlier = [o for o in objects if o.get("shape") == thing["shape"]]
+        if shape_at > 0 and words[shape_at - 1] == "the" and earlier:
+            earlier[-1].update(thing)
+        else:
+            objects.append({**pending, **thing})
+            pending = {}
+    return {"objects": objects, **stated}
 
 
 # -- the evaluator: reads the attributes back from an image ---------------------------------------
@@ -212,23 +351,33 @@ def attribute_hits(stated: dict, reading: dict) -> dict[str, tuple[int, int]]:
     """(found, stated) per attribute kind: background, shape, color, size, position.
 
     `reading` holds the classifier's answers: background, and per position whether an object
-    is there and its shape, colour and size. An object whose position the prompt leaves open is
-    matched to the detected object that agrees with it best.
+    is there and its shape, colour and size. Each object the prompt names is matched to one
+    detected object (no two to the same one), choosing the matching that agrees with the prompt
+    on the most attributes; a named object's position and size count only for the object it is
+    matched to, so a stated position is not credited because some other object stands there.
     """
     hits = {k: [0, 0] for k in ATTRIBUTE_KINDS}
     if "background" in stated:
         hits["background"] = [int(reading["background"] == stated["background"]), 1]
-    detected = [p for p in POSITION_NAMES if reading["present"][p]]
-    for wanted in stated["objects"]:
-        keys = [k for k in ("shape", "color", "size") if k in wanted] + (["position"] if "position" in wanted else [])
-        for k in keys:
+    wanted = stated["objects"]
+    for thing in wanted:
+        for k in thing:
             hits[k][1] += 1
-        best: list[str] = []
-        for p in [wanted["position"]] if "position" in wanted else detected:
-            if reading["present"][p]:
-                got = [k for k in keys if k == "position" or reading[k][p] == wanted[k]]
-                best = got if len(got) > len(best) else best
-        for k in best:
+
+    def agree(thing: dict, p: str | None) -> list[str]:
+        if p is None:
+            return []
+        return [k for k in thing if (p == thing[k] if k == "position" else reading[k][p] == thing[k])]
+
+    detected = [p for p in POSITION_NAMES if reading["present"][p]]
+    slots = detected + [None] * len(wanted)  # None: a named object the image does not show
+    best: list[list[str]] = [[] for _ in wanted]
+    for chosen in itertools.permutations(slots, len(wanted)):
+        found = [agree(thing, p) for thing, p in zip(wanted, chosen)]
+        if sum(map(len, found)) > sum(map(len, best)):
+            best = found
+    for found in best:
+        for k in found:
             hits[k][0] += 1
     return {k: (found, total) for k, (found, total) in hits.items()}
 
@@ -284,27 +433,6 @@ def read(net: AttributeNet, images: np.ndarray, device) -> list[dict]:
                 "size": {p: SIZE_NAMES[o["size"][b, i].argmax().item()] for i, p in enumerate(POSITION_NAMES)},
             })
     return out
-
-
-def parse_caption(caption: str) -> dict:
-    """The attributes a toy caption states (the inverse of the phrasings), for prompts read from a folder."""
-    stated: dict = {"objects": []}
-    for phrase in caption.replace(",", " ").split(" and "):
-        thing = {}
-        for word in phrase.split():
-            if word in COLORS:
-                thing["color"] = word
-            elif word in SHAPES:
-                thing["shape"] = word
-            elif word in SIZES:
-                thing["size"] = word
-            elif word in POSITIONS:
-                thing["position"] = word
-            elif word in BACKGROUNDS:
-                stated["background"] = word
-        if thing:
-            stated["objects"].append(thing)
-    return stated
 
 
 def scene_from_stated(stated: dict, rng: np.random.Generator) -> Scene:
