@@ -280,6 +280,26 @@ class ToyWorld(Sequence):
         return sorted(words | set(BACKDROPS))
 
 
+# The evaluation sets of docs/toyworld.md: distinct prompts, each naming a held-out colour–shape pair
+# (in training phrasings), or written in the held-out phrasings (with seen pairs).
+EVALUATION_SETS = {"held_out_pairs": dict(seed=7, pairs="held_out", phrasings="seen"),
+                   "held_out_phrasings": dict(seed=8, pairs="seen", phrasings="held_out")}
+
+
+def evaluation_set(name: str, count: int) -> tuple[list[str], list[dict]]:
+    """The first `count` distinct prompts of an evaluation set, and what each states."""
+    world = ToyWorld(size=1_000_000, **EVALUATION_SETS[name])
+    scenes = [world.scene(i) for i in world.distinct(count)]
+    return [s.caption for s in scenes], [s.stated for s in scenes]
+
+
+def clutter(rng: np.random.Generator) -> Scene:
+    """A scene of random objects at all five positions: what a judge that credits any object scores high on."""
+    things = [Thing(str(rng.choice(SHAPES)), str(rng.choice(list(COLORS))), str(rng.choice(list(SIZES))), p)
+              for p in POSITIONS]
+    return Scene(things, str(rng.choice(list(BACKGROUNDS))))
+
+
 def _lookup(table: dict[str, tuple[str, ...]]) -> dict[str, str]:
     return {word: name for name, words in table.items() for word in words}
 
@@ -353,8 +373,9 @@ def attribute_hits(stated: dict, reading: dict) -> dict[str, tuple[int, int]]:
     `reading` holds the classifier's answers: background, and per position whether an object
     is there and its shape, colour and size. Each object the prompt names is matched to one
     detected object (no two to the same one), choosing the matching that agrees with the prompt
-    on the most attributes; a named object's position and size count only for the object it is
-    matched to, so a stated position is not credited because some other object stands there.
+    on the most attributes. A detected object stands for a named one only if it shows the stated
+    shape or colour, so a stated position or size is not credited because some other object
+    stands there.
     """
     hits = {k: [0, 0] for k in ATTRIBUTE_KINDS}
     if "background" in stated:
@@ -367,7 +388,10 @@ def attribute_hits(stated: dict, reading: dict) -> dict[str, tuple[int, int]]:
     def agree(thing: dict, p: str | None) -> list[str]:
         if p is None:
             return []
-        return [k for k in thing if (p == thing[k] if k == "position" else reading[k][p] == thing[k])]
+        found = [k for k in thing if (p == thing[k] if k == "position" else reading[k][p] == thing[k])]
+        identity = [k for k in ("shape", "color") if k in thing]
+        # an object is the named one only if it shows the stated shape or colour; else nothing of it counts
+        return found if not identity or any(k in found for k in identity) else []
 
     detected = [p for p in POSITION_NAMES if reading["present"][p]]
     slots = detected + [None] * len(wanted)  # None: a named object the image does not show

@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# On a GPU machine, the toy world's GPU runs in commands that each fit a lent GPU's 10-minute limit
+# (results in $OUT; bring them back, carry them into the next command):
+#   scripts/toy/run_gpu.sh build             # build_toy.py: evaluator and model side by side -> $OUT/build/
+#                                            #   (toy.tar.part-* under 16 MiB, toy-evaluator.safetensors, *.json)
+#   scripts/toy/run_gpu.sh distill BUILD     # with BUILD's model: the latent cache, then side by side the
+#                                            #   distillation ablation (`dice distill`), the GD baseline and the
+#                                            #   per-prompt oracle -> $OUT/distill/
+#   scripts/toy/run_gpu.sh report DISTILL    # toy_report.py with DISTILL's enhancers and GD UNet -> $OUT/report/
+# BUILD and DISTILL are the returned folders. Seeds are fixed in the scripts (README, docs/toyworld.md).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 DICE_HOME=/tmp/dh OMP_NUM_THREADS=1
+out=${OUT:-/tmp/out}
+install_build() {  # put BUILD's model and evaluator where the toy plug-in reads them
+    [ -f "$1/toy-evaluator.safetensors" ] || { echo "$1 holds no toy-evaluator.safetensors" >&2; exit 1; }
+    rm -rf dicecli/plugins/toy/model && mkdir -p /tmp/unpack && cat "$1"/toy.tar.part-* | tar -C /tmp/unpack -xf - &&
+        mv /tmp/unpack/toy dicecli/plugins/toy/model && cp "$1/toy-evaluator.safetensors" dicecli/plugins/toy/ || exit 1
+}
+# The ablation: name and `dice distill` options (the toy recipe's settings unless given).
+ABLATION=(
+    "reference|--lr 2e-4"
+    "lr1e-3|--lr 1e-3"
+    "lr3e-3|--lr 3e-3"
+    "cosine|--lr 1e-3 --lr-schedule cosine --warmup-steps 100"
+    "ema|--lr 1e-3 --ema 0.999"
+    "logit-normal|--lr 1e-3 --timesteps logit-normal"
+    "batch256|--lr 1e-3 --batch-size 256 --steps 1500"
+)
+case "${1:-}" in
+build)
+    mkdir -p "$out/build"
+    python3 scripts/toy/build_toy.py /tmp/build --only evaluator ${EVAL_ARGS:-} > "$out/build/evaluator.log" 2>&1 &
+    python3 scripts/toy/build_toy.py /tmp/build --only model --reuse dicecli/plugins/toy/model ${MODEL_ARGS:-} \
+        > "$out/build/model.log" 2>&1
+    wait
+    cp /tmp/build/*.json /tmp/build/toy-evaluator.safetensors "$out/build/"
+    tar -C /tmp/build -cf - toy | split -b 15M - "$out/build/toy.tar.part-" ;;
+distill)
+    install_build "$2"
+    mkdir -p "$out/distill"
+    python3 -m dicecli encode --images toy:20000 -o /tmp/toy-latents.h5 --model toy --batch-size 512 --json || exit 1
+    python3 scripts/toy/toy_negatives.py > /tmp/toy-negatives.txt || exit 1
+    distill() {  # name, options...
+        local name=$1; shift
+        # shellcheck disable=SC2086
+        timeout ${DISTILL_SECONDS:-480} python3 -m dicecli distill --model toy --data /tmp/toy-latents.h5 --no-compile \
+            --work-dir "/tmp/run-$name" -o "$out/distill/$name.safetensors" --checkpoint-every 500 --no-validate --json "$@" \
+            > "$out/distill/$name.log" 2>&1
+        cp "/tmp/run-$name/train_log.jsonl" "$out/distill/$name-train_log.jsonl"
+        if [ ! -f "$out/distill/$name.safetensors" ]; then  # out of time: its last checkpoint, marked as such
+            last=$(ls -d /tmp/run-$name/checkpoints/step-* 2>/dev/null | tail -1)
+            [ -n "$last" ] && cp "$last/enhancer.safetensors" "$out/distill/$name.safetensors" &&
+                echo "partial: $(basename "$last")" >> "$out/distill/$name.log"
+        fi
+    }
+    for entry in "${ABLATION[@]}"; do
+        # shellcheck disable=SC2086
+        distill "${entry%%|*}" ${entry#*|} &
+    done
+    distill negative --lr 1e-3 --negative-prompts /tmp/toy-negatives.txt &
+    timeout ${DISTILL_SECONDS:-480} python3 scripts/toy/guidance_distill.py /tmp/toy-latents.h5 /tmp/gd \
+        --max-seconds ${GD_SECONDS:-360} > "$out/distill/gd.log" 2>&1 &
+    timeout ${DISTILL_SECONDS:-480} python3 scripts/toy/oracle.py --max-seconds ${ORACLE_SECONDS:-300} \
+        --out "$out/distill/oracle.json" > "$out/distill/oracle.log" 2>&1 &
+    wait
+    [ -d /tmp/gd/unet ] && cp /tmp/gd/gd.json "$out/distill/" && tar -C /tmp/gd -cf - unet | split -b 15M - "$out/distill/gd.tar.part-" ;;
+report)
+    install_build "$BUILD"
+    mkdir -p /tmp/gd && cat "$2"/gd.tar.part-* | tar -C /tmp/gd -xf - || exit 1
+    args=()
+    for entry in "${ABLATION[@]}"; do
+        name=${entry%%|*}
+        [ -f "$2/$name.safetensors" ] && args+=(--ablation "$name=$2/$name.safetensors")
+    done
+    python3 scripts/toy/toy_report.py --enhancer "$2/${REFERENCE:-lr1e-3}.safetensors" \
+        --negative-enhancer "$2/negative.safetensors" --gd /tmp/gd/unet "${args[@]}" --out "$out/report" \
+        > "$out/report.log" 2>&1 ;;
+*)
+    echo "usage: $0 build | distill BUILD | report DISTILL (with BUILD=folder in the environment)" >&2; exit 2 ;;
+esac
