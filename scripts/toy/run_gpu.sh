@@ -3,11 +3,13 @@
 # (results in $OUT; bring them back, carry them into the next command):
 #   scripts/toy/run_gpu.sh build             # build_toy.py: evaluator and model side by side -> $OUT/build/
 #                                            #   (toy.tar.part-* under 16 MiB, toy-evaluator.safetensors, *.json)
-#   scripts/toy/run_gpu.sh distill BUILD     # with BUILD's model: the latent cache, then side by side the
+#   scripts/toy/run_gpu.sh distill           # with the model in dicecli/plugins/toy/ (install a build there first:
+#                                            #   install BUILD): the latent cache, then side by side the
 #                                            #   distillation ablation (`dice distill`), the GD baseline and the
 #                                            #   per-prompt oracle -> $OUT/distill/
 #   scripts/toy/run_gpu.sh report DISTILL    # toy_report.py with DISTILL's enhancers and GD UNet -> $OUT/report/
-# BUILD and DISTILL are the returned folders. Seeds are fixed in the scripts (README, docs/toyworld.md).
+#   scripts/toy/run_gpu.sh install BUILD     # put a returned build folder's model and evaluator in the plug-in
+# Seeds are fixed in the scripts (docs/toyworld.md says which).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 DICE_HOME=/tmp/dh OMP_NUM_THREADS=1
@@ -36,8 +38,9 @@ build)
     wait
     cp /tmp/build/*.json /tmp/build/toy-evaluator.safetensors "$out/build/"
     tar -C /tmp/build -cf - toy | split -b 15M - "$out/build/toy.tar.part-" ;;
+install)
+    install_build "$2" ;;
 distill)
-    install_build "$2"
     mkdir -p "$out/distill"
     python3 -m dicecli encode --images toy:20000 -o /tmp/toy-latents.h5 --model toy --batch-size 512 --json || exit 1
     python3 scripts/toy/toy_negatives.py > /tmp/toy-negatives.txt || exit 1
@@ -66,7 +69,6 @@ distill)
     wait
     [ -d /tmp/gd/unet ] && cp /tmp/gd/gd.json "$out/distill/" && tar -C /tmp/gd -cf - unet | split -b 15M - "$out/distill/gd.tar.part-" ;;
 report)
-    install_build "$BUILD"
     mkdir -p /tmp/gd && cat "$2"/gd.tar.part-* | tar -C /tmp/gd -xf - || exit 1
     args=()
     for entry in "${ABLATION[@]}"; do
@@ -77,5 +79,5 @@ report)
         --negative-enhancer "$2/negative.safetensors" --gd /tmp/gd/unet "${args[@]}" --out "$out/report" \
         > "$out/report.log" 2>&1 ;;
 *)
-    echo "usage: $0 build | distill BUILD | report DISTILL (with BUILD=folder in the environment)" >&2; exit 2 ;;
+    echo "usage: $0 build | install BUILD | distill | report DISTILL" >&2; exit 2 ;;
 esac
