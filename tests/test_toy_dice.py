@@ -9,9 +9,9 @@ import torch
 from dicecli.method import guidance_error
 from dicecli.enhancer import load_enhancer, read_metadata, resolve_enhancer
 from dicecli.plugins.toy.world import ENHANCER_FILE
-from dicecli.plugins.toy.world import ToyWorld, parse_caption, scene_from_stated
+from dicecli.plugins.toy.world import evaluation_set, scene_from_stated
 
-HELD_OUT = ToyWorld(size=48, seed=7, held_out=True)  # the report's held-out prompts, first 48
+HELD_OUT, HELD_OUT_STATED = evaluation_set("held_out_pairs", 48)  # the report's held-out prompts, first 48
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +27,9 @@ def toy():
 @pytest.fixture(scope="module")
 def held_out(toy):
     """Held-out prompts, their conditioning, the null conditioning, and latents of fresh renders of them."""
-    prompts = list(HELD_OUT[:48])
+    prompts = HELD_OUT
     rng = np.random.default_rng(0)
-    pixels = np.stack([np.asarray(scene_from_stated(parse_caption(p), rng).render(rng)) for p in prompts])
+    pixels = np.stack([np.asarray(scene_from_stated(s, rng).render(rng)) for s in HELD_OUT_STATED])
     x = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1
     with torch.no_grad():
         latents = toy.vae.encode(x).latent_dist.mean * toy.vae.config.scaling_factor
@@ -39,7 +39,7 @@ def held_out(toy):
 def test_shipped_enhancer_is_named_toy(tmp_path, monkeypatch):
     assert resolve_enhancer("toy") == ENHANCER_FILE
     meta = read_metadata(ENHANCER_FILE)
-    assert (meta["trained_on"], meta["family"], meta["context_dim"], meta["stored_as"]) == ("toy", "sd15", 64, "float16")
+    assert (meta["trained_on"], meta["family"], meta["context_dim"], meta["stored_as"]) == ("toy", "sd15", 256, "float16")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "toy").write_text("a file of the user's")
     assert resolve_enhancer("toy").resolve() == (tmp_path / "toy").resolve()  # an existing file wins
@@ -50,29 +50,29 @@ def test_shipped_enhancer_reduces_guidance_error(toy, held_out):
     enhancer, _ = load_enhancer(resolve_enhancer("toy"))
     for seed in (0, 1):
         before, after = guidance_error(toy, enhancer, latents, cond, null, 5.0, seed=seed)
-        assert after <= 0.92 * before, (seed, before, after)  # measured: about 15 % less
+        assert after <= 0.91 * before, (seed, before, after)  # measured: 19 % and 17 % less
 
 
 @pytest.mark.slow
 def test_shipped_enhancer_raises_unguided_alignment(dice, tmp_path):
     """Through the tool: unguided vs `--enhancer toy` samples, scored by `dice eval --metrics toy`."""
     prompts = tmp_path / "held-out.txt"
-    prompts.write_text("".join(p + "\n" for p in HELD_OUT[:48]))
+    prompts.write_text("".join(p + "\n" for p in HELD_OUT))
     common = ["--model", "toy", "--steps", "10", "--quiet"]
     assert dice("sample", prompts, *common, "-o", tmp_path / "unguided").code == 0
     assert dice("sample", prompts, *common, "--enhancer", "toy", "-o", tmp_path / "dice").code == 0
     result = dice("eval", tmp_path / "unguided", tmp_path / "dice", "--metrics", "toy", "--format", "json")
     assert result.code == 0, result.stderr
     unguided, enhanced = (row["alignment"] for row in json.loads(result.stdout)["rows"])
-    assert enhanced >= unguided + 0.03, (unguided, enhanced)  # measured: +6.7 points
+    assert enhanced >= unguided + 0.04, (unguided, enhanced)  # measured: 67.1 % -> 74.9 %
 
 
 @pytest.mark.slow
 def test_short_distill_reduces_guidance_error(dice, toy, held_out, tmp_path):
     """About a minute on 2 CPU cores: 40 steps x 16 on a latent cache of 512 training scenes.
 
-    The issue asks for a 30 % reduction; on this model a full GPU distillation gives about 15 % and a
-    per-prompt oracle about 26 % (docs/toyworld.md), so this asserts the direction, with a margin.
+    The shipped enhancer (1,000 steps x 128 on a GPU) cuts the error by about 18 %; these 40 small steps
+    by 2.5-3.6 % (seeds 0 and 1). The threshold is about half of that.
     """
     _, cond, null, latents = held_out
     cache, out = tmp_path / "latents.h5", tmp_path / "short.safetensors"
@@ -83,4 +83,37 @@ def test_short_distill_reduces_guidance_error(dice, toy, held_out, tmp_path):
     assert result.code == 0, result.stderr
     enhancer, _ = load_enhancer(out)
     before, after = guidance_error(toy, enhancer, latents, cond, null, 5.0, seed=0)
-    assert after < 0.996 * before, (before, after)  # measured: 0.74 % less (80 steps: 1.75 %)
+    assert after < 0.988 * before, (before, after)  # measured: 2.5 % less
+
+
+@pytest.mark.slow
+def test_guidance_distillation_baseline_starts_from_the_teacher(dice, toy, held_out, tmp_path):
+    """scripts/toy/guidance_distill.py (the GD row of docs/toyworld.md): the whole UNet trains, w is an input,
+    and before training the student is the teacher exactly (its guidance embedding starts at zero)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    cache = tmp_path / "latents.h5"
+    assert dice("encode", "--images", "toy:16", "-o", cache, "--model", "toy", "--quiet").code == 0
+    for steps, out in ((0, tmp_path / "gd0"), (2, tmp_path / "gd2")):
+        run = subprocess.run([sys.executable, str(root / "scripts" / "toy" / "guidance_distill.py"), str(cache), str(out),
+                              "--steps", str(steps), "--batch-size", "4"], capture_output=True, text=True, cwd=root)
+        assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads((tmp_path / "gd2" / "gd.json").read_text())
+    assert report["steps"] == 2 and report["trainable_parameters"] > sum(p.numel() for p in toy.unet.parameters())
+    sys.path.insert(0, str(root / "scripts" / "toy"))
+    from guidance_distill import W_INPUT_SCALE, load_student
+
+    _, cond, _, latents = held_out
+    x, t = latents[:4], torch.tensor([500] * 4)
+    with torch.no_grad():
+        teacher = toy.unet(x, t, encoder_hidden_states=cond.prompt_embeds[:4]).sample
+        for folder, same in (("gd0", True), ("gd2", False)):
+            student = load_student(tmp_path / folder / "unet", "cpu", torch.float32)
+            for w in (1.0, 5.0):
+                pred = student(x, t, encoder_hidden_states=cond.prompt_embeds[:4],
+                               class_labels=torch.full((4,), W_INPUT_SCALE * w)).sample
+                # stored in float16: equal to the teacher within that rounding
+                assert torch.allclose(pred, teacher, atol=2e-2) == same, (folder, w, (pred - teacher).abs().max())
