@@ -249,7 +249,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=100_000)
     parser.add_argument("--seconds-eval", type=float, default=60)
     parser.add_argument("--seconds-vae", type=float, default=90)
-    parser.add_argument("--seconds-unet", type=float, default=330)
+    parser.add_argument("--seconds-unet", type=float, default=360)
     for stage in ("eval", "vae", "unet"):  # exact rebuilds: the step counts of report.json / evaluator.json
         parser.add_argument(f"--steps-{stage}", type=int, default=None)
     parser.add_argument("--text-width", type=int, default=256, help="text encoder width = UNet cross-attention dim")

@@ -5,9 +5,11 @@
 #                                            #   (toy.tar.part-* under 16 MiB, toy-evaluator.safetensors, *.json)
 #   scripts/toy/run_gpu.sh distill           # with the model in dicecli/plugins/toy/ (install a build there first:
 #                                            #   install BUILD): the latent cache, then side by side the
-#                                            #   distillation ablation (`dice distill`), the GD baseline and the
-#                                            #   per-prompt oracle -> $OUT/distill/
-#   scripts/toy/run_gpu.sh report DISTILL    # toy_report.py with DISTILL's enhancers and GD UNet -> $OUT/report/
+#                                            #   distillation ablation (`dice distill`, stopped after DISTILL_SECONDS,
+#                                            #   the last checkpoint kept) and the GD baseline -> $OUT/distill.tar.part-*
+#   scripts/toy/run_gpu.sh report DISTILL    # the unpacked distill folder: toy_report.py with its enhancers and GD
+#                                            #   UNet, the oracle beside it -> $OUT/report.tar.part-* (unpack, then
+#                                            #   python scripts/toy/write_report.py --import report)
 #   scripts/toy/run_gpu.sh install BUILD     # put a returned build folder's model and evaluator in the plug-in
 # Seeds are fixed in the scripts (docs/toyworld.md says which).
 set -uo pipefail
@@ -41,43 +43,44 @@ build)
 install)
     install_build "$2" ;;
 distill)
-    mkdir -p "$out/distill"
+    d=/tmp/distill; mkdir -p $d
     python3 -m dicecli encode --images toy:20000 -o /tmp/toy-latents.h5 --model toy --batch-size 512 --json || exit 1
     python3 scripts/toy/toy_negatives.py > /tmp/toy-negatives.txt || exit 1
-    distill() {  # name, options...
+    distill() {  # name, options...: stopped after DISTILL_SECONDS like the recorded runs, then its last checkpoint
         local name=$1; shift
         # shellcheck disable=SC2086
-        timeout ${DISTILL_SECONDS:-480} python3 -m dicecli distill --model toy --data /tmp/toy-latents.h5 --no-compile \
-            --work-dir "/tmp/run-$name" -o "$out/distill/$name.safetensors" --checkpoint-every 500 --no-validate --json "$@" \
-            > "$out/distill/$name.log" 2>&1
-        cp "/tmp/run-$name/train_log.jsonl" "$out/distill/$name-train_log.jsonl"
-        if [ ! -f "$out/distill/$name.safetensors" ]; then  # out of time: its last checkpoint, marked as such
-            last=$(ls -d /tmp/run-$name/checkpoints/step-* 2>/dev/null | tail -1)
-            [ -n "$last" ] && cp "$last/enhancer.safetensors" "$out/distill/$name.safetensors" &&
-                echo "partial: $(basename "$last")" >> "$out/distill/$name.log"
-        fi
+        timeout ${DISTILL_SECONDS:-470} python3 -m dicecli distill --model toy --data /tmp/toy-latents.h5 --no-compile \
+            --work-dir "/tmp/run-$name" -o "$d/$name.safetensors" --checkpoint-every 500 --no-validate --json "$@" \
+            > "$d/$name.log" 2>&1
+        cp "/tmp/run-$name/train_log.jsonl" "$d/$name-train_log.jsonl"
+        last=$(ls -d /tmp/run-$name/checkpoints/step-* 2>/dev/null | tail -1)
+        [ -f "$d/$name.safetensors" ] || cp "$last/enhancer.safetensors" "$d/$name.safetensors"
+        echo "$name $last" >> "$d/checkpoints.txt"
     }
     for entry in "${ABLATION[@]}"; do
         # shellcheck disable=SC2086
         distill "${entry%%|*}" ${entry#*|} &
     done
     distill negative --lr 1e-3 --negative-prompts /tmp/toy-negatives.txt &
-    timeout ${DISTILL_SECONDS:-480} python3 scripts/toy/guidance_distill.py /tmp/toy-latents.h5 /tmp/gd \
-        --max-seconds ${GD_SECONDS:-360} > "$out/distill/gd.log" 2>&1 &
-    timeout ${DISTILL_SECONDS:-480} python3 scripts/toy/oracle.py --max-seconds ${ORACLE_SECONDS:-300} \
-        --out "$out/distill/oracle.json" > "$out/distill/oracle.log" 2>&1 &
+    timeout ${DISTILL_SECONDS:-470} python3 scripts/toy/guidance_distill.py /tmp/toy-latents.h5 $d/gd \
+        --max-seconds ${GD_SECONDS:-330} > "$d/gd.log" 2>&1 &
     wait
-    [ -d /tmp/gd/unet ] && cp /tmp/gd/gd.json "$out/distill/" && tar -C /tmp/gd -cf - unet | split -b 15M - "$out/distill/gd.tar.part-" ;;
+    cp $d/gd/gd.json $d/
+    tar -C /tmp -cf - distill | split -b 15M - "$out/distill.tar.part-" ;;  # a GPU machine returns at most 8 files
 report)
-    mkdir -p /tmp/gd && cat "$2"/gd.tar.part-* | tar -C /tmp/gd -xf - || exit 1
+    [ -f "$2/checkpoints.txt" ] || { echo "$2 holds no checkpoints.txt; give the unpacked distill folder" >&2; exit 1; }
+    r=/tmp/report; mkdir -p $r
+    timeout 330 python3 scripts/toy/oracle.py --max-seconds ${ORACLE_SECONDS:-230} --out $r/oracle.json > $r/oracle.log 2>&1 &
     args=()
     for entry in "${ABLATION[@]}"; do
         name=${entry%%|*}
-        [ -f "$2/$name.safetensors" ] && args+=(--ablation "$name=$2/$name.safetensors")
+        args+=(--ablation "$name=$2/$name.safetensors")
     done
-    python3 scripts/toy/toy_report.py --enhancer "$2/${REFERENCE:-lr1e-3}.safetensors" \
-        --negative-enhancer "$2/negative.safetensors" --gd /tmp/gd/unet "${args[@]}" --out "$out/report" \
-        > "$out/report.log" 2>&1 ;;
+    python3 scripts/toy/toy_report.py --enhancer "$2/lr1e-3.safetensors" --negative-enhancer "$2/negative.safetensors" \
+        --gd "$2/gd/unet" "${args[@]}" --out $r > $r/report.log 2>&1
+    wait
+    cp "$2"/*-train_log.jsonl "$2/checkpoints.txt" "$2/gd.json" "$2/lr1e-3.safetensors" "$2/negative.safetensors" $r/
+    tar -C /tmp -cf - report | split -b 15M - "$out/report.tar.part-" ;;
 *)
     echo "usage: $0 build | install BUILD | distill | report DISTILL" >&2; exit 2 ;;
 esac

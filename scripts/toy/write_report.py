@@ -230,8 +230,9 @@ def write() -> str:
       "vocabulary has no \"blurry, bad quality\": its negatives are other scenes), and that enhancer is distilled "
       "with the toy negative corpus (`scripts/toy/toy_negatives.py`, null share 0.2).\n")
     w(f"The enhancers are distilled by `dice distill` on a latent cache of 20,000 training scenes (`toy` recipe: "
-      f"w = 5, L1, t ~ U{{0..999}}, lr 1e-3, seed 0), for {reference['steps']:,} steps × 128 (the runs were stopped "
-      "there by the GPU time this build had; the training times are of ten runs sharing one GPU). GD "
+      f"w = 5, L1, t ~ U{{0..999}}, lr 1e-3, seed 0), for {reference['steps']:,} steps × 128: the ablation's runs "
+      "and GD trained side by side on one GPU and were stopped by the time limit of one command (`run_gpu.sh "
+      "distill`), so their training times are under that sharing. GD "
       f"(`scripts/toy/guidance_distill.py`) fine-tunes the whole UNet, guidance scale as an input (w ~ U[1, 8], "
       f"sampled at w = {report['gd_scale']:g}), lr 1e-4, on the same cache. The shipped reference enhancer "
       "`dicecli/plugins/toy/toy-dice.safetensors` (`--enhancer toy`) is the DICE row's, stored in float16.\n")
