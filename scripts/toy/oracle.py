@@ -56,7 +56,7 @@ def main() -> None:
     owner = torch.arange(len(prompts), device=device).repeat_interleave(RENDERS_PER_PROMPT)
     offset = torch.zeros_like(cond.prompt_embeds, requires_grad=True)
 
-    def enhanced(rows) -> "Conditioning":  # noqa: F821  the first (start) token is kept, as the enhancer keeps it
+    def enhanced(rows):  # the first (start) token is kept, as the enhancer keeps it
         c = cond[rows]
         e = c.prompt_embeds + offset[rows]
         return c.with_embeds(torch.cat([c.prompt_embeds[:, :1], e[:, 1:]], 1))
