@@ -32,6 +32,10 @@ def test_alpha_nan_is_refused_by_sample_and_enhance(dice, prompts_file, enhancer
     ("--guidance-scale", "nan", "--guidance-scale nan must be a positive number"),
     ("--lr", "-1", "--lr -1.0 must be a positive number"),
     ("--resolution", "30", "--resolution 30 must be a positive multiple of 8"),
+    ("--ema", "1.5", "--ema 1.5 must be a decay in [0, 1)"),
+    ("--warmup-steps", "99999", "--warmup-steps 99999 must be at least 0 and below --steps 8000"),
+    ("--lr-schedule", "step", "--lr-schedule 'step' is not known; use one of constant, cosine, linear"),
+    ("--timesteps", "beta", "--timesteps 'beta' is not known; use one of uniform, logit-normal"),
 ])
 def test_distill_refuses_bad_numbers(dice, prompts_file, tmp_path, option, value, words):
     data = tmp_path / "data"
