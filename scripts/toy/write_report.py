@@ -293,6 +293,14 @@ def write() -> str:
             w(f"| {title} | " + " | ".join(pct(rows[name]["attributes"].get(k, float("nan"))) for k in kinds) + " |")
     w("")
 
+    gaps = {k: rows["cfg5"]["attributes"][k] - dice["attributes"][k] for k in kinds}
+    widest = sorted(gaps, key=gaps.get, reverse=True)[:2]
+    w(f"DICE's shortfall against CFG is largest on {widest[0]} ({100 * gaps[widest[0]]:.1f} points) and {widest[1]} "
+      f"({100 * gaps[widest[1]]:.1f} points). With a negative prompt, both methods lose alignment "
+      f"(CFG {pct(rows['cfg5-negative']['alignment'])}, DICE {pct(rows['dice-negative']['alignment'])}): the toy "
+      "negatives are captions of other scenes, which often share a colour, shape or background with the prompt, "
+      "so steering away from them also steers away from what the prompt states.\n")
+
     w("## Alignment vs NFE\n")
     w("![alignment vs NFE](toyworld-nfe.png)\n")
     w("| steps | unguided | CFG w = 5 | DICE |")
