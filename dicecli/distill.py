@@ -167,6 +167,8 @@ class Distiller:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         save_enhancer(self.enhancer, staging / "enhancer.safetensors", **self.metadata())
+        if self.ema is not None:  # the average too, usable as it stands if the run is never finished
+            save_enhancer(self.finished_enhancer(), staging / "enhancer-ema.safetensors", **self.metadata())
         state = self.optimizer.state_dict()
         tensors = {f"state.{i}.{k}": v for i, s in state["state"].items() for k, v in s.items()}
         tensors["rng.torch"] = torch.get_rng_state()

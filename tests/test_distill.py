@@ -119,6 +119,8 @@ def test_schedule_ema_and_timestep_options_train_and_resume_exactly(dice, imagef
     assert (meta["ema"], meta["lr_schedule"], meta["warmup_steps"], meta["timesteps"]) == (0.9, "cosine", 2, "logit-normal")
     last = load_file(str(tmp_path / "w" / "checkpoints" / "step-0000006" / "enhancer.safetensors"))  # the raw weights
     assert any(not torch.equal(last[k], v) for k, v in load_file(str(whole)).items())
+    average = load_file(str(tmp_path / "w" / "checkpoints" / "step-0000006" / "enhancer-ema.safetensors"))
+    assert all(torch.equal(average[k], v) for k, v in load_file(str(whole)).items())
     resumed = dice(*distill_args(imagefolder, tmp_path / "s", split, "--steps", "9", "--resume", *options[:-3],
                                  "--ema", "0.99"))
     assert resumed.code == 2 and "ema=0.9" in resumed.stderr

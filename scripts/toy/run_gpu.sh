@@ -54,7 +54,10 @@ distill)
             > "$d/$name.log" 2>&1
         cp "/tmp/run-$name/train_log.jsonl" "$d/$name-train_log.jsonl"
         last=$(ls -d /tmp/run-$name/checkpoints/step-* 2>/dev/null | tail -1)
-        [ -f "$d/$name.safetensors" ] || cp "$last/enhancer.safetensors" "$d/$name.safetensors"
+        if [ ! -f "$d/$name.safetensors" ]; then  # the average where --ema kept one, else the weights
+            if [ -f "$last/enhancer-ema.safetensors" ]; then cp "$last/enhancer-ema.safetensors" "$d/$name.safetensors"
+            else cp "$last/enhancer.safetensors" "$d/$name.safetensors"; fi
+        fi
         echo "$name $last" >> "$d/checkpoints.txt"
     }
     for entry in "${ABLATION[@]}"; do
