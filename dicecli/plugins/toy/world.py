@@ -152,8 +152,8 @@ class _Words:
         return f"an {word}" if word[0] in "aeiou" else f"a {word}"
 
 
-# Phrasing patterns: (name, held out of training, template, attributes stated). A template gets the
-# word source w and the objects t (and u); "objects" lists what each object's mention states.
+# Phrasing patterns: (name, held out of training, template, attributes stated per object[, states the
+# background]). A template gets the word source w and the object t (pairs: t and u).
 _ALL = ("shape", "color", "size", "position")
 SINGLE_PATTERNS = (
     ("size-color-shape-pos", False, lambda w, t: f"{w.a(w.size(t))} {w.color(t)} {w.shape(t)} {w.pos(t)}", _ALL, False),
@@ -202,9 +202,9 @@ def _phrase(rng: np.random.Generator, things: list[Thing], background: str, phra
 
     w = _Words(rng, background)
     if len(things) == 2:
-        name, _, template, keys = PAIR_PATTERNS[rng.choice([i for i, p in enumerate(PAIR_PATTERNS) if allowed(p[1])])]
+        _, _, template, keys = PAIR_PATTERNS[rng.choice([i for i, p in enumerate(PAIR_PATTERNS) if allowed(p[1])])]
         return template(w, *things), {"objects": [_mention(t, keys) for t in things]}
-    name, _, template, keys, says_background = SINGLE_PATTERNS[
+    _, _, template, keys, says_background = SINGLE_PATTERNS[
         rng.choice([i for i, p in enumerate(SINGLE_PATTERNS) if allowed(p[1])])]
     stated = {"objects": [_mention(things[0], keys)]} | ({"background": background} if says_background else {})
     return template(w, things[0]), stated
