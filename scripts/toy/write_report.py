@@ -30,6 +30,7 @@ GD = RESULTS / f"gd-{TAG}.json"
 RUNS = RESULTS / f"distill-runs-{TAG}.json"
 BUILD_MODEL = RESULTS / f"build-model-{TAG}.json"
 BUILD_EVALUATOR = RESULTS / f"build-evaluator-{TAG}.json"
+EMA_CPU = RESULTS / "ema-cpu-2026-11-27.json"  # scripts/toy/guidance_error.py on two short CPU runs
 ENHANCER_PARAMETERS = 1_312_000  # Enhancer.for_text at D = 256 (tests/test_toy_model.py checks it)
 # name, `dice distill` options beyond the toy recipe's (scripts/toy/run_gpu.sh ABLATION)
 ABLATION = {"reference": "--lr 2e-4 (the paper's)", "lr1e-3": "--lr 1e-3 (the toy recipe's)", "lr3e-3": "--lr 3e-3",
@@ -344,6 +345,21 @@ def write() -> str:
       "checkpoint it left held the raw weights (the same as `lr1e-3`'s), not the average. A cosine schedule stopped at a third "
       "of its length is not a finished cosine run either. Both options are in `dice distill` "
       "(`--ema`, `--lr-schedule`, `--warmup-steps`, `--timesteps`) for runs that can finish.\n")
+    if EMA_CPU.exists():
+        ema = json.loads(EMA_CPU.read_text())
+        runs_cpu = ema["enhancers"]
+        first = next(iter(runs_cpu.values()))["settings"]
+        w(f"**EMA, measured on a CPU instead.** Two `dice distill` runs of {first['steps']} steps × "
+          f"{first['batch_size']} (lr {first['lr']:g}, a 2,048-scene latent cache), without and with `--ema`, scored "
+          f"by the guidance error on the first {ema['prompts']} held-out-pair prompts "
+          "(`scripts/toy/guidance_error.py`: mean |ε − ε_CFG| on fresh renders, two noise seeds):\n")
+        w("| run | EMA decay | guidance error | cut vs unguided |")
+        w("|---|---:|---:|---:|")
+        w(f"| unguided | – | {ema['unguided']:.4f} | – |")
+        for name, r in runs_cpu.items():
+            w(f"| {name} | {r['settings']['ema'] or '–'} | {r['error']:.4f} | "
+              f"{100 * (1 - r['error'] / ema['unguided']):.1f} % |")
+        w("")
     w("![distillation loss](toyworld-loss.png)\n")
 
     w("## Samples\n")
