@@ -1,12 +1,14 @@
 """The per-prompt oracle of docs/toyworld.md: how much of CFG's alignment an embedding can carry (GPU).
 
-    python scripts/toy/oracle.py [--prompts 1024] [--steps 3000] [--max-seconds S] --out oracle.json
+    python scripts/toy/oracle.py [--prompts 1024] [--steps 3000] [--max-seconds S] [--score-at 1000,2000]
+                                 --out oracle.json
 
 Instead of an enhancer, a free offset per prompt (every token but the first) is optimised with the
 DICE objective (dicecli/method.py: l1 to CFG w = 5 with the null prompt, t ~ U{0..999}) on fresh
 renders of the evaluation prompts themselves (32 per prompt): a ceiling for any enhancer, not a
 method. It is then scored on the Table 1 protocol (DPM-Solver++, 20 steps, seed = prompt index),
-with unguided and CFG w = 5 on the same prompts.
+with unguided and CFG w = 5 on the same prompts. --score-at also scores the offsets as they stood
+at those steps, and the loss is logged every 100 steps: whether the ceiling has converged.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=3e-2)
     parser.add_argument("--max-seconds", type=float, default=float("inf"), help="stop training early")
+    parser.add_argument("--score-at", default="", help="comma-separated steps at which the offsets are also scored")
     parser.add_argument("--out", default="oracle.json")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -63,6 +66,8 @@ def main() -> None:
 
     optimizer = torch.optim.AdamW([offset], lr=args.lr, weight_decay=0.0)
     generator = torch.Generator(device).manual_seed(0)
+    score_at = {int(n) for n in args.score_at.split(",") if n}
+    snapshots, log, window = {}, [], []
     start, step = time.time(), 0
     while step < args.steps and time.time() - start < args.max_seconds:
         pick = torch.randint(0, len(latents), (args.batch_size,), generator=generator, device=device)
@@ -77,6 +82,12 @@ def main() -> None:
         loss.backward()
         optimizer.step()
         step += 1
+        window.append(loss.detach())
+        if step % 100 == 0:
+            log.append({"step": step, "loss": torch.stack(window).mean().item(), "time": round(time.time() - start, 1)})
+            window = []
+        if step in score_at:
+            snapshots[step] = offset.detach().clone()
     train_s = time.time() - start
 
     @torch.no_grad()
@@ -88,15 +99,21 @@ def main() -> None:
         readings = read(evaluator, np.stack([np.asarray(i) for i in out]), device)
         return float(np.mean([alignment(s, r) for s, r in zip(stated, readings)]))
 
+    every = torch.arange(len(prompts), device=device)
     with torch.no_grad():
-        oracle = enhanced(torch.arange(len(prompts), device=device))
+        oracle = enhanced(every)
+        during = {}
+        for at, snapshot in snapshots.items():  # the offsets as they stood at step `at`
+            offset.data.copy_(snapshot)
+            during[str(at)] = score(enhanced(every), 1.0)
     result = {"prompts": len(prompts), "steps": step, "batch_size": args.batch_size, "lr": args.lr,
               "train_s": round(train_s, 1), "final_loss": loss.item(), "scheduler": "dpmsolver++", "sampling_steps": 20,
               "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
-              "unguided": score(cond, 1.0), "cfg5": score(cond, 5.0), "oracle": score(oracle, 1.0)}
+              "unguided": score(cond, 1.0), "cfg5": score(cond, 5.0), "oracle": score(oracle, 1.0),
+              "oracle_at_step": during, "log": log}
     with open(args.out, "w") as f:
         f.write(json.dumps(result, indent=1))
-    print(json.dumps(result), flush=True)
+    print(json.dumps({k: v for k, v in result.items() if k != "log"}), flush=True)
 
 
 if __name__ == "__main__":

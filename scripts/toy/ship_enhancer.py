@@ -1,6 +1,6 @@
-"""Store a distilled toy enhancer as the shipped reference enhancer (float16, same metadata).
+"""Store a distilled toy enhancer in float16 (same metadata): the shipped reference enhancer by default.
 
-    python scripts/toy/ship_enhancer.py toy-dice.safetensors   # -> dicecli/plugins/toy/toy-dice.safetensors
+    python scripts/toy/ship_enhancer.py toy-dice.safetensors [OUT]   # OUT: dicecli/plugins/toy/toy-dice.safetensors
 """
 
 import sys
@@ -15,6 +15,7 @@ FORMAT_KEYS = {"format", "format_version", "context_dim", "inner_dim", "heads", 
 
 if __name__ == "__main__":
     enhancer, meta = load_enhancer(sys.argv[1])
-    save_enhancer(enhancer, ENHANCER_FILE, dtype=torch.float16,
+    out = sys.argv[2] if len(sys.argv) > 2 else ENHANCER_FILE
+    save_enhancer(enhancer, out, dtype=torch.float16,
                   **{k: v for k, v in meta.items() if k not in FORMAT_KEYS}, stored_as="float16")
-    print(ENHANCER_FILE)
+    print(out)
