@@ -133,13 +133,15 @@ class Distiller:
     def checkpoint_dir(self) -> Path:
         return self.work_dir / "checkpoints"
 
-    def metadata(self) -> dict:
+    def metadata(self, averaged: bool = False) -> dict:
+        """What an enhancer file records; `weights` says whether it holds the trained weights or their --ema average."""
         c = self.config
         return {
             "family": self.adapter.family, "tokens": self.adapter.text.tokens, "trained_on": self.model_name,
             "guidance_scale": c.guidance_scale, "negative_prompts": self.negatives_name, "loss": c.loss,
             "steps": self.step, "batch_size": c.batch_size, "lr": c.lr, "null_share": c.null_share, "seed": c.seed,
             "lr_schedule": c.lr_schedule, "warmup_steps": c.warmup_steps, "ema": c.ema, "timesteps": c.timesteps,
+            "weights": "ema average" if averaged else "trained",
         }
 
     def finished_enhancer(self) -> Enhancer:
@@ -168,7 +170,7 @@ class Distiller:
         staging.mkdir(parents=True)
         save_enhancer(self.enhancer, staging / "enhancer.safetensors", **self.metadata())
         if self.ema is not None:  # the average too, usable as it stands if the run is never finished
-            save_enhancer(self.finished_enhancer(), staging / "enhancer-ema.safetensors", **self.metadata())
+            save_enhancer(self.finished_enhancer(), staging / "enhancer-ema.safetensors", **self.metadata(averaged=True))
         state = self.optimizer.state_dict()
         tensors = {f"state.{i}.{k}": v for i, s in state["state"].items() for k, v in s.items()}
         tensors["rng.torch"] = torch.get_rng_state()
@@ -300,7 +302,7 @@ class Distiller:
         if self.step == c.steps and not self.output.exists():
             # Killed after its last checkpoint but before writing -o: the checkpoint is the finished enhancer.
             if self.main:
-                save_enhancer(self.finished_enhancer(), self.output, **self.metadata())
+                save_enhancer(self.finished_enhancer(), self.output, **self.metadata(averaged=self.ema is not None))
             return DistillResult(str(self.output), str(self.work_dir), self.step, resumed_from, None, None, self.main, [])
         if self.step >= c.steps:
             raise UsageError(f"--resume: {self.work_dir} already holds step {self.step}; raise --steps above it to train more.")
@@ -338,7 +340,7 @@ class Distiller:
             self.accelerator.wait_for_everyone()
         bar.close()
         if self.main:
-            save_enhancer(self.finished_enhancer(), self.output, **self.metadata())
+            save_enhancer(self.finished_enhancer(), self.output, **self.metadata(averaged=self.ema is not None))
         return DistillResult(str(self.output), str(self.work_dir), self.step, resumed_from, loss, speed, self.main, history)
 
     @torch.no_grad()

@@ -117,7 +117,10 @@ def test_schedule_ema_and_timestep_options_train_and_resume_exactly(dice, imagef
 
     meta = read_metadata(whole)
     assert (meta["ema"], meta["lr_schedule"], meta["warmup_steps"], meta["timesteps"]) == (0.9, "cosine", 2, "logit-normal")
-    last = load_file(str(tmp_path / "w" / "checkpoints" / "step-0000006" / "enhancer.safetensors"))  # the raw weights
+    assert meta["weights"] == "ema average"
+    raw = tmp_path / "w" / "checkpoints" / "step-0000006" / "enhancer.safetensors"
+    assert read_metadata(raw)["weights"] == "trained"  # the checkpoint's raw weights say so, though the run had --ema
+    last = load_file(str(raw))
     assert any(not torch.equal(last[k], v) for k, v in load_file(str(whole)).items())
     average = load_file(str(tmp_path / "w" / "checkpoints" / "step-0000006" / "enhancer-ema.safetensors"))
     assert all(torch.equal(average[k], v) for k, v in load_file(str(whole)).items())

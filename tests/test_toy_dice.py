@@ -50,7 +50,7 @@ def test_shipped_enhancer_reduces_guidance_error(toy, held_out):
     enhancer, _ = load_enhancer(resolve_enhancer("toy"))
     for seed in (0, 1):
         before, after = guidance_error(toy, enhancer, latents, cond, null, 5.0, seed=seed)
-        assert after <= 0.91 * before, (seed, before, after)  # measured: 19 % and 17 % less
+        assert after <= 0.9 * before, (seed, before, after)  # measured: 22 % and 20 % less
 
 
 @pytest.mark.slow
@@ -64,14 +64,14 @@ def test_shipped_enhancer_raises_unguided_alignment(dice, tmp_path):
     result = dice("eval", tmp_path / "unguided", tmp_path / "dice", "--metrics", "toy", "--format", "json")
     assert result.code == 0, result.stderr
     unguided, enhanced = (row["alignment"] for row in json.loads(result.stdout)["rows"])
-    assert enhanced >= unguided + 0.04, (unguided, enhanced)  # measured: 67.1 % -> 74.9 %
+    assert enhanced >= unguided + 0.05, (unguided, enhanced)  # measured: 67.1 % -> 76.8 %
 
 
 @pytest.mark.slow
 def test_short_distill_reduces_guidance_error(dice, toy, held_out, tmp_path):
     """About a minute on 2 CPU cores: 40 steps x 16 on a latent cache of 512 training scenes.
 
-    The shipped enhancer (1,000 steps x 128 on a GPU) cuts the error by about 18 %; these 40 small steps
+    The shipped enhancer (3,000 steps x 128 on a GPU) cuts the error by about 21 %; these 40 small steps
     by 2.5-3.6 % (seeds 0 and 1). The threshold is about half of that.
     """
     _, cond, null, latents = held_out

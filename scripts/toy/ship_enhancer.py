@@ -11,7 +11,7 @@ from dicecli.enhancer import load_enhancer, save_enhancer
 from dicecli.plugins.toy.world import ENHANCER_FILE
 
 FORMAT_KEYS = {"format", "format_version", "context_dim", "inner_dim", "heads", "keep_first_token", "init",
-               "dicecli_version"}
+               "dicecli_version", "stored_as"}
 
 if __name__ == "__main__":
     enhancer, meta = load_enhancer(sys.argv[1])
