@@ -12,6 +12,9 @@
 #   scripts/toy/run_gpu.sh report DISTILL    # the unpacked distill folder (several merged into one): toy_report.py
 #                                            #   with its enhancers and GD UNet -> $OUT/report.tar.part-* (unpack,
 #                                            #   then python scripts/toy/write_report.py --import report)
+#   scripts/toy/run_gpu.sh ablate DISTILL RUN...  # the named enhancers of a distill folder, each with and without
+#                                            #   negative prompts, beside unguided and CFG -> $OUT/ablate/
+#                                            #   (write_report.py --import-null-share DIR for null0.2 null0.5 null1)
 #   scripts/toy/run_gpu.sh rebuild           # the recorded model build again (same seeds and steps), then Table 1
 #                                            #   on it with the shipped enhancer -> $OUT/rebuild/
 #                                            #   (python scripts/toy/write_report.py --import-rebuild DIR)
@@ -32,6 +35,9 @@ RUNS=(
     "lr3e-3|--lr 3e-3"
     "logit-normal|--lr 1e-3 --timesteps logit-normal"
     "batch256|--lr 1e-3 --batch-size 256 --steps 1500"
+    "null0.2|--lr 1e-3 --negative-prompts /tmp/toy-negatives.txt --null-share 0.2 --steps 1000"
+    "null0.5|--lr 1e-3 --negative-prompts /tmp/toy-negatives.txt --null-share 0.5 --steps 1000"
+    "null1|--lr 1e-3 --negative-prompts /tmp/toy-negatives.txt --null-share 1 --steps 1000"
 )
 CURVE=lr1e-3  # the run whose every checkpoint is kept: alignment against distillation steps
 
@@ -107,6 +113,14 @@ report)
         --gd "$2/gd/unet" "${args[@]}" --out $r > $r/report.log 2>&1
     cp "$2"/*-train_log.jsonl "$2/checkpoints.txt" "$2/gd.json" "$2/oracle.json" "$2/lr1e-3.safetensors" $r/
     tar -C /tmp -cf - report | split -b 15M - "$out/report.tar.part-" ;;
+ablate)
+    folder=$2; shift 2
+    args=()
+    for name in "$@"; do args+=(--ablation "$name=$folder/$name.safetensors" --negative-ablation "$name=$folder/$name.safetensors"); done
+    mkdir -p "$out/ablate"
+    python3 scripts/toy/toy_report.py --ablations-only --enhancer "$folder/$1.safetensors" \
+        --negative-enhancer "$folder/$1.safetensors" "${args[@]}" --out /tmp/ablate > "$out/ablate/report.log" 2>&1
+    cp /tmp/ablate/toy-report.json /tmp/ablate/toy-features-*.npz "$out/ablate/" ;;
 rebuild)
     steps=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["unet"]["steps"])' \
             scripts/toy/results/build-model-*.json) || exit 1
@@ -119,5 +133,6 @@ rebuild)
         --negative-enhancer dicecli/plugins/toy/toy-dice.safetensors --out /tmp/rebuild > "$out/rebuild/report.log" 2>&1
     cp /tmp/rebuild/toy-report.json /tmp/rebuild/toy-features-*.npz "$out/rebuild/" ;;
 *)
-    echo "usage: $0 build | install BUILD | distill [RUN...] | report DISTILL | rebuild" >&2; exit 2 ;;
+    echo "usage: $0 build | install BUILD | distill [RUN...] | report DISTILL | ablate DISTILL RUN... | rebuild" >&2
+    exit 2 ;;
 esac

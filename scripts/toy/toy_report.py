@@ -77,11 +77,15 @@ def main() -> None:
     parser.add_argument("--negative-enhancer", required=True)
     parser.add_argument("--gd", type=Path, default=None, help="guidance-distilled UNet folder (guidance_distill.py)")
     parser.add_argument("--ablation", action="append", default=[], help="NAME=ENHANCER, scored at the Table 1 setting")
+    parser.add_argument("--negative-ablation", action="append", default=[],
+                        help="NAME=ENHANCER, scored at the DICE + negative prompt setting")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--prompts", type=int, default=1024)
     parser.add_argument("--phrasing-prompts", type=int, default=512)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--table-only", action="store_true", help="only Table 1 with DPM-Solver++ (for a CPU)")
+    parser.add_argument("--ablations-only", action="store_true",
+                        help="only the ablations, beside unguided and CFG with and without the negative prompts")
     args = parser.parse_args()
     device = torch.device(args.device)
     dtype = torch.float16 if device.type == "cuda" else torch.float32
@@ -151,14 +155,25 @@ def main() -> None:
                 scheduler, alpha=1.0, negative_prompt=True)
 
     with torch.no_grad():
-        table(pairs, "dpmsolver++")
-        if not args.table_only:
-            table(pairs, "pndm")
-            table(phrasings, "dpmsolver++", negative_rows=False)
-            for spec in args.ablation:  # distillation settings, each at the Table 1 setting
+        if args.ablations_only:
+            run("unguided", "unguided", pairs, pairs.cond, null, 1.0, 20)
+            run("cfg5", "CFG", pairs, pairs.cond, null, 5.0, 20)
+            run("cfg5-negative", "CFG", pairs, pairs.cond, neg, 5.0, 20, negative_prompt=True)
+        else:
+            table(pairs, "dpmsolver++")
+        if not args.table_only:  # distillation settings, each at the Table 1 setting (with or without negatives)
+            for spec in args.ablation:
                 label, _, path = spec.partition("=")
                 enhancer, _ = load_enhancer(path, device)
                 run(f"ablation:{label}", "DICE", pairs, dice(pairs, enhancer=enhancer), null, 1.0, 20, alpha=1.0)
+            for spec in args.negative_ablation:
+                label, _, path = spec.partition("=")
+                enhancer, _ = load_enhancer(path, device)
+                run(f"negative-ablation:{label}", "DICE", pairs, dice(pairs, negative=neg, enhancer=enhancer), neg,
+                    1.0, 20, alpha=1.0, negative_prompt=True)
+        if not (args.table_only or args.ablations_only):
+            table(pairs, "pndm")
+            table(phrasings, "dpmsolver++", negative_rows=False)
             for steps in (4, 6, 8, 12, 16, 24, 30):  # alignment against NFE (paper Figure 5)
                 run(f"unguided-{steps}", "unguided", pairs, pairs.cond, null, 1.0, steps)
                 run(f"cfg5-{steps}", "CFG", pairs, pairs.cond, null, 5.0, steps)
