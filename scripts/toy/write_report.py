@@ -4,6 +4,7 @@
     python scripts/toy/write_report.py --import DIR     # first store a GPU run (the folder run_gpu.sh report
                                                         # returns, with the distill folder's logs in it)
     python scripts/toy/write_report.py --import-rebuild DIR   # first store a rebuild check (run_gpu.sh rebuild)
+    python scripts/toy/write_report.py --import-null-share DIR   # first store the null-share runs (run_gpu.sh ablate)
 
 Importing computes the toy FID of every setting (clean-fid's Fréchet distance between the evaluator's
 features of the samples and of ground-truth renders of the same prompts) from DIR/toy-features-*.npz
@@ -32,6 +33,7 @@ RUNS = RESULTS / f"distill-runs-{TAG}.json"
 BUILD_MODEL = RESULTS / f"build-model-{TAG}.json"
 BUILD_EVALUATOR = RESULTS / f"build-evaluator-{TAG}.json"
 REBUILD = RESULTS / f"rebuild-{TAG}.json"  # run_gpu.sh rebuild: the model built again, Table 1 on it
+NULL_SHARE = RESULTS / f"null-share-{TAG}.json"  # run_gpu.sh ablate DISTILL null0.2 null0.5 null1
 ABLATION_SHORT = RESULTS / f"ablation-1000-steps-{TAG}.json"  # the first ablation: every run stopped at 1,000 steps
 ENHANCER_PARAMETERS = 1_312_000  # Enhancer.for_text at D = 256 (tests/test_toy_model.py checks it)
 # enhancer file, `dice distill` options beyond the toy recipe's (scripts/toy/run_gpu.sh RUNS), run it came from
@@ -84,15 +86,29 @@ def import_run(run: Path) -> None:
     print(REPORT)
 
 
-def import_rebuild(run: Path) -> None:
-    if not (run / "toy-report.json").is_file() or not (run / "build-model.json").is_file():
-        raise SystemExit(f"{run} holds no toy-report.json and build-model.json; give the folder run_gpu.sh rebuild returns.")
+def scored_rows(run: Path) -> tuple[dict, dict[str, dict]]:
+    """A toy_report.py run's held-out-pairs, DPM-Solver++ rows: alignment and toy FID by name."""
     report = json.loads((run / "toy-report.json").read_text())
     with np.load(run / "toy-features-0.npz") as f:
         features = {k.replace("|", ":"): f[k] for k in f.files}
-    rows = {r["name"]: {"alignment": r["alignment"],
-                        "toy_fid": toy_fid(features[r["features"]], features[f"truth:{r['prompt_set']}"])}
-            for r in report["rows"] if r["prompt_set"] == "held_out_pairs" and r["scheduler"] == "dpmsolver++"}
+    return report, {r["name"]: {"alignment": r["alignment"],
+                                "toy_fid": toy_fid(features[r["features"]], features[f"truth:{r['prompt_set']}"])}
+                    for r in report["rows"] if r["prompt_set"] == "held_out_pairs" and r["scheduler"] == "dpmsolver++"}
+
+
+def import_null_share(run: Path) -> None:
+    if not (run / "toy-report.json").is_file():
+        raise SystemExit(f"{run} holds no toy-report.json; give the folder run_gpu.sh ablate returns.")
+    report, rows = scored_rows(run)
+    NULL_SHARE.write_text(json.dumps({"device": report["device"], "steps": 1000, "batch_size": 128, "rows": rows},
+                                     indent=1) + "\n")
+    print(NULL_SHARE)
+
+
+def import_rebuild(run: Path) -> None:
+    if not (run / "toy-report.json").is_file() or not (run / "build-model.json").is_file():
+        raise SystemExit(f"{run} holds no toy-report.json and build-model.json; give the folder run_gpu.sh rebuild returns.")
+    report, rows = scored_rows(run)
     build = json.loads((run / "build-model.json").read_text())
     REBUILD.write_text(json.dumps({"device": report["device"], "build": build, "rows": rows}, indent=1) + "\n")
     print(REBUILD)
@@ -380,6 +396,26 @@ def write() -> str:
       f"{100 * (max(spread) - min(spread)):.1f} points. So the defaults stay (the paper's for real models; lr 1e-3 "
       "in the toy recipe); the options (`--ema`, `--lr-schedule`, `--warmup-steps`, `--timesteps`) are in "
       "`dice distill` for other models.\n")
+    nulls = json.loads(NULL_SHARE.read_text())
+    shares = {"null0.2": "0.2 (the paper's)", "null0.5": "0.5", "null1": "1 (the empty prompt only: the toy recipe)"}
+    w(f"**Null share**: the share of each batch distilled against the empty prompt rather than a negative from the "
+      f"toy negative corpus ({nulls['steps']:,} steps × {nulls['batch_size']}), scored without and with the "
+      "negative prompt at sampling:\n")
+    w("| null share | alignment | toy FID | alignment with the negative prompt | toy FID |")
+    w("|---|---:|---:|---:|---:|")
+    for name, label in shares.items():
+        a, b = nulls["rows"][f"ablation:{name}"], nulls["rows"][f"negative-ablation:{name}"]
+        w(f"| {label} | {pct(a['alignment'])} | {a['toy_fid']:.2f} | {pct(b['alignment'])} | {b['toy_fid']:.2f} |")
+    cfg_neg = nulls["rows"]["cfg5-negative"]
+    w(f"| CFG w = 5 (40 NFE) | {pct(nulls['rows']['cfg5']['alignment'])} | {nulls['rows']['cfg5']['toy_fid']:.2f} | "
+      f"{pct(cfg_neg['alignment'])} | {cfg_neg['toy_fid']:.2f} |")
+    w("")
+    w("The toy negatives are other scenes' captions, which share colours, shapes and backgrounds with the prompt: "
+      "learning CFG's push away from them costs alignment, with or without a negative prompt at sampling. "
+      "Distilled against the empty prompt only, the enhancer is best in both columns, and with a negative prompt "
+      "it stays above CFG with that prompt. The toy recipe therefore distils without negatives; recipes for "
+      "real models keep the paper's 0.2 with negatives such as \"blurry, bad quality\", which name nothing a "
+      "prompt asks for. Table 1's DICE + negative prompt row is the paper's setting (null share 0.2).\n")
     w("![distillation loss](toyworld-loss.png)\n")
     w("The oracle's loss is on renders of the evaluation prompts, the enhancers' on the training cache.\n")
 
@@ -390,7 +426,8 @@ def write() -> str:
       "measured:\n")
     w(f"- **Training** is finished: {min(curve):,} → {reference['steps']:,} steps adds "
       f"{100 * (curve[reference['steps']] - curve[min(curve)]):.1f} points and the last checkpoints agree; learning "
-      "rate, schedule, averaging, timestep distribution and batch move it by about a point at most (above).")
+      "rate, schedule, averaging, timestep distribution, batch and null share move it by about a point at most "
+      "(above).")
     w(f"- **The ceiling of an embedding**: the per-prompt oracle, free to choose each prompt's embedding on that "
       f"prompt's own images, closes {100 * oracle_closed:.0f} %; DICE, one network for every prompt, "
       f"{100 * dice_closed:.0f} %. The oracle learns each prompt from its 32 images and still rises slowly; the "
@@ -424,8 +461,11 @@ def write() -> str:
       "scripts/toy/run_gpu.sh distill lr1e-3 cosine oracle   # three side by side (~8 min)\n"
       "scripts/toy/run_gpu.sh distill negative gd reference  # into the same /tmp/distill (~8 min)\n"
       "scripts/toy/run_gpu.sh report /tmp/distill   # every setting of this page (~3 min)\n"
+      "scripts/toy/run_gpu.sh distill null0.2 null0.5 null1 && \\\n"
+      "    scripts/toy/run_gpu.sh ablate /tmp/distill null0.2 null0.5 null1   # the null share (~4 min)\n"
       "scripts/toy/run_gpu.sh rebuild               # the model again, Table 1 on it (~7 min)\n"
-      "python scripts/toy/write_report.py --import REPORT_DIR --import-rebuild REBUILD_DIR\n```\n")
+      "python scripts/toy/write_report.py --import REPORT_DIR --import-rebuild REBUILD_DIR \\\n"
+      "    --import-null-share ABLATE_DIR\n```\n")
     if REBUILD.exists():
         rebuild = json.loads(REBUILD.read_text())
         again = rebuild["build"]["unet"]
@@ -453,12 +493,15 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--import", dest="run", type=Path, default=None)
     parser.add_argument("--import-rebuild", dest="rebuild", type=Path, default=None)
+    parser.add_argument("--import-null-share", dest="null_share", type=Path, default=None)
     args = parser.parse_args()
     DOCS.mkdir(exist_ok=True)
     if args.run:
         import_run(args.run)
     if args.rebuild:
         import_rebuild(args.rebuild)
+    if args.null_share:
+        import_null_share(args.null_share)
     (DOCS / "toyworld.md").write_text(write())
     print(DOCS / "toyworld.md")
 
