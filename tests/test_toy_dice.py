@@ -117,3 +117,21 @@ def test_guidance_distillation_baseline_starts_from_the_teacher(dice, toy, held_
                                class_labels=torch.full((4,), W_INPUT_SCALE * w)).sample
                 # stored in float16: equal to the teacher within that rounding
                 assert torch.allclose(pred, teacher, atol=2e-2) == same, (folder, w, (pred - teacher).abs().max())
+
+
+def test_report_is_written_from_the_recorded_runs(tmp_path, monkeypatch):
+    """docs/toyworld.md is what scripts/toy/write_report.py writes from scripts/toy/results/ (no hand edits, no
+    stale numbers), and the shipped enhancer is the one its Table 1 scores (3,000 steps, the trained weights)."""
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.syspath_prepend(str(root / "scripts" / "toy"))
+    sys.modules.pop("write_report", None)
+    import write_report
+
+    monkeypatch.setattr(write_report, "DOCS", tmp_path)  # the figures go here, not into the repository
+    assert write_report.write() == (root / "docs" / "toyworld.md").read_text()
+    runs = json.loads(write_report.RUNS.read_text())
+    meta = read_metadata(ENHANCER_FILE)
+    assert (meta["steps"], meta["lr"], meta["weights"]) == (runs["lr1e-3"]["steps"], 1e-3, "trained")
