@@ -114,9 +114,13 @@ report)
     cp "$2"/*-train_log.jsonl "$2/checkpoints.txt" "$2/gd.json" "$2/oracle.json" "$2/lr1e-3.safetensors" $r/
     tar -C /tmp -cf - report | split -b 15M - "$out/report.tar.part-" ;;
 ablate)
-    folder=$2; shift 2
+    folder=${2:?ablate needs the distill folder and the runs to score}; shift 2
     args=()
-    for name in "$@"; do args+=(--ablation "$name=$folder/$name.safetensors" --negative-ablation "$name=$folder/$name.safetensors"); done
+    [ $# -gt 0 ] || { echo "ablate: name the runs to score (e.g. null0.2 null0.5 null1)" >&2; exit 2; }
+    for name in "$@"; do
+        [ -f "$folder/$name.safetensors" ] || { echo "$folder holds no $name.safetensors; run distill $name first" >&2; exit 1; }
+        args+=(--ablation "$name=$folder/$name.safetensors" --negative-ablation "$name=$folder/$name.safetensors")
+    done
     mkdir -p "$out/ablate"
     python3 scripts/toy/toy_report.py --ablations-only --enhancer "$folder/$1.safetensors" \
         --negative-enhancer "$folder/$1.safetensors" "${args[@]}" --out /tmp/ablate > "$out/ablate/report.log" 2>&1
