@@ -30,6 +30,17 @@ from dicecli.sampling import generate
 RENDERS_PER_PROMPT = 32
 
 
+def steps_list(text: str) -> set[int]:
+    """--score-at: comma-separated positive step counts."""
+    try:
+        steps = {int(n) for n in text.split(",") if n.strip()}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of steps, e.g. 1000,2000") from None
+    if any(n <= 0 for n in steps):
+        raise argparse.ArgumentTypeError(f"{text!r}: steps must be positive")
+    return steps
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--prompts", type=int, default=1024)
@@ -37,7 +48,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=3e-2)
     parser.add_argument("--max-seconds", type=float, default=float("inf"), help="stop training early")
-    parser.add_argument("--score-at", default="", help="comma-separated steps at which the offsets are also scored")
+    parser.add_argument("--score-at", type=steps_list, default=set(), help="comma-separated steps at which the offsets are also scored")
     parser.add_argument("--out", default="oracle.json")
     args = parser.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -66,7 +77,7 @@ def main() -> None:
 
     optimizer = torch.optim.AdamW([offset], lr=args.lr, weight_decay=0.0)
     generator = torch.Generator(device).manual_seed(0)
-    score_at = {int(n) for n in args.score_at.split(",") if n}
+    score_at = args.score_at
     snapshots, log, window = {}, [], []
     start, step = time.time(), 0
     while step < args.steps and time.time() - start < args.max_seconds:
