@@ -53,23 +53,55 @@ def new_header(fmt: str, *, family: str, model: str, model_resolved: str, finger
 
 
 class EmbeddingCache:
-    """Read access to a `dice-embeddings` file."""
+    """Read access to a `dice-embeddings` (or `dice-latents`) file, checked when opened and as it is read.
 
-    def __init__(self, path: Path, fmt: str = EMBEDDINGS_FORMAT):
+    Opening checks the format and that the datasets agree with each other and with the attributes (one
+    row per prompt, the recorded token count and width); every read checks that the numbers are finite.
+    Each problem is one sentence naming the file (`name`: how to call it, e.g. "standard input")."""
+
+    def __init__(self, path: Path, fmt: str = EMBEDDINGS_FORMAT, name: str | None = None):
         self.path = Path(path)
+        self.name = name or str(self.path)
         if not is_hdf5(self.path):
-            raise UsageError(f"{self.path} is not an HDF5 file; give a cache written by `dice encode`.")
+            raise UsageError(f"{self.name} is not an HDF5 file; give a cache written by `dice encode`.")
         try:
             self.file = h5py.File(self.path, "r")
         except OSError as error:
-            raise UsageError(f"{self.path} cannot be read as HDF5 ({error}); it may be damaged, re-create it.") from None
-        self.attrs = {k: _plain(v) for k, v in self.file.attrs.items()}
-        if self.attrs.get("format") != fmt:
+            raise UsageError(f"{self.name} cannot be read as HDF5 ({error}); it may be damaged, re-create it.") from None
+        try:
+            self.attrs = {k: _plain(v) for k, v in self.file.attrs.items()}
+            if self.attrs.get("format") != fmt:
+                raise UsageError(f"{self.name} is not a {fmt} file (format={self.attrs.get('format')!r}); give one written by dicecli.")
+            if int(self.attrs.get("format_version", 0)) > FORMAT_VERSION:
+                raise UsageError(f"{self.name} was written by a newer dicecli (format_version {self.attrs['format_version']}); upgrade dicecli.")
+            self._check_layout()
+        except BaseException:
             self.file.close()
-            raise UsageError(f"{self.path} is not a {fmt} file (format={self.attrs.get('format')!r}); give one written by dicecli.")
-        if int(self.attrs.get("format_version", 0)) > FORMAT_VERSION:
-            self.file.close()
-            raise UsageError(f"{self.path} was written by a newer dicecli (format_version {self.attrs['format_version']}); upgrade dicecli.")
+            raise
+
+    def _check_layout(self) -> None:
+        """Datasets that disagree (a truncated or edited file) are refused before any row is used."""
+        if "prompts" not in self.file:
+            raise UsageError(f"{self.name} has no prompts dataset; it is damaged, re-create it.")
+        for prefix in ("", "negative_"):
+            if prefix + "prompts" not in self.file:
+                continue
+            count = self.file[prefix + "prompts"].shape[0]
+            data = [prefix + n for n in (*FIELDS, "latents")]
+            for name in (n for n in data if n in self.file):
+                if self.file[name].shape[0] != count:
+                    raise UsageError(f"{self.name} holds {count} {prefix.replace('_', ' ')}prompts but {self.file[name].shape[0]} "
+                                     f"rows of {name}; the file is damaged or was edited, re-create it.")
+            embeds = self.file.get(prefix + "prompt_embeds")
+            if embeds is not None and "tokens" in self.attrs:
+                shape = (int(self.attrs["tokens"]), int(self.attrs["context_dim"]))
+                if embeds.ndim != 3 or tuple(embeds.shape[1:]) != shape:
+                    raise UsageError(f"{self.name} records {shape[0]}x{shape[1]} embeddings but {prefix}prompt_embeds is "
+                                     f"{'x'.join(map(str, embeds.shape[1:]))}; the file is damaged or was edited, re-create it.")
+            mask = self.file.get(prefix + "attention_mask")
+            if mask is not None and embeds is not None and tuple(mask.shape[1:]) != tuple(embeds.shape[1:2]):
+                raise UsageError(f"{self.name} has an attention mask of {mask.shape[1]} tokens for {embeds.shape[1]}-token "
+                                 "embeddings; the file is damaged or was edited, re-create it.")
 
     def __enter__(self) -> "EmbeddingCache":
         return self
@@ -105,10 +137,21 @@ class EmbeddingCache:
             rows = {name: self._read(prefix + name, index) for name in FIELDS}
         return Conditioning(**rows)
 
+    def array(self, name: str) -> np.ndarray:
+        """A whole float dataset (e.g. `latents`), checked to be finite."""
+        return self._finite(name, np.asarray(self.file[name][:]))
+
     def _read(self, name: str, index):
         if name not in self.file:
             return None
-        return torch.from_numpy(np.asarray(self.file[name][index]))
+        return torch.from_numpy(self._finite(name, np.asarray(self.file[name][index])))
+
+    def _finite(self, name: str, array: np.ndarray) -> np.ndarray:
+        """NaN or inf would give black images or NaN caches with exit 0; the cost is a pass over rows already read."""
+        if array.dtype.kind == "f" and not np.isfinite(array).all():
+            raise UsageError(f"{self.name} holds NaN or infinite numbers in {name}; the file is damaged, re-create it "
+                             "with the command that wrote it.")
+        return array
 
 
 class CacheWriter:
@@ -125,10 +168,6 @@ class CacheWriter:
 
     def __exit__(self, *exc) -> None:
         self.file.close()
-
-    def set_attrs(self, **attrs) -> None:
-        for key, value in attrs.items():
-            self.file.attrs[key] = value
 
     def append(self, prompts: list[str], cond: Conditioning, prefix: str = "") -> None:
         self._extend(prefix + "prompts", np.array(prompts, dtype=object), STRING)

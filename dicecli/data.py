@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 
 from dicecli.errors import UsageError
+from dicecli.samplefolder import has_metadata, read_records
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
 NAMED_DATA = {"coco2017-train": ("train2017", "captions_train2017.json"), "coco2017-val": ("val2017", "captions_val2017.json")}
 
 
@@ -30,7 +30,8 @@ class TrainingData:
     images: list[Path] | None = None
     latents: torch.Tensor | None = None  # [N, C, h, w], already times the VAE scaling factor
     source: str = ""
-    model_fingerprint: str | None = None  # latents: the VAE they were made with
+    vae_fingerprint: str | None = None  # latents: the VAE they were made with
+    resolution: int | None = None  # latents: the image size they were encoded at
     render: Callable[[int], Image.Image] | None = None  # images made on the fly (plug-in data)
 
     def __len__(self) -> int:
@@ -87,7 +88,7 @@ def open_training_data(spec: str | None, recipe_name: str = "") -> TrainingData:
         raise UsageError(f"Training data {spec} does not exist; give an imagefolder, a COCO folder or a latent cache (.h5) to --data.")
     if path.is_file() and path.suffix == ".h5":
         return _latents(path)
-    if path.is_dir() and (path / "metadata.jsonl").is_file():
+    if path.is_dir() and has_metadata(path):
         return _imagefolder(path)
     if path.is_dir() and (path / "annotations").is_dir():
         captions = sorted((path / "annotations").glob("captions_*.json"))
@@ -115,19 +116,8 @@ def _named(name: str, recipe_name: str) -> TrainingData:
 
 
 def _imagefolder(path: Path) -> TrainingData:
-    images, captions = [], []
-    for number, line in enumerate((path / "metadata.jsonl").read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            file_name, text = record["file_name"], record.get("text", record.get("caption", record.get("prompt")))
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise UsageError(f"{path / 'metadata.jsonl'} line {number} needs JSON with 'file_name' and 'text'; fix that line.") from None
-        if not isinstance(text, str):
-            raise UsageError(f"{path / 'metadata.jsonl'} line {number} has no 'text' caption; add one.")
-        images.append(path / file_name)
-        captions.append(text)
+    records = read_records(path, require_text=True)
+    images, captions = [path / r["file_name"] for r in records], [r["text"] for r in records]
     missing = [p for p in images if not p.is_file()]
     if missing:
         raise UsageError(f"Imagefolder {path} lists {len(missing)} missing images (first: {missing[0].name}); fix metadata.jsonl.")
@@ -153,7 +143,10 @@ def _latents(path: Path) -> TrainingData:
     from dicecli.cache import LATENTS_FORMAT, EmbeddingCache
 
     with EmbeddingCache(path, fmt=LATENTS_FORMAT) as cache:
-        latents = torch.from_numpy(cache.file["latents"][:])
+        if "latents" not in cache.file:
+            raise UsageError(f"Latent cache {path} has no latents dataset; it is damaged, rebuild it with `dice encode --images`.")
+        latents = torch.from_numpy(cache.array("latents"))
         captions = cache.prompts
-        fingerprint = cache.attrs.get("vae_fingerprint")
-    return TrainingData(captions, latents=latents, source=str(path), model_fingerprint=fingerprint)
+        attrs = cache.attrs
+    return TrainingData(captions, latents=latents, source=str(path), vae_fingerprint=attrs.get("vae_fingerprint"),
+                        resolution=attrs.get("resolution"))

@@ -1,9 +1,10 @@
 """`dice distill`: train an enhancer so that unguided sampling with c' matches CFG.
 
-The objective is `dicecli.method.dice_loss` (docs/architecture.md). Only the enhancer has trainable parameters; gradients reach it through the frozen
-denoiser. Every random draw of a step comes from a generator seeded by (seed, step,
-micro-batch, rank), and the data order is a per-epoch permutation seeded by
-(seed, epoch), so a run resumed from a checkpoint continues exactly.
+The objective is `dicecli.method.dice_loss` (docs/architecture.md). Only the enhancer has trainable parameters;
+gradients reach it through the frozen denoiser. Every random draw of a step comes from a generator seeded by
+(seed, step, micro-batch) -- deliberately not by the rank: each process draws the whole micro-batch of all
+processes and keeps its slice, so N processes train exactly as one -- and the data order is a per-epoch
+permutation seeded by (seed, epoch), so a run resumed from a checkpoint continues exactly.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import copy
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -24,12 +25,12 @@ from tqdm.auto import tqdm
 from dicecli import faults
 from dicecli.data import ImageDataset, TrainingData
 from dicecli.enhancer import Enhancer, load_enhancer, save_enhancer
-from dicecli.errors import UsageError
+from dicecli.errors import IncompatibleError, UsageError
 from dicecli.families import FamilyAdapter, load_adapter
-from dicecli.files import atomic_path, check_writable, exclusive_lock
+from dicecli.files import atomic_path, check_output, check_writable, exclusive_lock
 from dicecli.method import apply_enhancer, dice_loss
 from dicecli.refs import ModelRef
-from dicecli.settings import SAMPLE_DEFAULTS, DistillConfig
+from dicecli.settings import DistillConfig, SampleConfig
 
 CHECKPOINTS_KEPT = 2
 
@@ -101,7 +102,8 @@ class Distiller:
         self.work_dir, self.output, self.model_name, self.progress = work_dir, output, model_name, progress
         self.accelerator = accelerator or Accelerator(cpu=adapter.device.type == "cpu", device_placement=False)
         self.world, self.rank = self.accelerator.num_processes, self.accelerator.process_index
-        self.micro_batch = config.check(self.world)
+        config.check()
+        self.micro_batch = config.micro_batch(self.world)
         self.main = self.accelerator.is_main_process
 
         needed = adapter.training_components(with_vae=data.latents is None)
@@ -135,12 +137,10 @@ class Distiller:
 
     def metadata(self, averaged: bool = False) -> dict:
         """What an enhancer file records; `weights` says whether it holds the trained weights or their --ema average."""
-        c = self.config
         return {
             "family": self.adapter.family, "tokens": self.adapter.text.tokens, "trained_on": self.model_name,
-            "guidance_scale": c.guidance_scale, "negative_prompts": self.negatives_name, "loss": c.loss,
-            "steps": self.step, "batch_size": c.batch_size, "lr": c.lr, "null_share": c.null_share, "seed": c.seed,
-            "lr_schedule": c.lr_schedule, "warmup_steps": c.warmup_steps, "ema": c.ema, "timesteps": c.timesteps,
+            "text_encoder_fingerprint": self.adapter.text_encoder_fingerprint(),
+            **self.config.marked("record"), "negative_prompts": self.negatives_name, "steps": self.step,
             "weights": "ema average" if averaged else "trained",
         }
 
@@ -179,7 +179,7 @@ class Distiller:
             tensors["ema.optimization_step"] = torch.tensor(self.ema.optimization_step)
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(staging / "optimizer.safetensors"))
         trainer = {"step": self.step, "samples_seen": self.step * self.config.batch_size,
-                   "config": asdict(self.config), "model": self.model_name, "data": self.data.source}
+                   "config": self.config.as_dict(), "model": self.model_name, "data": self.data.source}
         (staging / "trainer.json").write_text(json.dumps(trainer, indent=2))
         faults.point(f"write:{final.name}")
         shutil.rmtree(final, ignore_errors=True)
@@ -198,10 +198,8 @@ class Distiller:
             return 0
         trainer = json.loads((checkpoint / "trainer.json").read_text())
         saved = trainer["config"]
-        for key in ("batch_size", "grad_accum", "seed", "loss", "guidance_scale", "negative_prompts", "null_share", "lr",
-                    "resolution", "lr_schedule", "warmup_steps", "ema", "timesteps"):
-            mine = getattr(self.config, key)
-            default = getattr(DistillConfig, key)  # checkpoints of earlier versions lack the newer settings
+        for key, mine in self.config.marked("resume").items():
+            default = DistillConfig.default(key)  # checkpoints of earlier versions lack the newer settings
             if saved.get(key, default) != (list(mine) if isinstance(mine, tuple) else mine):
                 raise UsageError(
                     f"--resume: the checkpoint in {self.work_dir} was made with {key}={saved.get(key, default)!r}, not "
@@ -355,8 +353,9 @@ class Distiller:
         null = self.negative_bank[[0]]
         enhanced = apply_enhancer(self.finished_enhancer(), cond, null)
         seeds = list(range(len(prompts)))
-        size = dict(steps=c.validation_steps, scheduler=SAMPLE_DEFAULTS["scheduler"], seeds=seeds, height=c.resolution,
-                    width=c.resolution)
+        resolution = self.data.resolution or c.resolution  # a latent cache's own size, else the training size
+        size = dict(steps=c.validation_steps, scheduler=SampleConfig.default("scheduler"), seeds=seeds, height=resolution,
+                    width=resolution)
         columns = [generate(adapter, cond, None, cfg=1.0, **size),
                    generate(adapter, cond, adapter.unconditional(None), cfg=c.guidance_scale, **size),
                    generate(adapter, enhanced, None, cfg=1.0, **size)]
@@ -381,7 +380,7 @@ def default_paths(ref: ModelRef, work_dir: str | None, output: str | None) -> tu
 
 
 def distill(ref: ModelRef, data: TrainingData, config: DistillConfig, *, work_dir: Path, output: Path, resume: bool,
-            device: torch.device, dtype: torch.dtype, progress: bool) -> DistillResult:
+            device: torch.device, dtype: torch.dtype, progress: bool, allow_other_vae: bool = False) -> DistillResult:
     from accelerate import Accelerator
 
     if not resume and (work_dir / "checkpoints").is_dir() and any((work_dir / "checkpoints").glob("step-*")):
@@ -390,6 +389,8 @@ def distill(ref: ModelRef, data: TrainingData, config: DistillConfig, *, work_di
             "or choose another --work-dir."
         )
     check_writable(output)
+    check_output(output, [Path(data.source)] if Path(data.source).exists() else [])
+    check_output(work_dir, [Path(data.source)] if Path(data.source).exists() else [], "--work-dir", folder=True)
     work_dir.mkdir(parents=True, exist_ok=True)
     accelerator = Accelerator(cpu=device.type == "cpu", device_placement=False)
     if accelerator.num_processes > 1 or accelerator.device.type == "cuda" and device.type == "cuda":
@@ -397,6 +398,12 @@ def distill(ref: ModelRef, data: TrainingData, config: DistillConfig, *, work_di
     adapter = load_adapter(ref, device, dtype)
     if data.latents is not None and data.latents.shape[1] != adapter.latent_channels:
         raise UsageError(f"Latent cache {data.source} holds {data.latents.shape[1]}-channel latents, not this model's; rebuild it with `dice encode --images`.")
+    if data.vae_fingerprint is not None and not allow_other_vae and data.vae_fingerprint != adapter.vae_fingerprint():
+        raise IncompatibleError(
+            f"Latent cache {data.source} was made with another VAE than {ref.given}'s, so its latents are in another "
+            "space; rebuild it with `dice encode --images --model MODEL`, or pass --allow-other-vae if the VAEs are "
+            "known to share one."
+        )
     trainer = Distiller(adapter, data, config, work_dir=work_dir, output=output, model_name=ref.given,
                         accelerator=accelerator, progress=progress)
     return trainer.run(resume=resume)

@@ -14,7 +14,8 @@ from dicecli import faults
 from dicecli.cache import EMBEDDINGS_FORMAT, CacheWriter, EmbeddingCache, new_header, storage_dtype
 from dicecli.errors import IncompatibleError, UsageError
 from dicecli.families import load_adapter
-from dicecli.files import STDIO, atomic_path, check_writable, exclusive_lock, remove_stale_temporaries, stream_to_stdout
+from dicecli.files import (STDIO, atomic_path, check_output, check_writable, exclusive_lock, remove_stale_temporaries,
+                           stream_to_stdout)
 from dicecli.prompts import unique
 from dicecli.refs import ModelRef
 
@@ -36,13 +37,14 @@ class EncodeResult:
 
 def encode_prompts(
     prompts: list[str], ref: ModelRef, output: str, *, negative: str | None = None, batch_size: int = 64,
-    device: torch.device, dtype: torch.dtype, progress: bool = False,
+    device: torch.device, dtype: torch.dtype, progress: bool = False, inputs: list[Path] = (),
 ) -> EncodeResult:
     """Encode into OUTPUT, appending to an existing cache. Two runs appending to one cache take
     turns (an OS lock beside the file): the second reads what the first added, so nothing is lost."""
     if output == STDIO:
         return _encode(prompts, ref, output, negative, batch_size, device, dtype, progress)
     check_writable(Path(output))
+    check_output(Path(output), [*inputs, *model_paths(ref)])
     with exclusive_lock(Path(output), "Cache", wait=True):
         return _encode(prompts, ref, output, negative, batch_size, device, dtype, progress)
 
@@ -115,6 +117,11 @@ def _encode(prompts: list[str], ref: ModelRef, output: str, negative: str | None
     return result
 
 
+def model_paths(ref: ModelRef) -> list[Path]:
+    """A model's own files, which no output may replace."""
+    return [ref.source.local_path] if ref.source.local_path else []
+
+
 def _read_existing(out: Path):
     try:
         with EmbeddingCache(out) as cache:
@@ -144,8 +151,9 @@ def encode_images(data_spec: str, ref: ModelRef, output: str, *, resolution: int
 
     out = Path(output)
     check_writable(out)
-    remove_stale_temporaries(out)
     data = open_training_data(data_spec, ref.recipe.name if ref.recipe else "")
+    check_output(out, [Path(data.source), *model_paths(ref)])
+    remove_stale_temporaries(out)
     if data.latents is not None:
         raise UsageError(f"--images {data_spec} is already a latent cache; give an imagefolder or a COCO folder.")
     if resolution < 8 or resolution % 8:
@@ -158,7 +166,8 @@ def encode_images(data_spec: str, ref: ModelRef, output: str, *, resolution: int
         fingerprint=adapter.text_encoder_fingerprint(), dtype=storage_dtype(dtype), tokens=adapter.text.tokens,
         context_dim=adapter.text.width,
     )
-    header.update(resolution=resolution, scaling_factor=float(vae.config.scaling_factor), source=data.source)
+    header.update(resolution=resolution, scaling_factor=float(vae.config.scaling_factor), source=data.source,
+                  vae_fingerprint=adapter.vae_fingerprint())
     shape: list[int] = []
     with atomic_path(out) as tmp, CacheWriter(tmp, header) as writer, \
             tqdm(total=len(data), unit="image", desc="latents", disable=not progress, leave=False) as bar:

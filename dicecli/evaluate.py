@@ -21,13 +21,14 @@ from PIL import Image
 from dicecli.errors import UsageError
 from dicecli.files import atomic_path
 from dicecli.hub import offline
-from dicecli.sampling import METADATA_FILE, SETTINGS_FILE
+from dicecli.samplefolder import METHOD_LABELS, method_key, read_folder
 
-DEFAULT_CLIP = "laion/CLIP-ViT-g-14-laion2B-s12B-b42K"  # the reference evaluation's CLIP score model
-DEFAULT_AESTHETIC_CLIP = "openai/clip-vit-large-patch14"  # the LAION aesthetic predictor's backbone
 AESTHETIC_FILE = "sac+logos+ava1-l14-linearMSE.pth"
 CLEANFID_INCEPTION = Path("/tmp/inception-2015-12-05.pt")  # where clean-fid keeps its Inception weights
 BUILTIN_METRICS = ("fid", "clip", "aesthetic")
+# FID is biased upward on small sets and its spread across seeds is large below a thousand images or so
+# (the paper and clean-fid use 5,000-50,000); smaller folders get a note saying what the number is worth.
+FID_MIN_IMAGES = 1000
 
 
 def known_metrics() -> dict:
@@ -46,43 +47,23 @@ class SampleFolder:
 
     @property
     def label(self) -> dict:
+        """What tells this folder's row apart: the folder itself, its model, method and enhancer."""
         s = self.settings
-        method = s.get("method") or _method(s)
+        method = METHOD_LABELS[method_key(s.get("enhancer"), s.get("cfg", 1)) if s else "reference"]
         nfe = s.get("steps", 0) * (2 if s.get("cfg", 1) > 1 else 1) if s.get("steps") else None
-        return {"folder": str(self.path), "model": s.get("model"), "method": method, "cfg": s.get("cfg"),
-                "alpha": s.get("alpha"), "steps": s.get("steps"), "nfe": nfe}
-
-
-def _method(s: dict) -> str:
-    if s.get("enhancer"):
-        return "DICE+CFG" if s.get("cfg", 1) > 1 else "DICE"
-    if not s:
-        return "reference"
-    return "CFG" if s.get("cfg", 1) > 1 else "unguided"
+        return {"folder": str(self.path), "model": s.get("model"), "method": method, "enhancer": s.get("enhancer"),
+                "cfg": s.get("cfg"), "alpha": s.get("alpha"), "steps": s.get("steps"), "nfe": nfe}
 
 
 def open_folder(path: Path) -> SampleFolder:
     if not path.is_dir():
         raise UsageError(f"Image folder {path} does not exist; give a folder of images (a `dice sample` output or reference images).")
-    settings = json.loads((path / SETTINGS_FILE).read_text()) if (path / SETTINGS_FILE).is_file() else {}
-    images, prompts = [], []
-    if (path / METADATA_FILE).is_file():
-        for number, line in enumerate((path / METADATA_FILE).read_text(encoding="utf-8").splitlines(), start=1):
-            if line.strip():
-                try:
-                    record = json.loads(line)
-                    images.append(path / record["file_name"])
-                    prompts.append(record.get("text", ""))
-                except (json.JSONDecodeError, KeyError):
-                    raise UsageError(f"{path / METADATA_FILE} line {number} needs JSON with 'file_name'; fix that line.") from None
-    else:
-        images = sorted(p for p in path.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".webp"))
-        prompts = [""] * len(images)
-    if not images:
+    contents = read_folder(path)
+    if not contents.images:
         raise UsageError(f"Sample folder {path} holds no images; run `dice sample` into it first.")
-    for image in images:
+    for image in contents.images:
         check_image(image)
-    return SampleFolder(path, images, prompts, settings)
+    return SampleFolder(path, contents.images, contents.prompts, contents.settings)
 
 
 def check_image(path: Path) -> None:
@@ -304,6 +285,8 @@ def evaluate(folders: list[Path], *, ref: str | None, metrics: list[str], fid_fe
         for row, sample in zip(rows, samples):
             with torch.no_grad():
                 row["aesthetic"] = predictor(image_embeddings(model, processor, sample.images, device)).mean().item()
+    if "fid" in metrics:
+        notes += few_images_notes(samples)
     for name in metrics:
         metric = known[name]
         if metric is None:
@@ -334,8 +317,16 @@ def mixed_folder_notes(samples: list[SampleFolder]) -> list[str]:
     return notes
 
 
-LABEL_COLUMNS = [("model", "model"), ("method", "method"), ("cfg", "cfg"), ("alpha", "alpha"), ("steps", "steps"),
-                 ("nfe", "NFE")]
+def few_images_notes(samples: list[SampleFolder]) -> list[str]:
+    small = [f"{s.path} ({len(s.images)})" for s in samples if len(s.images) < FID_MIN_IMAGES]
+    if not small:
+        return []
+    return [f"FID over fewer than {FID_MIN_IMAGES:,} images is mostly estimation bias and noise: "
+            f"{', '.join(small)}; read those FIDs only as a smoke test, and sample more images for a comparison."]
+
+
+LABEL_COLUMNS = [("folder", "folder"), ("model", "model"), ("method", "method"), ("enhancer", "enhancer"),
+                 ("cfg", "cfg"), ("alpha", "alpha"), ("steps", "steps"), ("nfe", "NFE")]
 METRIC_COLUMNS = [("fid", "FID ↓"), ("clip", "CLIP ↑"), ("aesthetic", "AS ↑")]
 
 
@@ -352,15 +343,20 @@ def _cell(value) -> str:
     return str(value)
 
 
+def _shown(report: EvalReport) -> list[tuple[str, str]]:
+    """The columns some row has a value for (the folder always)."""
+    return [(k, title) for k, title in columns() if k == "folder" or any(row.get(k) is not None for row in report.rows)]
+
+
 def markdown_table(report: EvalReport) -> str:
-    shown = [(k, title) for k, title in columns() if any(k in row for row in report.rows)]
+    shown = _shown(report)
     lines = ["| " + " | ".join(t for _, t in shown) + " |", "|" + "|".join("---" for _ in shown) + "|"]
     lines += ["| " + " | ".join(_cell(row.get(k)) for k, _ in shown) + " |" for row in report.rows]
     return "\n".join(lines) + "\n"
 
 
 def csv_text(report: EvalReport) -> str:
-    keys = ["folder"] + [k for k, _ in columns() if any(k in row for row in report.rows)]
+    keys = [k for k, _ in _shown(report)]
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
@@ -376,7 +372,7 @@ def nfe_plot(report: EvalReport, path: Path) -> bool:
     """Quality vs NFE (the paper's Figure 5) when some method was evaluated at several step counts."""
     groups: dict[tuple, list[dict]] = {}
     for row in report.rows:
-        groups.setdefault((row.get("model"), row.get("method"), row.get("cfg"), row.get("alpha")), []).append(row)
+        groups.setdefault((row.get("model"), row.get("method"), row.get("enhancer"), row.get("cfg"), row.get("alpha")), []).append(row)
     lines = {k: sorted(v, key=lambda r: r["nfe"] or 0) for k, v in groups.items() if len({r.get("nfe") for r in v}) > 1}
     metric_keys = [k for k, _ in columns() if k not in dict(LABEL_COLUMNS) and k != "images"]
     metrics = [m for m in metric_keys if any(m in r for r in report.rows)]
@@ -389,8 +385,9 @@ def nfe_plot(report: EvalReport, path: Path) -> bool:
 
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.5), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
-        for (model, method, cfg, alpha), rows in lines.items():
+        for (model, method, enhancer, cfg, alpha), rows in lines.items():
             label = f"{method} (cfg {cfg:g})" if cfg is not None else str(method)
+            label += f", {enhancer}" if enhancer and len({k[2] for k in lines}) > 1 else ""
             ax.plot([r["nfe"] for r in rows], [r.get(metric) for r in rows], marker="o", label=label)
         ax.set_xlabel("NFE (denoiser evaluations per image)")
         ax.set_ylabel(dict(columns()).get(metric, metric))
@@ -408,7 +405,8 @@ def write_report(report: EvalReport, base: Path) -> None:
     plot = base.with_name(base.name + "-nfe.png")
     if nfe_plot(report, plot):
         report.plot = str(plot)
-    for suffix, text in ((".json", json_text(report)), (".md", markdown_table(report)), (".csv", csv_text(report))):
+    notes = "".join(f"\nNote: {note}\n" for note in report.notes)
+    for suffix, text in ((".json", json_text(report)), (".md", markdown_table(report) + notes), (".csv", csv_text(report))):
         with atomic_path(base.with_name(base.name + suffix)) as tmp:
             tmp.write_text(text, encoding="utf-8")
 

@@ -6,6 +6,7 @@ import contextlib
 import os
 import re
 import shutil
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -17,9 +18,38 @@ from dicecli.errors import UsageError
 STDIO = "-"
 
 
+def check_output(path: Path, inputs: list[Path] = (), option: str = "-o", folder: bool = False) -> None:
+    """The one rule for every output (docs/reliability.md): refused before any work when it is, or resolves to,
+    one of the command's inputs (a file, a folder, or a file inside an input folder), when an input lies inside
+    an output folder, or when it exists and is not a regular file (a device such as /dev/null, a FIFO, a
+    socket): the atomic rename would replace it. `folder`: the output is a folder of files."""
+    path = Path(path)
+    if path.exists() and not path.is_file() and not path.is_dir():  # a file where a folder is meant: said by the command
+        kind = _file_kind(path)
+        raise UsageError(f"Output {path} ({option}) is {kind}, not a {'folder' if folder else 'regular file'}; dice never "
+                         f"replaces one: give a path to a {'folder' if folder else 'file'}"
+                         f"{'' if folder else ' (or - to write to standard output)'}.")
+    target = path.resolve()
+    for given in inputs:
+        source = Path(given).resolve()
+        if target == source or source.is_dir() and source in target.parents or folder and target in source.parents:
+            raise UsageError(f"Output {path} ({option}) would replace or write into the input {given}; choose an output "
+                             "outside the command's inputs.")
+
+
+def _file_kind(path: Path) -> str:
+    mode = path.stat().st_mode
+    for test, kind in ((stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISDIR, "a folder")):
+        if test(mode):
+            return kind
+    return "a file"
+
+
 def check_writable(path: Path, option: str = "-o") -> None:
     """Fail early, before any expensive work, when `path` cannot be written."""
     folder = path.parent if str(path.parent) else Path(".")
+    check_output(path, option=option)
     if path.is_dir():
         raise UsageError(f"Output {path} ({option}) is a folder; give a file name, e.g. {path / 'out.h5'}.")
     if not folder.exists():
@@ -45,6 +75,8 @@ def atomic_path(path: Path, clean: bool = True) -> Iterator[Path]:
         if tmp_path.exists():
             os.chmod(tmp_path, 0o666 & ~current_umask())  # mkstemp makes 0600; files get the user's usual mode
         faults.point(f"write:{path.name}")
+        if path.exists() and not path.is_file():  # never rename over a device, FIFO or socket (check_output)
+            raise UsageError(f"Output {path} is {_file_kind(path)}, not a regular file; dice never replaces one.")
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():

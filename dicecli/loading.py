@@ -1,15 +1,19 @@
-"""Loading a model's components: builtin / local folder / hub id / single-file checkpoint.
+"""Model sources and loading a model's components.
 
-`Components` loads the named parts of a diffusers pipeline on first use and only those,
-so `dice encode` and `dice enhance` never load the denoiser or the VAE. A model reference's
-`vae` (`--vae`, or a recipe's `[source] vae`) replaces the pipeline's own VAE.
-`config_file` reads one small config file of a model without touching its weights.
+A model lives in one of four places, each a `ModelSource`: a built-in model (`BuiltinSource`), a local
+diffusers folder (`FolderSource`), a Hugging Face hub id (`HubSource`) or a single-file checkpoint
+(`SingleFileSource`). A source loads a diffusers pipeline class from itself and reads one small config
+file without touching weights; nothing above this module branches on where a model lives.
+
+`Components` loads the named parts of a pipeline on first use and only those, so `dice encode` and
+`dice enhance` never load the denoiser or the VAE. A replacement VAE (`--vae`, or a recipe's
+`[source] vae`) takes the place of the pipeline's own.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 
@@ -17,16 +21,128 @@ from dicecli.errors import UsageError
 from dicecli.hub import hub_file, hub_missing_message, offline
 from dicecli.runtime import quiet_libraries
 
-if TYPE_CHECKING:
-    from dicecli.refs import ModelRef
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's files are. `location`: the built-in name, folder, hub id or file."""
+
+    location: str
+
+    single_file = False  # config files can be read without the weights (single files have none beside them)
+
+    @property
+    def resolved(self) -> str:
+        """The reference recorded in caches: where the model was found."""
+        return self.location
+
+    @property
+    def local_path(self) -> Path | None:
+        """The user's own files of this model (which no output may replace), if any."""
+        return None
+
+    def load(self, pipeline_class, **kwargs):
+        raise NotImplementedError
+
+    def config_file(self, name: str) -> Path:
+        """One small config file of the model (e.g. `text_encoder/config.json`), never its weights."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class BuiltinSource(ModelSource):
+    """A tiny random-weight model built on first use, or a model a plug-in ships (`dicecli.builtin`)."""
+
+    @property
+    def resolved(self) -> str:
+        from dicecli.builtin import builtin_version
+
+        return f"builtin:{self.location}-v{builtin_version(self.location)}"
+
+    def folder(self) -> Path:
+        from dicecli.builtin import ensure_builtin
+
+        return ensure_builtin(self.location)
+
+    def load(self, pipeline_class, **kwargs):
+        return pipeline_class.from_pretrained(self.folder(), **kwargs)
+
+    def config_file(self, name: str) -> Path:
+        return self.folder() / name
+
+
+@dataclass(frozen=True)
+class FolderSource(ModelSource):
+    """A local diffusers folder (model_index.json and one folder per component)."""
+
+    @property
+    def local_path(self) -> Path:
+        return Path(self.location)
+
+    def load(self, pipeline_class, **kwargs):
+        return pipeline_class.from_pretrained(self.location, **kwargs)
+
+    def config_file(self, name: str) -> Path:
+        path = Path(self.location) / name
+        if not path.is_file():
+            raise UsageError(f"Model folder {self.location} has no {name}; check that it is a complete diffusers pipeline.")
+        return path
+
+
+@dataclass(frozen=True)
+class HubSource(ModelSource):
+    """A Hugging Face hub id: the local cache first; offline, one sentence on how to get it."""
+
+    def load(self, pipeline_class, **kwargs):
+        try:
+            return pipeline_class.from_pretrained(self.location, local_files_only=True, **kwargs)
+        except (OSError, ValueError):
+            if offline():
+                raise UsageError(hub_missing_message(self.location)) from None
+        return pipeline_class.from_pretrained(self.location, **kwargs)
+
+    def config_file(self, name: str) -> Path:
+        return Path(hub_file(self.location, name))
+
+
+@dataclass(frozen=True)
+class SingleFileSource(ModelSource):
+    """An original-layout `.safetensors` checkpoint, as SD users keep community models, loaded with the diffusers
+    config of its base model (`config`: a hub id or a local diffusers folder)."""
+
+    config: str | None = None
+    single_file = True
+
+    @property
+    def local_path(self) -> Path:
+        return Path(self.location)
+
+    def load(self, pipeline_class, **kwargs):
+        config = self.config
+        if config is None:
+            raise UsageError(f"Checkpoint {self.location} needs a diffusers config; name its recipe or family.")
+        if not Path(config).expanduser().is_dir():
+            try:
+                hub_file(config, "model_index.json")  # the config repo must be at hand, like any hub model
+            except UsageError as error:
+                raise UsageError(
+                    f"Checkpoint {self.location} is built with the diffusers config of {config}, which is not "
+                    f"available ({error}); or set `config` to a local diffusers folder in a recipe."
+                ) from None
+        return pipeline_class.from_single_file(self.location, config=config, local_files_only=offline(), **kwargs)
+
+    def config_file(self, name: str) -> Path:
+        raise UsageError(f"Checkpoint {self.location} has no config files beside it; its family's shapes are used.")
 
 
 class Components:
     """The loaded parts of one model, on one device and in one dtype, all frozen."""
 
-    def __init__(self, ref: "ModelRef", pipeline_class_name: str, names: tuple[str, ...], device: torch.device,
-                 dtype: torch.dtype, load_kwargs: dict | None = None):
-        self.ref, self.pipeline_class_name, self.names = ref, pipeline_class_name, names
+    def __init__(self, source: ModelSource, pipeline_class_name: str, names: tuple[str, ...], device: torch.device,
+                 dtype: torch.dtype, load_kwargs: dict | None = None, vae: str | None = None, name: str = "",
+                 family: str = ""):
+        self.source, self.pipeline_class_name, self.names = source, pipeline_class_name, names
+        self.vae = vae  # a replacement VAE (folder or hub id)
+        self.name, self.family = name or source.location, family  # the model as the user named it, for sentences
         self.device, self.dtype = device, dtype
         self.load_kwargs = load_kwargs or {}
         self.modules: dict[str, object] = {}
@@ -50,7 +166,7 @@ class Components:
         missing = [n for n in names if n not in self.modules]
         if not missing:
             return
-        separate_vae = "vae" in missing and self.ref.vae is not None
+        separate_vae = "vae" in missing and self.vae is not None
         wanted = [n for n in missing if not (n == "vae" and separate_vae)]
         if wanted or not self.pipeline_config:
             pipe = self._load_pipeline(wanted)
@@ -58,7 +174,7 @@ class Components:
             for name in wanted:
                 self._keep(name, getattr(pipe, name))
         if separate_vae:
-            self._keep("vae", load_vae(self.ref.vae, self.dtype))
+            self._keep("vae", load_vae(self.vae, self.dtype))
 
     def _keep(self, name: str, module) -> None:
         if isinstance(module, torch.nn.Module):
@@ -71,45 +187,14 @@ class Components:
         quiet_libraries()
         skipped = {n: None for n in self.names if n not in wanted}
         kwargs = dict(dtype=self.dtype, **skipped, **self.load_kwargs)
-        ref = self.ref
         try:
-            if ref.kind == "builtin":
-                from dicecli.builtin import ensure_builtin
-
-                return self.pipeline_class.from_pretrained(ensure_builtin(ref.location), **kwargs)
-            if ref.kind == "folder":
-                return self.pipeline_class.from_pretrained(ref.location, **kwargs)
-            if ref.kind == "hub":
-                return self._from_hub(kwargs)
-            return self._from_single_file(kwargs)
+            return self.source.load(self.pipeline_class, **kwargs)
         except (OSError, ValueError, EnvironmentError) as error:
             if isinstance(error, UsageError):
                 raise
             raise UsageError(
-                f"Model {ref.given} could not be loaded ({first_line(error)}); check that it is a complete {ref.family} model."
+                f"Model {self.name} could not be loaded ({first_line(error)}); check that it is a complete {self.family} model."
             ) from error
-
-    def _from_hub(self, kwargs):
-        try:
-            return self.pipeline_class.from_pretrained(self.ref.location, local_files_only=True, **kwargs)
-        except (OSError, ValueError):
-            if offline():
-                raise UsageError(hub_missing_message(self.ref.location)) from None
-        return self.pipeline_class.from_pretrained(self.ref.location, **kwargs)
-
-    def _from_single_file(self, kwargs):
-        config = self.ref.config
-        if config is None:
-            raise UsageError(f"Checkpoint {self.ref.location} needs a diffusers config; name its recipe or family.")
-        if not Path(config).expanduser().is_dir():
-            try:
-                hub_file(config, "model_index.json")  # the config repo must be at hand, like any hub model
-            except UsageError as error:
-                raise UsageError(
-                    f"Checkpoint {self.ref.location} is built with the diffusers config of {config}, which is not "
-                    f"available ({error}); or set `config` to a local diffusers folder in a recipe."
-                ) from None
-        return self.pipeline_class.from_single_file(self.ref.location, config=config, local_files_only=offline(), **kwargs)
 
 
 def load_vae(given: str, dtype: torch.dtype):
@@ -133,20 +218,6 @@ def load_vae(given: str, dtype: torch.dtype):
         if isinstance(error, UsageError):
             raise
         raise UsageError(f"--vae {given} could not be loaded ({first_line(error)}); give a diffusers AutoencoderKL folder or hub id.") from None
-
-
-def config_file(ref: "ModelRef", name: str) -> Path:
-    """One small config file of a model (builtin, folder or hub), never its weights."""
-    if ref.kind == "builtin":
-        from dicecli.builtin import ensure_builtin
-
-        return ensure_builtin(ref.location) / name
-    if ref.kind == "folder":
-        path = Path(ref.location) / name
-        if not path.is_file():
-            raise UsageError(f"Model folder {ref.location} has no {name}; check that it is a complete diffusers pipeline.")
-        return path
-    return Path(hub_file(ref.location, name))
 
 
 def first_line(error: BaseException) -> str:

@@ -17,9 +17,6 @@ import torch.nn.functional as F
 from dicecli.enhancer import Enhancer
 from dicecli.families import Conditioning, FamilyAdapter
 
-LOSSES = ("l1", "l2")
-
-
 def apply_enhancer(enhancer: Enhancer, cond: Conditioning, negative: Conditioning, alpha: float = 1.0) -> Conditioning:
     """c' = c + alpha * E(c, c_neg) for every row of `cond`; `negative` is one row or one per row.
 

@@ -1,6 +1,7 @@
 """Model references (`--model`): a recipe name, a recipe file, a Hugging Face hub id, a local
 diffusers folder, or a single-file `.safetensors` checkpoint. `resolve_model` turns any of them
-into a `ModelRef` without loading weights."""
+into a `ModelRef` (the name given, a `dicecli.loading.ModelSource`, the family, the recipe) without
+loading weights."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 from dicecli.errors import UsageError
 from dicecli.families import FAMILIES, family_of_checkpoint, family_of_pipeline
 from dicecli.hub import hub_file
+from dicecli.loading import BuiltinSource, FolderSource, HubSource, ModelSource, SingleFileSource
 from dicecli.recipes import Recipe, available_recipes, load_recipe_file
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
@@ -20,31 +22,22 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 @dataclass
 class ModelRef:
-    """A model reference, resolved without loading weights."""
+    """A model reference, resolved without loading weights: plain data (the loading layer owns `source`)."""
 
-    given: str
-    kind: str  # "builtin" | "hub" | "folder" | "single_file"
-    location: str  # builtin name, hub id, folder or file path
+    given: str  # as the user wrote it (recipe name, hub id, path): what caches and sample folders record
+    source: ModelSource
     family: str
     recipe: Recipe | None = None
-    config: str | None = None  # single files: diffusers config (hub id or folder)
     vae: str | None = None  # a replacement VAE (folder or hub id), from --vae or the recipe
 
     @property
     def resolved(self) -> str:
-        if self.kind == "builtin":
-            from dicecli.builtin import builtin_version
-
-            return f"builtin:{self.location}-v{builtin_version(self.location)}"
-        return self.location
+        return self.source.resolved
 
     @property
     def name(self) -> str:
         """A short name for default paths: the recipe's name, else the reference as given."""
         return self.recipe.name if self.recipe else self.given
-
-    def defaults(self, stage: str) -> dict:
-        return self.recipe.defaults(stage) if self.recipe else {}
 
 
 def resolve_model(given: str, family: str | None = None, vae: str | None = None) -> ModelRef:
@@ -66,13 +59,13 @@ def _resolve(given: str, family: str | None) -> ModelRef:
     if given in recipes:
         return _from_recipe(recipes[given], given)
     if path.is_dir():
-        return ModelRef(given, "folder", str(path.resolve()), family or _folder_family(path))
+        return ModelRef(given, FolderSource(str(path.resolve())), family or _folder_family(path))
     if path.is_file():
         return _single_file(given, path, family)
     if path.suffix.lower() in (".safetensors",) + PICKLE_SUFFIXES or given.startswith((".", "/", "~")):
         raise UsageError(f"Model file {given} does not exist; check the path given to --model.")
     if HUB_ID.match(given):
-        return ModelRef(given, "hub", given, family or _hub_family(given))
+        return ModelRef(given, HubSource(given), family or _hub_family(given))
     raise UsageError(
         f"Model {given!r} is not a recipe name (see `dice recipes`), a local diffusers folder, "
         "a .safetensors checkpoint or a hub id (owner/name); check --model."
@@ -82,9 +75,9 @@ def _resolve(given: str, family: str | None) -> ModelRef:
 def _from_recipe(recipe: Recipe, given: str) -> ModelRef:
     source = recipe.source
     if "builtin" in source:
-        return ModelRef(given, "builtin", source["builtin"], recipe.family, recipe)
+        return ModelRef(given, BuiltinSource(source["builtin"]), recipe.family, recipe)
     if "hub_id" in source:
-        return ModelRef(given, "hub", source["hub_id"], recipe.family, recipe)
+        return ModelRef(given, HubSource(source["hub_id"]), recipe.family, recipe)
     path = recipe.checkpoint_path
     if not path.exists():
         url = source.get("url", "the model's page")
@@ -93,10 +86,10 @@ def _from_recipe(recipe: Recipe, given: str) -> ModelRef:
             f"from {url} and save it there (or set DICE_CHECKPOINTS_DIR, or pass the file to --model)."
         )
     if path.is_dir():
-        return ModelRef(given, "folder", str(path.resolve()), recipe.family, recipe)
+        return ModelRef(given, FolderSource(str(path.resolve())), recipe.family, recipe)
     ref = _single_file(given, path, recipe.family)
     ref.recipe = recipe
-    ref.config = source.get("config", ref.config)
+    ref.source = SingleFileSource(ref.source.location, config=source.get("config", ref.source.config))
     return ref
 
 
@@ -117,7 +110,7 @@ def _single_file(given: str, path: Path, family: str | None) -> ModelRef:
             "or hub ids; give the model's diffusers folder."
         )
     config = FAMILIES[family].single_file_config if family in FAMILIES else None
-    return ModelRef(given, "single_file", str(path.resolve()), family, config=config)
+    return ModelRef(given, SingleFileSource(str(path.resolve()), config=config), family)
 
 
 def _single_file_family(path: Path) -> str:

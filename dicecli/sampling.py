@@ -1,35 +1,29 @@
-"""Sampling from embeddings with diffusers pipelines and schedulers (never a hand-written sampler),
-and the sample folder format (README, `dice sample`): NNNNNN.png with PNG text chunks, metadata.jsonl, dice-sample.json."""
+"""Sampling from embeddings with diffusers pipelines and schedulers (never a hand-written sampler), into
+sample folders (`dicecli.samplefolder`)."""
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import re
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Callable
 
 import torch
 from PIL import Image, ImageDraw
-from PIL.PngImagePlugin import PngInfo
 from tqdm.auto import tqdm
 
 from dicecli import faults
-from dicecli.errors import IncompatibleError, UsageError
+from dicecli.errors import UsageError
 from dicecli.families import Conditioning, FamilyAdapter
-from dicecli.files import atomic_path, exclusive_lock, remove_stale_temporaries
+from dicecli.files import check_output, exclusive_lock
+from dicecli.method import apply_enhancer
+from dicecli.samplefolder import SampleSettings, open_for_writing, save_image, write_metadata
+from dicecli.schedulers import SCHEDULERS
+from dicecli.settings import SampleConfig
 
-# name -> (diffusers scheduler class name, extra config); built from the model's own scheduler config
-SCHEDULERS = {
-    "dpmsolver++": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
-    "ddim": ("DDIMScheduler", {}),
-    "euler": ("EulerDiscreteScheduler", {}),
-    "euler-a": ("EulerAncestralDiscreteScheduler", {}),
-    "pndm": ("PNDMScheduler", {}),
-    "unipc": ("UniPCMultistepScheduler", {}),
-}
+if TYPE_CHECKING:
+    from dicecli.preparation import Prepared
 
 
 def make_scheduler(name: str, config):
@@ -39,22 +33,6 @@ def make_scheduler(name: str, config):
         raise UsageError(f"--scheduler {name!r} is not known; choose one of {', '.join(SCHEDULERS)}.")
     class_name, extra = SCHEDULERS[name]
     return getattr(diffusers, class_name).from_config(config, **extra)
-
-
-def check_numbers(*, cfg: float, alpha: float | None, height: int | None, width: int | None, steps: int | None,
-                  num_per_prompt: int = 1) -> None:
-    """Sampling numbers that diffusers would accept silently or fail on with a library error."""
-    if not math.isfinite(cfg) or cfg < 1:
-        raise UsageError(f"--cfg {cfg} must be a number of at least 1 (1 = unguided, one model evaluation per step).")
-    if alpha is not None and not math.isfinite(alpha):
-        raise UsageError(f"--alpha {alpha} must be a finite number (1 = the enhancer as trained).")
-    for option, value in (("--height", height), ("--width", width)):
-        if value is not None and (value < 8 or value % 8):
-            raise UsageError(f"{option} {value} must be a positive multiple of 8 (e.g. 512).")
-    if steps is not None and steps < 1:
-        raise UsageError(f"--steps {steps} must be at least 1.")
-    if num_per_prompt < 1:
-        raise UsageError("--num-per-prompt must be at least 1.")
 
 
 @torch.no_grad()
@@ -99,47 +77,6 @@ def image_grid(rows: list[list[Image.Image]], column_titles: list[str] | None = 
     return grid
 
 
-# -- sample folders (README, `dice sample`) ---------------------------------------------
-
-SETTINGS_FILE = "dice-sample.json"
-METADATA_FILE = "metadata.jsonl"
-
-
-@dataclass
-class SampleSettings:
-    """Everything that determines the images of a sample folder; a folder holds one set of settings."""
-
-    model: str
-    family: str
-    enhancer: str | None
-    enhancer_sha256: str | None
-    alpha: float | None
-    cfg: float
-    negative_prompt: str
-    steps: int
-    scheduler: str
-    seed: int
-    height: int
-    width: int
-    num_per_prompt: int
-
-    @property
-    def nfe(self) -> int:
-        """Denoiser evaluations per image (CFG doubles them)."""
-        return self.steps * (2 if self.cfg > 1 else 1)
-
-    @property
-    def method(self) -> str:
-        if self.enhancer:
-            return "dice+cfg" if self.cfg > 1 else "dice"
-        return "cfg" if self.cfg > 1 else "unguided"
-
-    def default_folder(self) -> Path:
-        name = re.sub(r"[^A-Za-z0-9._-]+", "-", Path(self.model.rstrip("/")).name)
-        alpha = f"-a{self.alpha:g}" if self.enhancer else ""
-        return Path("samples") / f"{name}-{self.method}-cfg{self.cfg:g}{alpha}-s{self.steps}"
-
-
 @dataclass
 class SampleJob:
     adapter: FamilyAdapter
@@ -147,6 +84,7 @@ class SampleJob:
     cond: Conditioning  # one row per prompt, already enhanced when an enhancer is used
     negative: Conditioning  # the CFG negative branch [1, T, D], used when cfg > 1
     settings: SampleSettings
+    prepared: "Prepared | None" = None  # what it was made from (its inputs, which no output may replace)
 
 
 @dataclass
@@ -159,72 +97,31 @@ class SampleResult:
     settings: dict = field(repr=False, default_factory=dict)
 
 
-def _png_info(record: dict) -> PngInfo:
-    info = PngInfo()
-    for key, value in record.items():
-        if key != "file_name":
-            info.add_text("prompt" if key == "text" else key, "" if value is None else str(value))
-    # The A1111 "parameters" chunk, which SD tools and image viewers read.
-    s = record
-    extra = f", DICE enhancer: {s['enhancer']}, DICE alpha: {s['alpha']}" if s.get("enhancer") else ""
-    info.add_text("parameters", f"{s['text']}\nNegative prompt: {s['negative_prompt']}\nSteps: {s['steps']}, "
-                  f"Sampler: {s['scheduler']}, CFG scale: {s['cfg']}, Seed: {s['seed']}, "
-                  f"Size: {s['width']}x{s['height']}, Model: {s['model']}{extra}")
-    return info
-
-
-def prepare_folder(folder: Path, settings: SampleSettings, prompts: list[str]) -> dict[int, dict]:
-    """Create or re-open a sample folder; return the records of images already there."""
-    settings_path = folder / SETTINGS_FILE
-    if folder.exists() and not folder.is_dir():
-        raise UsageError(f"Output {folder} is a file; give a folder to -o.")
-    if folder.is_dir():
-        remove_stale_temporaries(folder, pattern="*")  # half-written files of a killed run
-    if folder.is_dir() and any(folder.iterdir()) and not settings_path.exists():
-        raise UsageError(f"Folder {folder} is not empty and is not a dice sample folder; choose another -o.")
-    wanted = asdict(settings)
-    if settings_path.exists() and not _holds_images(folder):
-        settings_path.unlink()  # a run that failed before its first image: nothing to keep consistent with
-    if settings_path.exists():
-        saved = json.loads(settings_path.read_text())
-        changed = [k for k in wanted if saved.get(k) != wanted[k]]
-        if changed:
-            raise IncompatibleError(
-                f"Folder {folder} holds samples made with other settings ({', '.join(f'{k}={saved.get(k)!r}' for k in changed)}); "
-                "choose another -o or use the same settings."
-            )
-    folder.mkdir(parents=True, exist_ok=True)
-    if not settings_path.exists():
-        with atomic_path(settings_path) as tmp:
-            tmp.write_text(json.dumps(wanted, indent=2))
-    done: dict[int, dict] = {}
-    metadata = folder / METADATA_FILE
-    if metadata.exists():
-        for line in metadata.read_text(encoding="utf-8").splitlines():
-            if not line.strip():
-                continue
-            record = json.loads(line)
-            index = int(Path(record["file_name"]).stem)
-            expected = prompts[index // settings.num_per_prompt] if index // settings.num_per_prompt < len(prompts) else None
-            if record["text"] != expected:
-                raise IncompatibleError(
-                    f"Folder {folder} holds image {record['file_name']} of prompt {record['text']!r}, but this prompt "
-                    "list has another prompt there; choose another -o."
-                )
-            if (folder / record["file_name"]).is_file():
-                done[index] = record
-    return done
-
-
-def _holds_images(folder: Path) -> bool:
-    metadata = folder / METADATA_FILE
-    return any(folder.glob("[0-9]*.png")) or (metadata.exists() and bool(metadata.read_text(encoding="utf-8").strip()))
-
-
-def _save_png(image: Image.Image, path: Path, record: dict) -> None:
-    with atomic_path(path, clean=False) as tmp:  # the folder's stale temporaries went at the start of the run
-        # Lossless either way; level 3 keeps PNG encoding off the critical path at 512 px and above.
-        image.save(tmp, format="PNG", pnginfo=_png_info(record), compress_level=3)
+def make_job(prepared: "Prepared", *, cfg: float, steps: int | None, scheduler: str | None, seed: int,
+               height: int | None, width: int | None, num_per_prompt: int, device: torch.device, dtype: torch.dtype,
+               note: Callable[[str], None] = lambda _: None, adapter=None, enhancer=None) -> SampleJob:
+    """The images to make from prepared inputs (`adapter` and a loaded `enhancer` may be shared, as transfer does)."""
+    ref = prepared.ref
+    chosen = SampleConfig.resolve(ref.family, ref.recipe, steps=steps, scheduler=scheduler, cfg=cfg, height=height,
+                                  width=width)
+    adapter = prepared.load(device, dtype, note, adapter=adapter)
+    make_scheduler(chosen.scheduler, adapter.scheduler.config)
+    adapter.require(*adapter.pipeline_components)
+    cond = prepared.conditioning()
+    if prepared.enhancer is not None:
+        net = enhancer or prepared.enhancer.load(device)
+        with torch.no_grad():
+            cond = apply_enhancer(net, cond, prepared.enhancer_negative(), prepared.alpha)
+    made_by = prepared.provenance
+    size = adapter.default_size()
+    settings = SampleSettings(
+        model=ref.given, family=ref.family, enhancer=made_by and made_by.enhancer,
+        enhancer_sha256=made_by and made_by.enhancer_sha256, alpha=made_by and made_by.alpha, cfg=float(cfg),
+        negative_prompt=prepared.negative, steps=chosen.steps, scheduler=chosen.scheduler, seed=seed,
+        height=chosen.height or size, width=chosen.width or size, num_per_prompt=num_per_prompt,
+    )
+    return SampleJob(adapter, prepared.input.prompts, cond.to(device, dtype), prepared.cfg_negative().to(device, dtype),
+                     settings, prepared)
 
 
 def run_job(job: SampleJob, folder: Path, batch_size: int, progress: bool = False) -> SampleResult:
@@ -234,6 +131,7 @@ def run_job(job: SampleJob, folder: Path, batch_size: int, progress: bool = Fals
     PNGs of batch k are encoded on worker threads while the GPU makes batch k+1; metadata.jsonl
     is rewritten only once a batch's files are all in place, so it never lists a missing image.
     """
+    check_output(folder, job.prepared.input_paths if job.prepared else [], folder=True)
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"Output {folder} is a file; give a folder to -o.")
     folder.mkdir(parents=True, exist_ok=True)
@@ -244,7 +142,7 @@ def run_job(job: SampleJob, folder: Path, batch_size: int, progress: bool = Fals
 def _run_job(job: SampleJob, folder: Path, batch_size: int, progress: bool) -> SampleResult:
     s = job.settings
     total = len(job.prompts) * s.num_per_prompt
-    done = prepare_folder(folder, s, job.prompts)
+    done = open_for_writing(folder, s, job.prompts)
     groups = [list(range(g, min(g + batch_size, total))) for g in range(0, total, batch_size)]
     todo = [g for g in groups if any(i not in done for i in g)]
     pipe = job.adapter.pipeline()
@@ -259,8 +157,7 @@ def _run_job(job: SampleJob, folder: Path, batch_size: int, progress: bool) -> S
             generated += 1
             bar.update(1)
         if pending:
-            with atomic_path(folder / METADATA_FILE) as tmp:
-                tmp.write_text("".join(json.dumps(done[i]) + "\n" for i in sorted(done)), encoding="utf-8")
+            write_metadata(folder, done)
         pending.clear()
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 4)) as writers, \
@@ -273,11 +170,8 @@ def _run_job(job: SampleJob, folder: Path, batch_size: int, progress: bool) -> S
             for i, image in zip(group, images):
                 if i in done:
                     continue
-                record = {"file_name": f"{i:06d}.png", "text": job.prompts[i // s.num_per_prompt],
-                          "negative_prompt": s.negative_prompt, "seed": s.seed + i, "model": s.model,
-                          "enhancer": s.enhancer, "alpha": s.alpha, "cfg": s.cfg, "steps": s.steps,
-                          "scheduler": s.scheduler, "height": s.height, "width": s.width}
-                pending.append((writers.submit(_save_png, image, folder / record["file_name"], record), i, record))
+                record = s.record(i, job.prompts[i // s.num_per_prompt])
+                pending.append((writers.submit(save_image, image, folder / record["file_name"], record), i, record))
             faults.point("sample.batch")
         settle()
     return SampleResult(str(folder), total, generated, total - generated, s.nfe, asdict(s))

@@ -1,57 +1,197 @@
-"""Settings, resolved once per command: command line > recipe > family default > dicecli default.
+"""Typed settings for every stage, resolved once: command line > recipe > family default > dicecli default.
 
-Each stage's dicecli defaults are written here and nowhere else; a family adapter's
-`defaults` and a recipe's `[stage]` table override them, and options given on the command
-line override both.
+Each stage's settings are one dataclass; its field defaults are dicecli's defaults, written here and
+nowhere else (the command line's help shows them from here). `resolve` layers a family adapter's
+`defaults[stage]`, then the recipe's `[stage]` table (every value type-checked, unknown keys refused),
+then the options given on the command line, and checks the result.
+
+This module imports neither torch nor the families at import time, so `dice --help` stays fast.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
 
 from dicecli.errors import UsageError
-from dicecli.families import adapter_class
-from dicecli.recipes import Recipe
-
-SAMPLE_DEFAULTS = {"scheduler": "dpmsolver++", "steps": 20, "alpha": 1.0, "cfg": 1.0}  # the paper's sampler
-ENCODE_DEFAULTS = {"batch_size": 64, "image_batch_size": 16}
-
 
 LR_SCHEDULES = ("constant", "cosine", "linear")
 TIMESTEP_SAMPLING = ("uniform", "logit-normal")
+LOSSES = ("l1", "l2")
+FID_FEATURES = ("inception", "tiny-random")
+
+RESUME = {"resume": True}  # a distill setting a checkpoint must have been made with to be resumed
+RECORD = {"record": True}  # a distill setting the enhancer file records in its metadata
+BOTH = {**RESUME, **RECORD}
 
 
 @dataclass
-class DistillConfig:
-    """Everything that determines a distillation run (the reference recipe's values as defaults)."""
+class StageConfig:
+    """Base of the stage settings: the layering, type checks and validation they share."""
 
+    stage: ClassVar[str]
+
+    @classmethod
+    def resolve(cls, family: str | None, recipe=None, **given):
+        """Settings for a model of `family` with `recipe` (a `dicecli.recipes.Recipe` or None); `given` holds the
+        command line's options (None: not given)."""
+        values: dict[str, Any] = {}
+        if family is not None:
+            from dicecli.families import adapter_class
+
+            values.update(cls.checked(adapter_class(family).defaults.get(cls.stage, {}), f"family {family}"))
+        if recipe is not None:
+            values.update(cls.from_recipe(recipe))
+        values.update({k: v for k, v in given.items() if v is not None})
+        settings = cls(**values)
+        settings.check(family)
+        return settings
+
+    @classmethod
+    def from_recipe(cls, recipe) -> dict[str, Any]:
+        return cls.checked(recipe.stages.get(cls.stage, {}), f"Recipe {recipe.path}: [{cls.stage}]")
+
+    @classmethod
+    def checked(cls, table: dict, where: str) -> dict[str, Any]:
+        """The table's values, each of its field's type (ints accepted for floats, lists for tuples)."""
+        hints = typing.get_type_hints(cls)
+        known = {f.name for f in fields(cls)}
+        out = {}
+        for key, value in table.items():
+            if key not in known:
+                raise UsageError(f"{where} {key} is not a {cls.stage} setting; use one of {', '.join(sorted(known))}.")
+            out[key] = _of_type(value, hints[key], f"{where} {key} = {value!r}")
+        return out
+
+    def check(self, family: str | None) -> None:
+        """Refuse values no library would accept, in one sentence naming the option."""
+
+    @classmethod
+    def default(cls, name: str):
+        """dicecli's own default of a setting (for help text)."""
+        return next(f.default for f in fields(cls) if f.name == name)
+
+
+def _of_type(value, hint, what: str):
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union else (hint,)
+    if value is None and type(None) in options:
+        return None
+    for option in options:
+        origin = typing.get_origin(option) or option
+        if origin is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if origin is tuple and isinstance(value, (list, tuple)):
+            return tuple(value)
+        if origin is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if origin in (str, bool) and isinstance(value, origin):
+            return value
+    names = " or ".join((typing.get_origin(o) or o).__name__ for o in options if o is not type(None))
+    raise UsageError(f"{what} must be a {names}; fix the file.")
+
+
+def _positive_multiple_of_8(option: str, value: int | None) -> None:
+    if value is not None and (value < 8 or value % 8):
+        raise UsageError(f"{option} {value} must be a positive multiple of 8 (e.g. 512).")
+
+
+@dataclass
+class EncodeConfig(StageConfig):
+    stage: ClassVar[str] = "encode"
+    batch_size: int = 64  # prompts per text-encoder call
+    image_batch_size: int = 16  # images per VAE call (--images)
+    resolution: int | None = None  # --images: the recipe's sample height, else the family's training size
+
+    @classmethod
+    def resolve(cls, family: str | None, recipe=None, **given):
+        settings = super().resolve(family, recipe, **given)
+        if settings.resolution is None:  # latents at the size the model samples (and distill trains)
+            settings.resolution = DistillConfig.resolve(family, recipe).resolution
+        return settings
+
+    def check(self, family: str | None) -> None:
+        _positive_multiple_of_8("--resolution", self.resolution)
+
+
+@dataclass
+class SampleConfig(StageConfig):
+    """How images are sampled (`dice sample`, `dice transfer`, and the sampling step of other commands)."""
+
+    stage: ClassVar[str] = "sample"
+    scheduler: str = "dpmsolver++"  # the paper's sampler
+    steps: int = 20
+    alpha: float = 1.0  # enhancer strength
+    cfg: float = 1.0
+    height: int | None = None  # None: the model's native size
+    width: int | None = None
+
+    def check(self, family: str | None) -> None:
+        from dicecli.schedulers import SCHEDULERS
+
+        if self.scheduler not in SCHEDULERS:
+            raise UsageError(f"--scheduler {self.scheduler!r} is not known; choose one of {', '.join(SCHEDULERS)}.")
+        if not math.isfinite(self.cfg) or self.cfg < 1:
+            raise UsageError(f"--cfg {self.cfg} must be a number of at least 1 (1 = unguided, one model evaluation per step).")
+        if not math.isfinite(self.alpha):
+            raise UsageError(f"--alpha {self.alpha} must be a finite number (1 = the enhancer as trained).")
+        _positive_multiple_of_8("--height", self.height)
+        _positive_multiple_of_8("--width", self.width)
+        if self.steps < 1:
+            raise UsageError(f"--steps {self.steps} must be at least 1.")
+        if family is not None:
+            from dicecli.families import adapter_class
+
+            adapter = adapter_class(family)
+            if self.steps < adapter.min_sampling_steps:
+                raise UsageError(f"--steps {self.steps} is too few for {family} models: {adapter.min_sampling_steps_reason}; "
+                                 f"use --steps {adapter.min_sampling_steps} or more.")
+
+
+@dataclass
+class DistillConfig(StageConfig):
+    """Everything that determines a distillation run (the reference recipe's values as defaults).
+
+    Fields marked RESUME must match for `--resume`; fields marked RECORD are written into the enhancer
+    file's metadata (docs/formats.md, "Enhancer file")."""
+
+    stage: ClassVar[str] = "distill"
     steps: int = 8000
-    batch_size: int = 128  # images per optimizer update, over all processes
-    grad_accum: int = 1
-    lr: float = 2e-4
+    batch_size: int = field(default=128, metadata=BOTH)  # images per optimizer update, over all processes
+    grad_accum: int = field(default=1, metadata=RESUME)
+    lr: float = field(default=2e-4, metadata=BOTH)
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 1e-2
     eps: float = 1e-8
-    guidance_scale: float = 5.0
-    loss: str = "l1"
-    negative_prompts: str = "builtin"  # builtin | none | path to a .txt file
-    null_share: float = 0.2  # share of each batch that uses the null ("") prompt as c_neg
-    lr_schedule: str = "constant"  # constant | cosine | linear (diffusers.optimization), after warmup_steps
-    warmup_steps: int = 0
-    ema: float = 0.0  # decay of an exponential moving average of the enhancer's weights; 0: off
-    timesteps: str = "uniform"  # uniform | logit-normal: how t is drawn for the loss
-    seed: int = 0
-    resolution: int = 512
+    guidance_scale: float = field(default=5.0, metadata=BOTH)
+    loss: str = field(default="l1", metadata=BOTH)
+    negative_prompts: str = field(default="builtin", metadata=RESUME)  # builtin | none | path to a .txt file
+    null_share: float = field(default=0.2, metadata=BOTH)  # share of each batch that uses the null ("") prompt as c_neg
+    lr_schedule: str = field(default="constant", metadata=BOTH)  # constant | cosine | linear, after warmup_steps
+    warmup_steps: int = field(default=0, metadata=BOTH)
+    ema: float = field(default=0.0, metadata=BOTH)  # decay of an exponential moving average of the weights; 0: off
+    timesteps: str = field(default="uniform", metadata=BOTH)  # uniform | logit-normal: how t is drawn for the loss
+    seed: int = field(default=0, metadata=BOTH)
+    resolution: int = field(default=512, metadata=RESUME)
     checkpoint_every: int = 500
     compile: bool = False
     validate: bool = True
     validation_steps: int = 20
+    data: str | None = None  # training data (--data), from the recipe when not given
 
-    def check(self, world: int) -> int:
-        """Validate, and return the per-process micro-batch size."""
-        if self.loss not in ("l1", "l2"):
+    @classmethod
+    def from_recipe(cls, recipe) -> dict[str, Any]:
+        values = super().from_recipe(recipe)
+        height = recipe.stages.get("sample", {}).get("height")
+        if "resolution" not in values and height:
+            values["resolution"] = height  # train at the size the model samples
+        return values
+
+    def check(self, family: str | None = None) -> None:
+        if self.loss not in LOSSES:
             raise UsageError(f"--loss {self.loss!r} is not known; use l1 or l2.")
         if not 0 <= self.null_share <= 1:
             raise UsageError("--null-share must be between 0 and 1.")
@@ -69,78 +209,45 @@ class DistillConfig:
                 raise UsageError(f"--{name.replace('_', '-')} {value} must be a positive number.")
         if self.resolution < 8 or self.resolution % 8:
             raise UsageError(f"--resolution {self.resolution} must be a positive multiple of 8.")
+        if self.steps < 1 or self.checkpoint_every < 1:
+            raise UsageError("--steps and --checkpoint-every must be at least 1.")
+
+    def micro_batch(self, world: int) -> int:
+        """The per-process micro-batch size for `world` processes."""
         per_update = world * self.grad_accum
         if self.batch_size % per_update:
             raise UsageError(
                 f"--batch-size {self.batch_size} must be divisible by --grad-accum x processes ({per_update}); "
                 f"try --batch-size {max(per_update, self.batch_size // per_update * per_update)}."
             )
-        if self.steps < 1 or self.checkpoint_every < 1:
-            raise UsageError("--steps and --checkpoint-every must be at least 1.")
         return self.batch_size // per_update
 
+    def marked(self, mark: str) -> dict[str, Any]:
+        """The settings marked RESUME or RECORD, by name (tuples as lists, as JSON keeps them)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.metadata.get(mark)}
 
-def _layers(stage: str, family: str, recipe: Recipe | None, base: dict) -> dict[str, Any]:
-    merged = dict(base)
-    merged.update(adapter_class(family).defaults.get(stage, {}))
-    if recipe is not None:
-        merged.update(recipe.defaults(stage))
-    return merged
-
-
-def _given(values: dict) -> dict:
-    return {k: v for k, v in values.items() if v is not None}
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
-def sample_settings(family: str, recipe: Recipe | None, **given) -> dict[str, Any]:
-    """steps, scheduler, alpha, cfg, height, width (None: the model's native size)."""
-    merged = _layers("sample", family, recipe, {**SAMPLE_DEFAULTS, "height": None, "width": None})
-    merged.update(_given(given))
-    adapter = adapter_class(family)
-    if merged.get("steps") is not None and merged["steps"] < adapter.min_sampling_steps:
-        raise UsageError(f"--steps {merged['steps']} is too few for {family} models: {adapter.min_sampling_steps_reason}; "
-                         f"use --steps {adapter.min_sampling_steps} or more.")
-    return merged
+@dataclass
+class EvalConfig(StageConfig):
+    stage: ClassVar[str] = "eval"
+    clip_model: str = "laion/CLIP-ViT-g-14-laion2B-s12B-b42K"  # the reference evaluation's CLIP score model
+    aesthetic_clip: str = "openai/clip-vit-large-patch14"  # the LAION aesthetic predictor's backbone
+    fid_features: str = "inception"
+
+    def check(self, family: str | None = None) -> None:
+        if self.fid_features not in FID_FEATURES:
+            raise UsageError(f"--fid-features {self.fid_features!r} is not known; use {' or '.join(FID_FEATURES)}.")
 
 
-def encode_settings(family: str, recipe: Recipe | None, **given) -> dict[str, Any]:
-    merged = _layers("encode", family, recipe, ENCODE_DEFAULTS)
-    if recipe is not None and "resolution" not in merged:
-        height = recipe.defaults("sample").get("height")
-        if height:
-            merged["resolution"] = height
-    merged.setdefault("resolution", adapter_class(family).defaults.get("distill", {}).get("resolution", 512))
-    merged.update(_given(given))
-    return merged
+@dataclass
+class EnhanceConfig(StageConfig):
+    """`dice enhance` (its strength comes from the [sample] settings, as when sampling with --enhancer)."""
+
+    stage: ClassVar[str] = "enhance"
+    batch_size: int = 64  # prompts per batch
 
 
-def distill_settings(family: str, recipe: Recipe | None, **given) -> tuple[DistillConfig, str | None]:
-    """The run's DistillConfig and its training data (`--data`, else the recipe's)."""
-    defaults = {f.name: f.default for f in fields(DistillConfig)}
-    merged = dict(defaults)
-    merged.update(adapter_class(family).defaults.get("distill", {}))
-    recipe_values = recipe.defaults("distill") if recipe else {}
-    if recipe is not None and "resolution" not in recipe_values and recipe.defaults("sample").get("height"):
-        merged["resolution"] = recipe.defaults("sample")["height"]  # train at the size the model samples
-    for key, value in recipe_values.items():
-        if key in defaults:
-            merged[key] = _checked(recipe, key, value, defaults[key])
-    data = given.pop("data", None) or recipe_values.get("data")
-    merged.update(_given(given))
-    return DistillConfig(**merged), data
-
-
-def _checked(recipe: Recipe, key: str, value, default):
-    """A recipe value of the right type (ints are accepted where floats are expected)."""
-    expected = type(default)
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if expected is tuple and isinstance(value, list):
-        return tuple(value)
-    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-        raise UsageError(f"Recipe {recipe.path}: [distill] {key} = {value!r} must be a {expected.__name__}; fix the file.")
-    return value
-
-
-def config_dict(config: DistillConfig) -> dict:
-    return asdict(config)
+STAGE_CONFIGS = {cls.stage: cls for cls in (EncodeConfig, DistillConfig, EnhanceConfig, SampleConfig, EvalConfig)}

@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from dicecli.enhancer import check_compatible, file_sha256, load_enhancer, read_metadata
 from dicecli.errors import UsageError
-from dicecli.families import adapter_class, load_adapter
-from dicecli.files import atomic_path
-from dicecli.method import apply_enhancer
-from dicecli.prompts import read_prompts, unique
-from dicecli.refs import ModelRef, resolve_model
-from dicecli.sampling import SampleJob, SampleSettings, check_numbers, image_grid, make_scheduler, run_job
-from dicecli.settings import sample_settings
+from dicecli.families import load_adapter
+from dicecli.files import atomic_path, check_output
+from dicecli.preparation import InputData, open_enhancer, prepare, read_input
+from dicecli.refs import resolve_model
+from dicecli.samplefolder import image_name, safe_name
+from dicecli.sampling import image_grid, make_job, run_job
+from dicecli.settings import SampleConfig
 
 GRID_PROMPTS = 4
 
@@ -36,66 +35,47 @@ def slug(text: str) -> str:
     name = Path(text.rstrip("/")).name
     for suffix in (".safetensors", ".toml"):
         name = name.removesuffix(suffix)
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "model"
+    return safe_name(name) or "model"
 
 
-def check_all(enhancers: list[Path], targets: list[str]) -> tuple[list[dict], list[ModelRef]]:
-    """Every (enhancer, target) pair is checked from metadata and config files, before any weights load."""
-    metas = [read_metadata(path) for path in enhancers]
-    refs = [resolve_model(target) for target in targets]
-    for ref in refs:
-        family = adapter_class(ref.family, f"--to {ref.given}")
-        for meta, path in zip(metas, enhancers):
-            check_compatible(meta, path, family=ref.family, model=ref.given)  # family first: no config read
-        text = family.text_without_weights(ref)
-        for meta, path in zip(metas, enhancers):
-            check_compatible(meta, path, family=ref.family, context_dim=text.width, tokens=text.tokens, model=ref.given)
-    return metas, refs
-
-
-def transfer(enhancers: list[Path], targets: list[str], source: str, output: Path, *, alpha: float | None, cfg: float,
+def transfer(enhancers: list[str], targets: list[str], source: str, output: Path, *, alpha: float | None, cfg: float,
              negative: str | None, steps: int | None, scheduler: str | None, seed: int, batch_size: int,
              height: int | None, width: int | None, num_per_prompt: int, device: torch.device, dtype: torch.dtype,
-             progress: bool = False) -> TransferResult:
+             progress: bool = False, note: Callable[[str], None] = lambda _: None) -> TransferResult:
     if not enhancers or not targets:
         raise UsageError("dice transfer needs at least one ENHANCER and one --to MODEL.")
-    check_numbers(cfg=cfg, alpha=alpha, height=height, width=width, steps=steps, num_per_prompt=num_per_prompt)
-    metas, refs = check_all(enhancers, targets)
-    prompts = unique(read_prompts(source))
+    SampleConfig(cfg=cfg, alpha=1.0 if alpha is None else alpha, height=height, width=width,
+                 steps=1 if steps is None else steps).check(None)
+    chosen = [open_enhancer(e) for e in enhancers]
+    data = read_input(source)
+    if data.is_cache:  # each target encodes the prompts with its own text encoder
+        data = InputData(data.name, data.path, data.prompts)
+    # Every (target, enhancer) pair is prepared and checked from metadata and config files before any weights load.
+    pairs = [[prepare(data, model=target, enhancer=e, alpha=alpha, negative=negative) for e in chosen] for target in targets]
+    plain = [prepare(data, model=target, enhancer=None, alpha=None, negative=negative) for target in targets]
+    for prepared in (*plain, *(p for row in pairs for p in row)):
+        check_output(output, prepared.input_paths, folder=True)
     output.mkdir(parents=True, exist_ok=True)
     folders, rows, report = [], [], []
-    for ref in refs:
-        chosen = sample_settings(ref.family, ref.recipe, steps=steps, scheduler=scheduler, alpha=alpha, height=height,
-                                 width=width)
-        adapter = load_adapter(ref, device, dtype)
-        make_scheduler(chosen["scheduler"], adapter.scheduler.config)
-        adapter.require(*adapter.pipeline_components)
-        cond = adapter.encode_all(prompts).to(device)
-        neg_text = negative or ""
-        neg = adapter.negative(neg_text)
-        cfg_neg = adapter.unconditional(neg_text)
-        size = adapter.default_size()
-        base = SampleSettings(
-            model=ref.given, family=ref.family, enhancer=None, enhancer_sha256=None, alpha=None, cfg=float(cfg),
-            negative_prompt=neg_text, steps=chosen["steps"], scheduler=chosen["scheduler"], seed=seed,
-            height=chosen["height"] or size, width=chosen["width"] or size, num_per_prompt=num_per_prompt,
-        )
+    options = dict(cfg=cfg, steps=steps, scheduler=scheduler, seed=seed, height=height, width=width,
+                   num_per_prompt=num_per_prompt, device=device, dtype=dtype)
+    for base, row in zip(plain, pairs):
+        ref = base.ref
+        adapter = base.load(device, dtype)
         target_dir = output / slug(ref.given)
-        columns = [run_job(SampleJob(adapter, prompts, cond, cfg_neg, base), target_dir / "unguided", batch_size, progress)]
-        for path, meta in zip(enhancers, metas):
-            enhancer, _ = load_enhancer(path, device)
-            with torch.no_grad():
-                enhanced = apply_enhancer(enhancer, cond, neg, chosen["alpha"])
-            settings = replace(base, enhancer=path.name, enhancer_sha256=file_sha256(path), alpha=float(chosen["alpha"]))
-            columns.append(run_job(SampleJob(adapter, prompts, enhanced, cfg_neg, settings), target_dir / slug(path.name),
-                                   batch_size, progress))
+        columns = [run_job(make_job(base, adapter=adapter, **options), target_dir / "unguided", batch_size, progress)]
+        for prepared in row:
+            job = make_job(prepared, adapter=adapter, note=note, **options)
+            columns.append(run_job(job, target_dir / slug(prepared.enhancer.name), batch_size, progress))
         folders += [c.output for c in columns]
-        for p in range(min(GRID_PROMPTS, len(prompts))):
-            rows.append([_open(Path(c.output) / f"{p * num_per_prompt:06d}.png") for c in columns])
-        report.append(_compatibility(ref, adapter, cond, metas, prompts, device, dtype))
+        for p in range(min(GRID_PROMPTS, len(data.prompts))):
+            rows.append([_open(Path(c.output) / image_name(p * num_per_prompt)) for c in columns])
+        report.append(_compatibility(ref, adapter, base.conditioning(), [e.meta for e in chosen], data.prompts, device, dtype))
+        for prepared in (base, *row):
+            prepared.adapter = None  # one target's model in memory at a time
         del adapter
     grid_path = output / "grid.png"
-    titles = ["unguided"] + [slug(p.name) for p in enhancers]
+    titles = ["unguided"] + [slug(e.name) for e in chosen]
     with atomic_path(grid_path) as tmp:
         image_grid(rows, titles).save(tmp, format="PNG")
     _write_report(output, report)

@@ -20,12 +20,9 @@ def modules() -> dict[str, Path]:
 
 
 def imports(path: Path, known: set[str]) -> set[str]:
-    """Every dicecli module `path` imports, at module level or inside functions (type-checking-only
-    imports are not dependencies at run time and are left out)."""
+    """Every dicecli module `path` imports: at module level, inside functions, or for type checking only
+    (a circle of type-level imports is a circle in the design all the same)."""
     tree = ast.parse(path.read_text())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
-            node.body = []
     out = set()
     for node in ast.walk(tree):
         names = []

@@ -60,7 +60,7 @@ def test_enhance_refuses_to_overwrite_its_input(dice, prompts_file, enhancer_fil
     assert dice("encode", prompts_file, "-o", cache, "--model", "tiny-sd15").code == 0
     before = cache.read_bytes()
     result = dice("enhance", cache, "-o", cache, "--enhancer", enhancer_file)
-    assert result.code == 2 and "is the input itself" in result.stderr
+    assert result.code == 2 and "would replace or write into the input" in result.stderr
     assert cache.read_bytes() == before
 
 

@@ -24,6 +24,6 @@ def test_encode_distill_enhance_sample_eval(dice, tmp_path, tiny_clip_dir, tiny_
                   "--aesthetic-weights", tiny_aesthetic_weights)
     assert result.code == 0, result.stderr
     table = result.stdout.splitlines()
-    assert table[0].startswith("| model | method |") and "FID ↓" in table[0] and "CLIP ↑" in table[0]
-    assert [line.split(" | ")[1] for line in table[2:]] == ["unguided", "DICE", "CFG"]
+    assert table[0].startswith("| folder | model | method |") and "FID ↓" in table[0] and "CLIP ↑" in table[0]
+    assert [line.split(" | ")[2] for line in table[2:]] == ["unguided", "DICE", "CFG"]
     assert np.asarray(Image.open(tmp_path / "dice" / "000000.png")).shape == (32, 32, 3)

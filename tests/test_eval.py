@@ -32,9 +32,9 @@ def test_eval_table_json_csv(dice, folders, tiny_clip_dir, tiny_aesthetic_weight
                   *eval_args(tiny_clip_dir, tiny_aesthetic_weights))
     assert result.code == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0] == "| model | method | cfg | alpha | steps | NFE | FID ↓ | CLIP ↑ | AS ↑ | images |"
-    assert lines[2].startswith("| tiny-sd15 | unguided | 1.00 | – | 4 | 4 |")
-    assert lines[3].startswith("| tiny-sd15 | CFG | 5.00 | – | 4 | 8 |")
+    assert lines[0] == "| folder | model | method | cfg | steps | NFE | FID ↓ | CLIP ↑ | AS ↑ | images |"
+    assert lines[2].startswith(f"| {folders['unguided']} | tiny-sd15 | unguided | 1.00 | 4 | 4 |")
+    assert lines[3].startswith(f"| {folders['cfg']} | tiny-sd15 | CFG | 5.00 | 4 | 8 |")
     data = json.loads((tmp_path / "report.json").read_text())
     rows = data["rows"]
     assert [r["nfe"] for r in rows] == [4, 8] and all(r["images"] == 8 for r in rows)
@@ -42,7 +42,8 @@ def test_eval_table_json_csv(dice, folders, tiny_clip_dir, tiny_aesthetic_weight
     assert data["settings"]["fid_features"] == "tiny-random"
     table = list(csv.DictReader((tmp_path / "report.csv").open()))
     assert float(table[1]["fid"]) == pytest.approx(rows[1]["fid"])
-    assert (tmp_path / "report.md").read_text() == result.stdout
+    markdown = (tmp_path / "report.md").read_text()
+    assert markdown.startswith(result.stdout) and "Note: FID over fewer than 1,000 images" in markdown
 
 
 def test_fid_is_zero_against_itself_and_stats_file_agrees(dice, folders, tmp_path):
@@ -143,17 +144,48 @@ def test_fid_of_a_single_image_is_one_sentence(dice, tmp_path, tiny_sd15_dir):
 
 
 @pytest.mark.reliability("bad input")
-def test_folders_of_other_sizes_or_models_get_a_note(dice, folders, tmp_path, other_sd15_dir):
+def test_folders_of_other_sizes_or_models_get_a_note(dice, folders, tmp_path, other_sd15_dir, tiny_clip_dir):
     big = tmp_path / "big"
     assert dice("sample", "-", "--model", other_sd15_dir, "--steps", "1", "--height", "64", "--width", "64", "-o", big,
                 input="a red cat\na blue dog\n").code == 0
     result = dice("eval", folders["cfg"], big, "--metrics", "fid", "--ref", folders["ref"], "--fid-features", "tiny-random")
     assert result.code == 0, result.stderr
     notes = [line for line in result.stderr.splitlines() if line.startswith("note: ")]
-    assert len(notes) == 2 and "different sizes" in notes[0] and "64x64" in notes[0] and "different models" in notes[1]
-    alike = dice("eval", folders["cfg"], folders["unguided"], "--metrics", "fid", "--ref", folders["ref"],
-                 "--fid-features", "tiny-random")
+    assert len(notes) == 3 and "different sizes" in notes[0] and "64x64" in notes[0] and "different models" in notes[1]
+    alike = dice("eval", folders["cfg"], folders["unguided"], "--metrics", "clip", "--clip-model", tiny_clip_dir)
     assert alike.code == 0 and "note:" not in alike.stderr
+
+
+def test_fid_over_few_images_says_so(dice, folders):
+    result = dice("eval", folders["cfg"], folders["unguided"], "--metrics", "fid", "--ref", folders["ref"],
+                  "--fid-features", "tiny-random", "--format", "json")
+    assert result.code == 0, result.stderr
+    note = f"note: FID over fewer than 1,000 images is mostly estimation bias and noise: {folders['cfg']} (8), {folders['unguided']} (8)"
+    assert note in result.stderr
+    assert json.loads(result.stdout)["notes"][0].startswith("FID over fewer than 1,000 images")
+
+
+def test_two_dice_folders_are_told_apart_in_every_format(dice, folders, enhancer_file, tmp_path):
+    """Two enhancers sampled on the same prompts: each row names its folder and its enhancer."""
+    import shutil
+
+    second = tmp_path / "second-enh.safetensors"
+    shutil.copy(enhancer_file, second)
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a red cat\na blue dog\n")
+    for name, enhancer in (("a", enhancer_file), ("b", second)):
+        assert dice("sample", prompts, "--enhancer", enhancer, "--steps", "2", "-o", tmp_path / name).code == 0
+    args = ["eval", tmp_path / "a", tmp_path / "b", "--metrics", "fid", "--ref", folders["ref"], "--fid-features", "tiny-random"]
+    table = dice(*args).stdout.splitlines()
+    assert table[0].startswith("| folder | model | method | enhancer |")
+    assert table[2].startswith(f"| {tmp_path / 'a'} | tiny-sd15 | DICE | tiny-enh.safetensors |")
+    assert table[3].startswith(f"| {tmp_path / 'b'} | tiny-sd15 | DICE | second-enh.safetensors |")
+    rows = json.loads(dice(*args, "--format", "json").stdout)["rows"]
+    assert [(r["folder"], r["enhancer"]) for r in rows] == [(str(tmp_path / "a"), "tiny-enh.safetensors"),
+                                                            (str(tmp_path / "b"), "second-enh.safetensors")]
+    csv_rows = list(csv.DictReader(dice(*args, "--format", "csv").stdout.splitlines()))
+    assert [(r["folder"], r["enhancer"]) for r in csv_rows] == [(str(tmp_path / "a"), "tiny-enh.safetensors"),
+                                                                (str(tmp_path / "b"), "second-enh.safetensors")]
 
 
 @pytest.mark.reliability("bad input")

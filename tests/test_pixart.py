@@ -8,6 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
+from dicecli.loading import HubSource
+
 from conftest import short_distill_guidance_error, variant_model
 
 PROMPTS = ["a red cat", "a blue dog on a beach", "a green house"]
@@ -171,7 +173,7 @@ def test_family_text_spec_records_the_measured_choice(tiny_pixart_dir):
     from dicecli.families import adapter_class
     from dicecli.refs import resolve_model
 
-    assert adapter_class("pixart").text_from_configs(resolve_model("tiny-pixart")) == text
+    assert adapter_class("pixart").text_from_configs(resolve_model("tiny-pixart").source) == text
 
 
 @pytest.mark.parametrize("mask", ["prompt", "all"])
@@ -273,14 +275,15 @@ def test_pixart_recipes_and_single_files(dice, tmp_path, monkeypatch):
     from safetensors.torch import save_file
 
     from dicecli.refs import resolve_model
-    from dicecli.settings import distill_settings
+    from dicecli.settings import DistillConfig
 
     rows = {r["name"]: r for r in json.loads(dice("recipes", "--json").stdout)}
     assert {n for n, r in rows.items() if r["family"] == "pixart"} == {"pixart-alpha", "pixart-alpha-1024", "tiny-pixart"}
     ref = resolve_model("pixart-alpha")
-    assert (ref.kind, ref.location, ref.family) == ("hub", "PixArt-alpha/PixArt-XL-2-512x512", "pixart")
-    assert resolve_model("pixart-alpha-1024").location == "PixArt-alpha/PixArt-XL-2-1024-MS"
-    config, data = distill_settings(ref.family, ref.recipe)
+    assert (ref.source, ref.family) == (HubSource("PixArt-alpha/PixArt-XL-2-512x512"), "pixart")
+    assert resolve_model("pixart-alpha-1024").source.location == "PixArt-alpha/PixArt-XL-2-1024-MS"
+    config = DistillConfig.resolve(ref.family, ref.recipe)
+    data = config.data
     assert (config.loss, config.steps, config.batch_size, config.lr, config.guidance_scale, data) == \
         ("l2", 4000, 128, 2e-4, 5.0, "coco2017-train")
     recipe = tmp_path / "mine.toml"

@@ -7,6 +7,8 @@ import pytest
 import torch
 from PIL import Image
 
+from dicecli.loading import HubSource
+
 from conftest import short_distill_guidance_error, variant_model, write_imagefolder
 
 PROMPTS = ["a red cat", "a blue dog on a beach", "a green house"]
@@ -162,7 +164,7 @@ def test_single_file_sdxl_checkpoint_is_detected_from_tensor_names(tmp_path):
     save_file({"conditioner.embedders.1.model.ln_final.weight": torch.zeros(2),
                "model.diffusion_model.input_blocks.0.0.weight": torch.zeros(2)}, str(path))
     ref = resolve_model(str(path))
-    assert (ref.kind, ref.family, ref.config) == ("single_file", "sdxl", "stabilityai/stable-diffusion-xl-base-1.0")
+    assert (ref.source.single_file, ref.family, ref.source.config) == (True, "sdxl", "stabilityai/stable-diffusion-xl-base-1.0")
 
 
 @pytest.mark.slow
@@ -186,14 +188,15 @@ def test_sdxl_recipes_hub_fine_tunes_and_a_single_file_checkpoint(dice, tmp_path
     rows = {r["name"]: r for r in json.loads(dice("recipes", "--json").stdout)}
     sdxl = {name for name, row in rows.items() if row["family"] == "sdxl"}
     assert {"sdxl", "juggernaut-xl", "realvisxl", "animagine-xl", "tiny-sdxl"} <= sdxl
-    assert resolve_model("juggernaut-xl").kind == "hub"
+    assert isinstance(resolve_model("juggernaut-xl").source, HubSource)
     monkeypatch.setenv("DICE_CHECKPOINTS_DIR", str(tmp_path))
     save_file({"conditioner.embedders.1.model.ln_final.weight": torch.zeros(2)}, str(tmp_path / "animagine-xl-3.1.safetensors"))
     ref = resolve_model("animagine-xl")
-    assert (ref.kind, ref.family, ref.config) == ("single_file", "sdxl", "stabilityai/stable-diffusion-xl-base-1.0")
-    from dicecli.settings import distill_settings
+    assert (ref.source.single_file, ref.family, ref.source.config) == (True, "sdxl", "stabilityai/stable-diffusion-xl-base-1.0")
+    from dicecli.settings import DistillConfig
 
-    config, data = distill_settings(ref.family, ref.recipe)
+    config = DistillConfig.resolve(ref.family, ref.recipe)
+    data = config.data
     assert (config.loss, config.steps, config.resolution, config.batch_size, config.lr, data) == \
         ("l2", 4000, 1024, 128, 2e-4, "coco2017-train")
 

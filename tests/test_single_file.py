@@ -27,7 +27,7 @@ def test_family_detected_from_tensor_names(checkpoint):
     from dicecli.refs import resolve_model
 
     ref = resolve_model(str(checkpoint))
-    assert (ref.kind, ref.family, ref.config) == ("single_file", "sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5")
+    assert (ref.source.single_file, ref.family, ref.source.config) == (True, "sd15", "stable-diffusion-v1-5/stable-diffusion-v1-5")
 
 
 def test_single_file_encodes_and_samples_like_the_folder(dice, prompts_file, recipe, tmp_path):

@@ -32,6 +32,11 @@ def info(message: str, quiet: bool = False) -> None:
         typer.echo(message, err=True)
 
 
+def notes(quiet: bool):
+    """How a command passes on a note (e.g. the text-encoder policy's): one line on stderr, unless --quiet."""
+    return lambda message: info(f"note: {message}", quiet)
+
+
 def warn(message: str) -> None:
     typer.echo(f"warning: {message}", err=True)
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from dicecli.cli.app import app, devices, report, show_progress, warn
-from dicecli.cli.options import DeviceOption, Dtype, DtypeOption, JsonOption, ModelOption, QuietOption, VaeOption
+from dicecli.cli.options import DeviceOption, Dtype, DtypeOption, JsonOption, ModelOption, QuietOption, VaeOption, layered
 from dicecli.errors import UsageError
+from dicecli.settings import EncodeConfig
 
 
 @app.command("encode")
@@ -17,9 +19,9 @@ def encode_command(
     output: Annotated[str, typer.Option("-o", "--output", help="HDF5 cache to write or extend (- for stdout).")] = ...,
     model: ModelOption = ...,
     negative: Annotated[Optional[str], typer.Option("--negative", help="Also store the embedding of this negative prompt.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Prompts (or images) per encoder call [recipe, 64; images 16].")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help=f"Prompts per text-encoder call {layered(EncodeConfig, 'batch_size')}; with --images, images per VAE call {layered(EncodeConfig, 'image_batch_size')}.")] = None,
     images: Annotated[Optional[str], typer.Option("--images", help="Instead of prompts: build a latent cache of this imagefolder/COCO data for distill.")] = None,
-    resolution: Annotated[Optional[int], typer.Option("--resolution", help="With --images: image size [recipe sample size].")] = None,
+    resolution: Annotated[Optional[int], typer.Option("--resolution", help="With --images: image size (default: the recipe's, else the size distill trains at).")] = None,
     vae: VaeOption = None,
     device: DeviceOption = "auto",
     dtype: DtypeOption = Dtype.auto,
@@ -33,21 +35,21 @@ def encode_command(
     from dicecli.encode import encode_images, encode_prompts
     from dicecli.prompts import read_prompts
     from dicecli.refs import resolve_model
-    from dicecli.settings import encode_settings
 
     if (prompts is None) == (images is None):
         raise UsageError("dice encode needs either PROMPTS or --images DATA (not both).")
     ref = resolve_model(model, vae=vae)
-    chosen = encode_settings(ref.family, ref.recipe, resolution=resolution)
+    chosen = EncodeConfig.resolve(ref.family, ref.recipe, resolution=resolution)
     torch_device, torch_dtype = devices(device, dtype)
     if images is not None:
-        latents = encode_images(images, ref, output, resolution=chosen["resolution"],
-                                batch_size=batch_size or chosen["image_batch_size"], device=torch_device,
+        latents = encode_images(images, ref, output, resolution=chosen.resolution,
+                                batch_size=batch_size or chosen.image_batch_size, device=torch_device,
                                 dtype=torch_dtype, progress=show_progress(quiet))
         report(latents.as_dict(), as_json, f"{output}: {latents.images} images encoded to latents {latents.latent_shape}.", quiet)
         return
-    result = encode_prompts(read_prompts(prompts), ref, output, negative=negative, batch_size=batch_size or chosen["batch_size"],
-                            device=torch_device, dtype=torch_dtype, progress=show_progress(quiet))
+    result = encode_prompts(read_prompts(prompts), ref, output, negative=negative, batch_size=batch_size or chosen.batch_size,
+                            device=torch_device, dtype=torch_dtype, progress=show_progress(quiet),
+                            inputs=[Path(prompts)] if prompts != "-" else [])
     if result.truncated:
         warn(f"{result.truncated} of {result.prompts_new} prompts are longer than {result.tokens} tokens and were truncated.")
     report(

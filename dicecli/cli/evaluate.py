@@ -9,29 +9,30 @@ import typer
 
 from dicecli.cli.app import app, info
 from dicecli.cli.options import DeviceOption, FidFeatures, FidFeaturesOption, QuietOption, ReportFormat
+from dicecli.settings import EvalConfig
 
 
 @app.command("eval")
 def eval_command(
     folders: Annotated[List[str], typer.Argument(metavar="FOLDER...", help="Sample folders from `dice sample`.")],
     ref: Annotated[Optional[str], typer.Option("--ref", help="FID reference: an image folder or statistics from `dice fid-stats`.")] = None,
-    metrics: Annotated[Optional[str], typer.Option("--metrics", help="Comma-separated: fid, clip, aesthetic, and metrics plug-ins add (README) [clip,aesthetic; +fid with --ref].")] = None,
+    metrics: Annotated[Optional[str], typer.Option("--metrics", help="Comma-separated: fid, clip, aesthetic, and metrics plug-ins add (default: clip,aesthetic, and fid with --ref).")] = None,
     fid_features: FidFeaturesOption = FidFeatures.inception,
-    clip_model: Annotated[Optional[str], typer.Option("--clip-model", help="CLIP model for the CLIP score [laion/CLIP-ViT-g-14-laion2B-s12B-b42K].")] = None,
-    aesthetic_clip: Annotated[Optional[str], typer.Option("--aesthetic-clip", help="CLIP under the aesthetic predictor [openai/clip-vit-large-patch14].")] = None,
+    clip_model: Annotated[Optional[str], typer.Option("--clip-model", help=f"CLIP model for the CLIP score (default: {EvalConfig.default('clip_model')}).")] = None,
+    aesthetic_clip: Annotated[Optional[str], typer.Option("--aesthetic-clip", help=f"CLIP under the aesthetic predictor (default: {EvalConfig.default('aesthetic_clip')}).")] = None,
     aesthetic_weights: Annotated[Optional[str], typer.Option("--aesthetic-weights", help="LAION aesthetic predictor weights: a .pth/.safetensors path, or REPO_ID:FILE in the hub cache.")] = None,
     output_format: Annotated[ReportFormat, typer.Option("--format", help="What to print: table (Markdown), json or csv.")] = ReportFormat.table,
     output: Annotated[Optional[str], typer.Option("-o", "--output", help="Write REPORT.json, REPORT.md, REPORT.csv (and REPORT-nfe.png).")] = None,
     device: DeviceOption = "auto",
 ) -> None:
     """FID, CLIP score and aesthetic score of sample folders, as the paper's Table 1 (and Figure 5 across step counts)."""
-    from dicecli.evaluate import (DEFAULT_AESTHETIC_CLIP, DEFAULT_CLIP, csv_text, evaluate, json_text, markdown_table,
-                                  write_report)
+    from dicecli.evaluate import csv_text, evaluate, json_text, markdown_table, write_report
     from dicecli.runtime import select_device
 
     chosen = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else ["clip", "aesthetic"] + (["fid"] if ref else [])
-    result = evaluate([Path(f) for f in folders], ref=ref, metrics=chosen, fid_features=fid_features.value,
-                      clip_model=clip_model or DEFAULT_CLIP, aesthetic_clip=aesthetic_clip or DEFAULT_AESTHETIC_CLIP,
+    config = EvalConfig.resolve(None, clip_model=clip_model, aesthetic_clip=aesthetic_clip, fid_features=fid_features.value)
+    result = evaluate([Path(f) for f in folders], ref=ref, metrics=chosen, fid_features=config.fid_features,
+                      clip_model=config.clip_model, aesthetic_clip=config.aesthetic_clip,
                       aesthetic_weights=aesthetic_weights, device=select_device(device))
     for note in result.notes:
         typer.echo(f"note: {note}", err=True)

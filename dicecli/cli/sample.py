@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from dicecli.cli.app import app, devices, report, show_progress
+from dicecli.cli.app import app, devices, notes, report, show_progress
 from dicecli.cli.options import (AlphaOption, CfgOption, DeviceOption, Dtype, DtypeOption, EnhancerOption, HeightOption,
                                  JsonOption, NegativeOption, OptionalModel, PerPromptOption, QuietOption,
                                  SampleBatchOption, SchedulerOption, SeedOption, StepsOption, VaeOption, WidthOption,
@@ -17,7 +17,7 @@ from dicecli.cli.options import (AlphaOption, CfgOption, DeviceOption, Dtype, Dt
 @app.command("sample")
 def sample_command(
     source: Annotated[Optional[str], typer.Argument(metavar="[INPUT]", help="Embedding cache (.h5), prompts file, or - (default: piped stdin).")] = None,
-    output: Annotated[Optional[str], typer.Option("-o", "--output", help="Sample folder [samples/MODEL-METHOD-cfgW-aA-sN].")] = None,
+    output: Annotated[Optional[str], typer.Option("-o", "--output", help="Sample folder (default: samples/MODEL-METHOD-cfgW-aA-sN).")] = None,
     model: OptionalModel = None,
     enhancer: EnhancerOption = None,
     alpha: AlphaOption = None,
@@ -38,14 +38,13 @@ def sample_command(
     as_json: JsonOption = False,
 ) -> None:
     """Generate images from embeddings or prompts: unguided, CFG, DICE (--enhancer), or DICE + CFG."""
-    from dicecli.enhancer import resolve_enhancer
     from dicecli.sample import prepare_job
     from dicecli.sampling import run_job
 
     torch_device, torch_dtype = devices(device, dtype)
-    job = prepare_job(source, model=model, enhancer=resolve_enhancer(enhancer) if enhancer else None, alpha=alpha, cfg=cfg,
-                      negative=negative, steps=steps, scheduler=value(scheduler), seed=seed, height=height, width=width,
-                      num_per_prompt=num_per_prompt, device=torch_device, dtype=torch_dtype, vae=vae)
+    job = prepare_job(source, model=model, enhancer=enhancer, alpha=alpha, cfg=cfg, negative=negative, steps=steps,
+                      scheduler=value(scheduler), seed=seed, height=height, width=width, num_per_prompt=num_per_prompt,
+                      device=torch_device, dtype=torch_dtype, vae=vae, note=notes(quiet))
     if compile:
         job.adapter.compile_denoiser(vae_decoder=True)
     result = run_job(job, Path(output) if output else job.settings.default_folder(), batch_size, progress=show_progress(quiet))

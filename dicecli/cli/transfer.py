@@ -7,7 +7,7 @@ from typing import Annotated, List
 
 import typer
 
-from dicecli.cli.app import app, devices, report, show_progress
+from dicecli.cli.app import app, devices, notes, report, show_progress
 from dicecli.cli.options import (AlphaOption, CfgOption, DeviceOption, Dtype, DtypeOption, HeightOption, JsonOption,
                                  NegativeOption, PerPromptOption, QuietOption, SampleBatchOption, SchedulerOption,
                                  SeedOption, StepsOption, WidthOption, value)
@@ -38,16 +38,15 @@ def transfer_command(
 
     One sample folder per (model, enhancer) pair plus the unguided baseline per model.
     """
-    from dicecli.enhancer import resolve_enhancer
     from dicecli.transfer import transfer
 
     if len(paths) < 2:
         raise UsageError("dice transfer needs ENHANCER... and then INPUT (a prompts file).")
     targets = [t for given in to for t in given.split(",") if t]
     torch_device, torch_dtype = devices(device, dtype)
-    result = transfer([resolve_enhancer(p) for p in paths[:-1]], targets, paths[-1], Path(output), alpha=alpha, cfg=cfg,
+    result = transfer(paths[:-1], targets, paths[-1], Path(output), alpha=alpha, cfg=cfg,
                       negative=negative, steps=steps, scheduler=value(scheduler), seed=seed, batch_size=batch_size,
                       height=height, width=width, num_per_prompt=num_per_prompt, device=torch_device,
-                      dtype=torch_dtype, progress=show_progress(quiet))
+                      dtype=torch_dtype, progress=show_progress(quiet), note=notes(quiet))
     report(vars(result), as_json, f"{result.output}: {len(result.folders)} sample folders, grid {result.grid}, "
            f"report {result.output}/compatibility.md.", quiet)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 
@@ -11,14 +11,20 @@ from dicecli.families.base import Conditioning, EncodedPrompts, FamilyAdapter, T
 from dicecli.families.pixart import PixArtAdapter
 from dicecli.families.sd15 import SD15Adapter
 from dicecli.families.sdxl import SDXLAdapter
-from dicecli.loading import Components
+from dicecli.loading import Components, ModelSource
 
-if TYPE_CHECKING:
-    from dicecli.refs import ModelRef
+
+class ModelSpec(Protocol):
+    """What loading an adapter needs of a model reference (`dicecli.refs.ModelRef` is one)."""
+
+    given: str  # as the user named it, for sentences
+    family: str
+    source: ModelSource
+    vae: str | None  # a replacement VAE
 
 FAMILIES: dict[str, type[FamilyAdapter]] = {adapter.family: adapter for adapter in (SD15Adapter, SDXLAdapter, PixArtAdapter)}
 
-__all__ = ["FAMILIES", "Conditioning", "EncodedPrompts", "FamilyAdapter", "TextSpec", "adapter_class", "load_adapter"]
+__all__ = ["FAMILIES", "Conditioning", "EncodedPrompts", "FamilyAdapter", "ModelSpec", "TextSpec", "adapter_class", "load_adapter"]
 
 
 def adapter_class(family: str, given: str = "") -> type[FamilyAdapter]:
@@ -30,11 +36,12 @@ def adapter_class(family: str, given: str = "") -> type[FamilyAdapter]:
     return FAMILIES[family]
 
 
-def load_adapter(ref: "ModelRef", device: torch.device, dtype: torch.dtype) -> FamilyAdapter:
+def load_adapter(ref: ModelSpec, device: torch.device, dtype: torch.dtype) -> FamilyAdapter:
     """The family adapter for `ref`; its components load on first use."""
     cls = adapter_class(ref.family, ref.given)
-    components = Components(ref, cls.pipeline_class_name, cls.all_components, device, dtype, cls.load_kwargs)
-    return cls(ref, components)
+    components = Components(ref.source, cls.pipeline_class_name, cls.all_components, device, dtype, cls.load_kwargs,
+                            vae=ref.vae, name=ref.given, family=ref.family)
+    return cls(components)
 
 
 def family_of_pipeline(class_name: str) -> str | None:

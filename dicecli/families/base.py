@@ -13,15 +13,12 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, fields, replace
-from typing import TYPE_CHECKING, ClassVar, Iterator
+from typing import ClassVar, Iterator
 
 import torch
 from tqdm.auto import tqdm
 
-from dicecli.loading import Components, config_file
-
-if TYPE_CHECKING:
-    from dicecli.refs import ModelRef
+from dicecli.loading import Components, ModelSource
 
 
 @dataclass(frozen=True)
@@ -105,8 +102,7 @@ class FamilyAdapter(ABC):
     min_sampling_steps: ClassVar[int] = 1  # fewer than the family's pipeline can sample with
     min_sampling_steps_reason: ClassVar[str] = ""
 
-    def __init__(self, ref: "ModelRef", components: Components):
-        self.ref = ref
+    def __init__(self, components: Components):
         self.components = components
         self.device, self.dtype = components.device, components.dtype
         self._null: Conditioning | None = None
@@ -138,10 +134,6 @@ class FamilyAdapter(ABC):
             self.vae.decoder.to(memory_format=torch.channels_last)
             self.vae.decoder = torch.compile(self.vae.decoder)
 
-    @property
-    def prediction_type(self) -> str:
-        return self.scheduler.config.get("prediction_type", "epsilon")
-
     # -- text ---------------------------------------------------------------------------
     @property
     @abstractmethod
@@ -150,12 +142,12 @@ class FamilyAdapter(ABC):
 
     @classmethod
     @abstractmethod
-    def text_from_configs(cls, ref: "ModelRef") -> TextSpec:
+    def text_from_configs(cls, source: ModelSource) -> TextSpec:
         """The text spec from config files only, so compatibility is checked before weights load."""
 
     @classmethod
-    def text_without_weights(cls, ref: "ModelRef") -> TextSpec:
-        return cls.single_file_text if ref.kind == "single_file" else cls.text_from_configs(ref)
+    def text_without_weights(cls, source: ModelSource) -> TextSpec:
+        return cls.single_file_text if source.single_file else cls.text_from_configs(source)
 
     @abstractmethod
     def encode(self, prompts: list[str]) -> EncodedPrompts:
@@ -188,23 +180,13 @@ class FamilyAdapter(ABC):
         return self.negative(text)
 
     def text_encoder_fingerprint(self) -> str:
-        """A dtype-independent hash of the text encoder(s) and tokenizer vocabularies.
+        """A dtype-independent hash of the text encoder(s) and tokenizer vocabularies (caches and enhancers
+        record it; `dicecli.preparation` compares it)."""
+        return fingerprint({name: self.components[name] for name in self.text_components})
 
-        Values are rounded to bf16 and sub-sampled, so the same weights loaded in fp32
-        or bf16 give the same fingerprint and billion-parameter encoders hash quickly.
-        """
-        digest = hashlib.sha256()
-        for name in self.text_components:
-            module = self.components[name]
-            if isinstance(module, torch.nn.Module):
-                for key, tensor in sorted(module.state_dict().items()):
-                    flat = tensor.detach().flatten()
-                    flat = flat[:: max(1, flat.numel() // 65536)].to("cpu", torch.bfloat16).view(torch.int16)
-                    digest.update(f"{name}.{key}{tuple(tensor.shape)}".encode())
-                    digest.update(flat.numpy().tobytes())
-            else:  # a tokenizer
-                digest.update(repr(sorted(module.get_vocab().items())).encode())
-        return digest.hexdigest()[:16]
+    def vae_fingerprint(self) -> str:
+        """The same hash of the VAE, which latent caches record: latents only make sense to the VAE that made them."""
+        return fingerprint({"vae": self.vae})
 
     # -- denoising ----------------------------------------------------------------------
     @abstractmethod
@@ -221,10 +203,10 @@ class FamilyAdapter(ABC):
         """Pixels per latent: from the VAE's config, read without its weights when it is not loaded."""
         if "vae" in self.components.modules:
             config = self.vae.config
-        elif self.ref.kind == "single_file" or self.ref.vae:
+        elif self.components.source.single_file or self.components.vae:
             return 8  # every SD1.5/SDXL VAE
         else:
-            config = read_json(self.ref, "vae/config.json")
+            config = read_json(self.components.source, "vae/config.json")
         return 2 ** (len(config["block_out_channels"]) - 1)
 
     def default_size(self) -> int:
@@ -277,5 +259,23 @@ class FamilyAdapter(ABC):
         return kwargs
 
 
-def read_json(ref: "ModelRef", name: str) -> dict:
-    return json.loads(config_file(ref, name).read_text())
+def fingerprint(modules: dict) -> str:
+    """A dtype-independent hash of modules' weights (and tokenizers' vocabularies).
+
+    Values are rounded to bf16 and sub-sampled, so the same weights loaded in fp32 or bf16 give the same
+    fingerprint and billion-parameter encoders hash quickly."""
+    digest = hashlib.sha256()
+    for name, module in modules.items():
+        if isinstance(module, torch.nn.Module):
+            for key, tensor in sorted(module.state_dict().items()):
+                flat = tensor.detach().flatten()
+                flat = flat[:: max(1, flat.numel() // 65536)].to("cpu", torch.bfloat16).view(torch.int16)
+                digest.update(f"{name}.{key}{tuple(tensor.shape)}".encode())
+                digest.update(flat.numpy().tobytes())
+        else:  # a tokenizer
+            digest.update(repr(sorted(module.get_vocab().items())).encode())
+    return digest.hexdigest()[:16]
+
+
+def read_json(source: ModelSource, name: str) -> dict:
+    return json.loads(source.config_file(name).read_text())

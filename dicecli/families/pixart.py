@@ -42,8 +42,8 @@ class PixArtAdapter(FamilyAdapter):
         return TextSpec(width=self.text_encoder.config.d_model, **TEXT)
 
     @classmethod
-    def text_from_configs(cls, ref) -> TextSpec:
-        return TextSpec(width=int(read_json(ref, "text_encoder/config.json")["d_model"]), **TEXT)
+    def text_from_configs(cls, source) -> TextSpec:
+        return TextSpec(width=int(read_json(source, "text_encoder/config.json")["d_model"]), **TEXT)
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> EncodedPrompts:

@@ -26,9 +26,9 @@ class SD15Adapter(FamilyAdapter):
         return TextSpec(tokens=self.tokenizer.model_max_length, width=self.text_encoder.config.hidden_size)
 
     @classmethod
-    def text_from_configs(cls, ref) -> TextSpec:
-        encoder = read_json(ref, "text_encoder/config.json")
-        tokenizer = read_json(ref, "tokenizer/tokenizer_config.json")
+    def text_from_configs(cls, source) -> TextSpec:
+        encoder = read_json(source, "text_encoder/config.json")
+        tokenizer = read_json(source, "tokenizer/tokenizer_config.json")
         return TextSpec(tokens=int(tokenizer.get("model_max_length", 77)), width=int(encoder["hidden_size"]))
 
     def pipeline_kwargs(self) -> dict:

@@ -28,9 +28,9 @@ class SDXLAdapter(FamilyAdapter):
                         pooled_width=self.text_encoder_2.config.projection_dim)
 
     @classmethod
-    def text_from_configs(cls, ref) -> TextSpec:
-        one, two = read_json(ref, "text_encoder/config.json"), read_json(ref, "text_encoder_2/config.json")
-        tokenizer = read_json(ref, "tokenizer/tokenizer_config.json")
+    def text_from_configs(cls, source) -> TextSpec:
+        one, two = read_json(source, "text_encoder/config.json"), read_json(source, "text_encoder_2/config.json")
+        tokenizer = read_json(source, "tokenizer/tokenizer_config.json")
         return TextSpec(tokens=int(tokenizer.get("model_max_length", 77)), width=int(one["hidden_size"]) + int(two["hidden_size"]),
                         pooled_width=int(two["projection_dim"]))
 

@@ -1,0 +1,220 @@
+"""The sample-folder format, read and written here only (docs/formats.md, "Sample folder").
+
+A folder holds `NNNNNN.png` images (each with PNG text chunks and an A1111 `parameters` chunk),
+`metadata.jsonl` (one record per image: `file_name`, `text` and the settings, so the folder loads as
+a Hugging Face `imagefolder` and feeds `dice distill`) and `dice-sample.json` (the settings that made
+every image of the folder). `dice sample` writes it; `dice eval`, `dice distill --data` and plug-ins
+read it through `read_records` / `read_folder`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from dicecli.errors import IncompatibleError, UsageError
+
+SETTINGS_FILE = "dice-sample.json"
+METADATA_FILE = "metadata.jsonl"
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+
+# Sampling methods: the key (folder names, JSON) and the label (tables, plots), spelled here once.
+METHOD_LABELS = {"unguided": "unguided", "cfg": "CFG", "dice": "DICE", "dice+cfg": "DICE+CFG", "reference": "reference"}
+
+
+def method_key(enhancer: str | None, cfg: float) -> str:
+    if enhancer:
+        return "dice+cfg" if cfg > 1 else "dice"
+    return "cfg" if cfg > 1 else "unguided"
+
+
+def safe_name(text: str) -> str:
+    """A file or folder name made from a model reference or file name."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
+
+
+@dataclass
+class SampleSettings:
+    """Everything that determines the images of a sample folder; a folder holds one set of settings."""
+
+    model: str
+    family: str
+    enhancer: str | None
+    enhancer_sha256: str | None
+    alpha: float | None
+    cfg: float
+    negative_prompt: str
+    steps: int
+    scheduler: str
+    seed: int
+    height: int
+    width: int
+    num_per_prompt: int
+
+    @property
+    def nfe(self) -> int:
+        """Denoiser evaluations per image (CFG doubles them)."""
+        return self.steps * (2 if self.cfg > 1 else 1)
+
+    @property
+    def method(self) -> str:
+        return method_key(self.enhancer, self.cfg)
+
+    def default_folder(self) -> Path:
+        name = safe_name(Path(self.model.rstrip("/")).name)
+        alpha = f"-a{self.alpha:g}" if self.enhancer else ""
+        return Path("samples") / f"{name}-{self.method}-cfg{self.cfg:g}{alpha}-s{self.steps}"
+
+    def record(self, index: int, prompt: str) -> dict:
+        """The metadata.jsonl record (and PNG text chunks) of image `index`, made from `prompt`."""
+        return {"file_name": image_name(index), "text": prompt, "negative_prompt": self.negative_prompt,
+                "seed": self.seed + index, "model": self.model, "enhancer": self.enhancer, "alpha": self.alpha,
+                "cfg": self.cfg, "steps": self.steps, "scheduler": self.scheduler, "height": self.height,
+                "width": self.width}
+
+
+def image_name(index: int) -> str:
+    return f"{index:06d}.png"
+
+
+def png_text(record: dict) -> dict[str, str]:
+    """The PNG text chunks of an image: every field of its record (the caption as `prompt`), and the
+    A1111 `parameters` chunk that SD tools and image viewers read."""
+    chunks = {("prompt" if key == "text" else key): "" if value is None else str(value)
+              for key, value in record.items() if key != "file_name"}
+    s = record
+    extra = f", DICE enhancer: {s['enhancer']}, DICE alpha: {s['alpha']}" if s.get("enhancer") else ""
+    chunks["parameters"] = (f"{s['text']}\nNegative prompt: {s['negative_prompt']}\nSteps: {s['steps']}, "
+                            f"Sampler: {s['scheduler']}, CFG scale: {s['cfg']}, Seed: {s['seed']}, "
+                            f"Size: {s['width']}x{s['height']}, Model: {s['model']}{extra}")
+    return chunks
+
+
+def read_settings(folder: Path) -> dict:
+    """The folder's `dice-sample.json` ({} for a folder of images made elsewhere)."""
+    path = folder / SETTINGS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UsageError(f"{path} is not valid JSON; restore it or sample into a new folder.") from None
+
+
+def read_records(folder: Path, require_text: bool = False) -> list[dict]:
+    """The records of `metadata.jsonl` in order; each has `file_name` and `text` (the caption, also read from
+    `caption` or `prompt` as other imagefolders name it). One sentence naming the line when one is broken."""
+    path = folder / METADATA_FILE
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            record["file_name"]  # noqa: B018 - required
+        except (json.JSONDecodeError, KeyError, TypeError):
+            raise UsageError(f"{path} line {number} needs JSON with 'file_name' and 'text'; fix that line.") from None
+        text = record.get("text", record.get("caption", record.get("prompt")))
+        if require_text and not isinstance(text, str):
+            raise UsageError(f"{path} line {number} has no 'text' caption; add one.")
+        record["text"] = text if isinstance(text, str) else ""
+        records.append(record)
+    return records
+
+
+def has_metadata(folder: Path) -> bool:
+    return (folder / METADATA_FILE).is_file()
+
+
+@dataclass
+class FolderContents:
+    """What a folder of images holds: its images in order, their prompts, and its sampling settings."""
+
+    path: Path
+    images: list[Path]
+    prompts: list[str]
+    settings: dict
+
+
+def read_folder(folder: Path) -> FolderContents:
+    """A sample folder (metadata.jsonl order), or any folder of images (name order, no prompts)."""
+    if has_metadata(folder):
+        records = read_records(folder)
+        images, prompts = [folder / r["file_name"] for r in records], [r["text"] for r in records]
+    else:
+        images = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        prompts = [""] * len(images)
+    return FolderContents(folder, images, prompts, read_settings(folder))
+
+
+def holds_images(folder: Path) -> bool:
+    metadata = folder / METADATA_FILE
+    return any(folder.glob("[0-9]*.png")) or (metadata.exists() and bool(metadata.read_text(encoding="utf-8").strip()))
+
+
+def open_for_writing(folder: Path, settings: SampleSettings, prompts: list[str]) -> dict[int, dict]:
+    """Create or re-open a sample folder for `settings`; return the records of the images already there.
+
+    A folder made with other settings, or whose images belong to other prompts, is refused: a folder
+    holds one set of settings, and image i is always prompt i // num_per_prompt with seed + i."""
+    from dicecli.files import atomic_path, remove_stale_temporaries
+
+    settings_path = folder / SETTINGS_FILE
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"Output {folder} is a file; give a folder to -o.")
+    if folder.is_dir():
+        remove_stale_temporaries(folder, pattern="*")  # half-written files of a killed run
+    if folder.is_dir() and any(folder.iterdir()) and not settings_path.exists():
+        raise UsageError(f"Folder {folder} is not empty and is not a dice sample folder; choose another -o.")
+    wanted = asdict(settings)
+    if settings_path.exists() and not holds_images(folder):
+        settings_path.unlink()  # a run that failed before its first image: nothing to keep consistent with
+    if settings_path.exists():
+        saved = read_settings(folder)
+        changed = [k for k in wanted if saved.get(k) != wanted[k]]
+        if changed:
+            raise IncompatibleError(
+                f"Folder {folder} holds samples made with other settings ({', '.join(f'{k}={saved.get(k)!r}' for k in changed)}); "
+                "choose another -o or use the same settings."
+            )
+    folder.mkdir(parents=True, exist_ok=True)
+    if not settings_path.exists():
+        with atomic_path(settings_path) as tmp:
+            tmp.write_text(json.dumps(wanted, indent=2))
+    done: dict[int, dict] = {}
+    if has_metadata(folder):
+        for record in read_records(folder):
+            index = int(Path(record["file_name"]).stem)
+            expected = prompts[index // settings.num_per_prompt] if index // settings.num_per_prompt < len(prompts) else None
+            if record["text"] != expected:
+                raise IncompatibleError(
+                    f"Folder {folder} holds image {record['file_name']} of prompt {record['text']!r}, but this prompt "
+                    "list has another prompt there; choose another -o."
+                )
+            if (folder / record["file_name"]).is_file():
+                done[index] = record
+    return done
+
+
+def write_metadata(folder: Path, records: dict[int, dict]) -> None:
+    """Rewrite metadata.jsonl atomically with `records` in image order."""
+    from dicecli.files import atomic_path
+
+    with atomic_path(folder / METADATA_FILE) as tmp:
+        tmp.write_text("".join(json.dumps(records[i]) + "\n" for i in sorted(records)), encoding="utf-8")
+
+
+def save_image(image, path: Path, record: dict) -> None:
+    """One PNG with its record as text chunks, written atomically."""
+    from PIL.PngImagePlugin import PngInfo
+
+    from dicecli.files import atomic_path
+
+    info = PngInfo()
+    for key, value in png_text(record).items():
+        info.add_text(key, value)
+    with atomic_path(path, clean=False) as tmp:  # the folder's stale temporaries went at the start of the run
+        # Lossless either way; level 3 keeps PNG encoding off the critical path at 512 px and above.
+        image.save(tmp, format="PNG", pnginfo=info, compress_level=3)
