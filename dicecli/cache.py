@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from dicecli import __version__
-from dicecli.errors import UsageError
+from dicecli.errors import DamagedError, UsageError
 from dicecli.families.base import Conditioning
 
 EMBEDDINGS_FORMAT = "dice-embeddings"
@@ -82,7 +82,7 @@ class EmbeddingCache:
     def _check_layout(self) -> None:
         """Datasets that disagree (a truncated or edited file) are refused before any row is used."""
         if "prompts" not in self.file:
-            raise UsageError(f"{self.name} has no prompts dataset; it is damaged, re-create it.")
+            raise DamagedError(f"{self.name} has no prompts dataset; it is damaged, re-create it.")
         for prefix in ("", "negative_"):
             if prefix + "prompts" not in self.file:
                 continue
@@ -90,17 +90,17 @@ class EmbeddingCache:
             data = [prefix + n for n in (*FIELDS, "latents")]
             for name in (n for n in data if n in self.file):
                 if self.file[name].shape[0] != count:
-                    raise UsageError(f"{self.name} holds {count} {prefix.replace('_', ' ')}prompts but {self.file[name].shape[0]} "
+                    raise DamagedError(f"{self.name} holds {count} {prefix.replace('_', ' ')}prompts but {self.file[name].shape[0]} "
                                      f"rows of {name}; the file is damaged or was edited, re-create it.")
             embeds = self.file.get(prefix + "prompt_embeds")
             if embeds is not None and "tokens" in self.attrs:
                 shape = (int(self.attrs["tokens"]), int(self.attrs["context_dim"]))
                 if embeds.ndim != 3 or tuple(embeds.shape[1:]) != shape:
-                    raise UsageError(f"{self.name} records {shape[0]}x{shape[1]} embeddings but {prefix}prompt_embeds is "
+                    raise DamagedError(f"{self.name} records {shape[0]}x{shape[1]} embeddings but {prefix}prompt_embeds is "
                                      f"{'x'.join(map(str, embeds.shape[1:]))}; the file is damaged or was edited, re-create it.")
             mask = self.file.get(prefix + "attention_mask")
             if mask is not None and embeds is not None and tuple(mask.shape[1:]) != tuple(embeds.shape[1:2]):
-                raise UsageError(f"{self.name} has an attention mask of {mask.shape[1]} tokens for {embeds.shape[1]}-token "
+                raise DamagedError(f"{self.name} has an attention mask of {mask.shape[1]} tokens for {embeds.shape[1]}-token "
                                  "embeddings; the file is damaged or was edited, re-create it.")
 
     def __enter__(self) -> "EmbeddingCache":
@@ -149,7 +149,7 @@ class EmbeddingCache:
     def _finite(self, name: str, array: np.ndarray) -> np.ndarray:
         """NaN or inf would give black images or NaN caches with exit 0; the cost is a pass over rows already read."""
         if array.dtype.kind == "f" and not np.isfinite(array).all():
-            raise UsageError(f"{self.name} holds NaN or infinite numbers in {name}; the file is damaged, re-create it "
+            raise DamagedError(f"{self.name} holds NaN or infinite numbers in {name}; the file is damaged, re-create it "
                              "with the command that wrote it.")
         return array
 

@@ -21,7 +21,7 @@ from safetensors.torch import save
 from torch import nn
 
 from dicecli import __version__
-from dicecli.errors import IncompatibleError, UsageError
+from dicecli.errors import DamagedError, IncompatibleError, UsageError
 from dicecli.files import atomic_path
 
 FORMAT = "dice-enhancer"
@@ -202,5 +202,9 @@ def load_enhancer(path: Path, device: torch.device | str = "cpu") -> tuple[Enhan
     try:
         enhancer.load_state_dict(state)
     except RuntimeError as error:
-        raise UsageError(f"Enhancer {path} has weights that do not match its metadata ({str(error).splitlines()[0]}); re-export it.") from None
+        raise DamagedError(f"Enhancer {path} has weights that do not match its metadata ({str(error).splitlines()[0]}); re-export it.") from None
+    broken = [name for name, tensor in state.items() if not torch.isfinite(tensor).all()]
+    if broken:  # NaN or inf weights give black images with exit 0
+        raise DamagedError(f"Enhancer {path} holds NaN or infinite weights ({', '.join(sorted(broken))}); the file is damaged, "
+                           "use a checkpoint from the run's work dir or train it again.")
     return enhancer.to(device).eval().requires_grad_(False), meta

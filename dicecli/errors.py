@@ -15,3 +15,7 @@ class UsageError(DiceError):
 
 class IncompatibleError(UsageError):
     """Artifacts that do not belong together (another model's cache, another family's enhancer)."""
+
+
+class DamagedError(DiceError):
+    """An artifact that cannot be used as it is: inconsistent datasets, NaN or infinite numbers (exit 1)."""

@@ -99,6 +99,13 @@ def variant_model(source: Path, folder: Path, encoder_class, subfolder: str, shi
     return folder
 
 
+def variant_vae(source: Path, folder: Path, shift: float = 0.05) -> Path:
+    """A copy of the diffusers model `source` whose VAE has every weight shifted by `shift` (another latent space)."""
+    from diffusers import AutoencoderKL
+
+    return variant_model(source, folder, AutoencoderKL, "vae", shift)
+
+
 @pytest.fixture
 def prompts_file(tmp_path) -> Path:
     path = tmp_path / "prompts.txt"

@@ -1,0 +1,57 @@
+"""The README and docs say what the repository does: the main job is the script, CI runs the README's test
+command, measured numbers are the recorded ones, and every linked page exists."""
+
+import json
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def code_blocks(text: str) -> list[str]:
+    return re.findall(r"```bash\n(.*?)```", text, re.S)
+
+
+def test_readme_is_short_and_set_up_is_two_commands():
+    assert len(README.splitlines()) <= 250
+    setup = README.split("## Set-up", 1)[1].split("\n## ", 1)[0]
+    assert [block.strip() for block in code_blocks(setup)] == [
+        "pip install -e . && bash examples/toy-job.sh", 'pip install -e ".[test]" && python -m pytest -q --slow']
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    command = code_blocks(README.split("## Set-up", 1)[1])[1].strip()
+    assert command in (ROOT / ".ci" / "run").read_text().splitlines()
+
+
+def test_the_main_job_in_the_readme_is_the_script_one_step_per_line():
+    steps = code_blocks(README.split("## The main job, step by step", 1)[1])[0].strip().splitlines()
+    script = [line for line in (ROOT / "examples" / "toy-job.sh").read_text().splitlines()
+              if line.strip() and not line.startswith(("#", "set "))]
+    assert steps == script and len(steps) == 6
+    assert all("&&" not in step and len(step) < 120 for step in steps)
+    assert (ROOT / "examples" / "toy-prompts.txt").read_text().count("\n") == 8
+
+
+def test_readme_numbers_are_the_recorded_toy_report():
+    report = json.loads((ROOT / "scripts" / "toy" / "results" / "report-h200-2026-11-27.json").read_text())
+    rows = {r["name"]: r for r in report["rows"] if r["prompt_set"] == "held_out_pairs" and not r["negative_prompt"]
+            and r["scheduler"] == "dpmsolver++"}
+    unguided, cfg, dice = (rows[n]["alignment"] * 100 for n in ("unguided", "cfg5", "dice"))
+    closed = (dice - unguided) / (cfg - unguided) * 100
+    stated = f"**{dice:.1f} %** alignment at {rows['dice']['nfe']}\nevaluations per image, against **{unguided:.1f} %** " \
+             f"unguided and **{cfg:.1f} %** for CFG at {rows['cfg5']['nfe']}: DICE closes\n**{closed:.0f} %** of the gap"
+    assert " ".join(stated.split()) in " ".join(README.split())
+    assert f"{report['prompt_sets']['held_out_pairs']['prompts']:,} held-out prompts" in README
+
+
+def test_every_linked_page_exists():
+    for page in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]:
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text(encoding="utf-8")):
+            assert (page.parent / target).exists(), f"{page.name} links to {target}, which does not exist"
+
+
+def test_no_page_points_outside_the_repository():
+    for page in [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "dicecli").rglob("*.py")]:
+        assert "../shared" not in page.read_text(encoding="utf-8"), page

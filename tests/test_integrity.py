@@ -1,0 +1,173 @@
+"""Nothing silently wrong, nothing overwritten: damaged artifacts are refused when opened, and no output replaces
+one of the command's inputs or something that is not a regular file (docs/reliability.md)."""
+
+import os
+import stat
+
+import h5py
+import numpy as np
+import pytest
+from safetensors.torch import load_file, save_file
+
+from conftest import variant_vae, write_imagefolder
+
+
+def one_sentence(result, code: int, *parts: str) -> None:
+    assert result.code == code, result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.count("error: ") == 1, result.stderr
+    for part in parts:
+        assert part in result.stderr, (part, result.stderr)
+
+
+@pytest.fixture
+def nan_enhancer(tmp_path, enhancer_file):
+    from safetensors import safe_open
+
+    with safe_open(str(enhancer_file), framework="pt") as f:
+        metadata = f.metadata()
+    tensors = load_file(str(enhancer_file))
+    tensors["fc2.weight"][0, 0] = float("nan")
+    path = tmp_path / "nan.safetensors"
+    save_file(tensors, str(path), metadata=metadata)
+    return path
+
+
+@pytest.mark.reliability("damaged artifact")
+@pytest.mark.parametrize("command", ["sample", "enhance"])
+def test_an_enhancer_with_nan_weights_is_refused(dice, prompts_file, nan_enhancer, tmp_path, command):
+    out = tmp_path / ("out" if command == "sample" else "out.h5")
+    result = dice(command, prompts_file, "--enhancer", nan_enhancer, "-o", out, *(["--steps", "1"] if command == "sample" else []))
+    one_sentence(result, 1, str(nan_enhancer), "NaN or infinite weights", "fc2.weight")
+    assert not out.exists() or not any(out.glob("*.png"))
+
+
+@pytest.fixture
+def cache(dice, prompts_file, tmp_path):
+    path = tmp_path / "c.h5"
+    assert dice("encode", prompts_file, "-o", path, "--model", "tiny-sd15").code == 0
+    return path
+
+
+@pytest.mark.reliability("damaged artifact")
+@pytest.mark.parametrize("command", ["sample", "enhance"])
+def test_a_cache_with_nan_rows_is_refused(dice, cache, enhancer_file, tmp_path, command):
+    with h5py.File(cache, "a") as f:
+        f["prompt_embeds"][1, 3, 0] = np.nan
+    out = tmp_path / ("out" if command == "sample" else "out.h5")
+    result = dice(command, cache, "--enhancer", enhancer_file, "-o", out, *(["--steps", "1"] if command == "sample" else []))
+    one_sentence(result, 1, str(cache), "NaN or infinite numbers in prompt_embeds")
+    assert not out.exists()
+
+
+@pytest.mark.reliability("damaged artifact")
+def test_a_cache_whose_counts_disagree_is_refused(dice, cache, tmp_path):
+    with h5py.File(cache, "a") as f:
+        f["prompt_embeds"].resize(2, axis=0)
+    result = dice("sample", cache, "--steps", "1", "-o", tmp_path / "s")
+    one_sentence(result, 1, str(cache), "holds 3 prompts but 2 rows of prompt_embeds")
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.reliability("damaged artifact")
+def test_a_damaged_cache_on_standard_input_is_called_standard_input(dice, cache, tmp_path):
+    with h5py.File(cache, "a") as f:
+        f["eos_index"].resize(1, axis=0)
+    result = dice("sample", "-", "--steps", "1", "-o", tmp_path / "s", input=cache.read_bytes())
+    one_sentence(result, 1, "standard input holds 3 prompts but 1 rows of eos_index")
+    assert "dice-stdin" not in result.stderr
+
+
+@pytest.mark.reliability("damaged artifact")
+def test_a_latent_cache_of_another_vae_is_refused_unless_allowed(dice, tmp_path, tiny_sd15_dir):
+    data = write_imagefolder(tmp_path / "data", ["a red cat", "a blue dog"])
+    latents = tmp_path / "lat.h5"
+    assert dice("encode", "--images", data, "-o", latents, "--model", "tiny-sd15", "--resolution", "32").code == 0
+    other = variant_vae(tiny_sd15_dir, tmp_path / "other")
+    args = ["distill", "--model", other, "--data", latents, "--steps", "1", "--batch-size", "2", "--no-validate",
+            "--work-dir", tmp_path / "w", "-o", tmp_path / "e.safetensors"]
+    one_sentence(dice(*args), 2, str(latents), "another VAE", "--allow-other-vae")
+    assert not (tmp_path / "e.safetensors").exists()
+    assert dice(*args, "--allow-other-vae").code == 0
+    same = dice("distill", "--model", "tiny-sd15", "--data", latents, "--steps", "1", "--batch-size", "2",
+                "--no-validate", "--work-dir", tmp_path / "w2", "-o", tmp_path / "e2.safetensors")
+    assert same.code == 0, same.stderr
+
+
+# -- outputs never destroy: one rule (files.check_output) in every command ---------------------------------------
+def sha(path):
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.reliability("output onto an input")
+def test_enhance_onto_its_own_enhancer(dice, prompts_file, enhancer_file, tmp_path):
+    import shutil
+
+    enhancer = tmp_path / "e.safetensors"
+    shutil.copy(enhancer_file, enhancer)
+    before = sha(enhancer)
+    one_sentence(dice("enhance", prompts_file, "--enhancer", enhancer, "-o", enhancer), 2, "would replace or write into the input")
+    assert sha(enhancer) == before
+
+
+@pytest.mark.reliability("output onto an input")
+def test_distill_onto_its_own_latent_cache(dice, tmp_path):
+    data = write_imagefolder(tmp_path / "data", ["a red cat", "a blue dog"])
+    latents = tmp_path / "lat.h5"
+    assert dice("encode", "--images", data, "-o", latents, "--model", "tiny-sd15", "--resolution", "32").code == 0
+    before = sha(latents)
+    result = dice("distill", "--model", "tiny-sd15", "--data", latents, "-o", latents, "--steps", "1", "--batch-size", "2",
+                  "--work-dir", tmp_path / "w")
+    one_sentence(result, 2, "would replace or write into the input")
+    assert sha(latents) == before
+
+
+@pytest.mark.reliability("output onto an input")
+def test_encode_onto_its_own_prompts_and_into_the_model_folder(dice, prompts_file, tmp_path, tiny_sd15_dir):
+    before = sha(prompts_file)
+    one_sentence(dice("encode", prompts_file, "-o", prompts_file, "--model", "tiny-sd15"), 2, "would replace or write into the input")
+    assert sha(prompts_file) == before
+    inside = tmp_path / "model"
+    import shutil
+
+    shutil.copytree(tiny_sd15_dir, inside)
+    one_sentence(dice("encode", prompts_file, "-o", inside / "unet" / "x.h5", "--model", inside), 2,
+                 "would replace or write into the input")
+    assert not (inside / "unet" / "x.h5").exists()
+
+
+@pytest.mark.reliability("output onto an input")
+def test_sample_into_a_folder_holding_its_prompts(dice, tmp_path):
+    folder = tmp_path / "out"
+    folder.mkdir()
+    prompts = folder / "metadata.jsonl"
+    prompts.write_text('{"text": "a red cat"}\n')
+    before = sha(prompts)
+    one_sentence(dice("sample", prompts, "--model", "tiny-sd15", "--steps", "1", "-o", folder), 2,
+                 "would replace or write into the input")
+    assert sha(prompts) == before
+
+
+@pytest.mark.reliability("output onto an input")
+def test_an_output_through_a_link_to_an_input_is_refused(dice, cache, enhancer_file, tmp_path):
+    link = tmp_path / "link.h5"
+    link.symlink_to(cache)
+    before = sha(cache)
+    one_sentence(dice("enhance", cache, "--enhancer", enhancer_file, "-o", link), 2, "would replace or write into the input")
+    assert sha(cache) == before and link.is_symlink()
+
+
+@pytest.mark.reliability("output onto a device")
+@pytest.mark.parametrize("command", ["encode", "enhance", "distill", "fid-stats"])
+def test_an_output_that_is_a_device_or_fifo_is_never_replaced(dice, prompts_file, enhancer_file, tmp_path, command):
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    args = {"encode": ["encode", prompts_file, "--model", "tiny-sd15"],
+            "enhance": ["enhance", prompts_file, "--enhancer", enhancer_file],
+            "distill": ["distill", "--model", "tiny-sd15", "--data", write_imagefolder(tmp_path / "d", ["a cat"]),
+                        "--work-dir", tmp_path / "w"],
+            "fid-stats": ["fid-stats", tmp_path, "--fid-features", "tiny-random"]}[command]
+    for target in (fifo, "/dev/null"):
+        one_sentence(dice(*args, "-o", target), 2, f"Output {target}", "not a regular file")
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and stat.S_ISCHR(os.stat("/dev/null").st_mode)
