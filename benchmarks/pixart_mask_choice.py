@@ -1,6 +1,6 @@
 """How the enhancer should meet T5 on PixArt-alpha: measured on `tiny-pixart` (CPU, about 2 minutes).
 
-Two choices (README, "PixArt-alpha"): whether the first token is kept (T5 has no start-of-text token),
+Two choices (docs/models.md, "The mask decision, measured"): whether the first token is kept (T5 has no start-of-text token),
 and which attention mask the enhanced embedding is used with: the prompt's own ("prompt": the
 transformer never sees the padding tokens the enhancer writes) or one widened to all 120 tokens ("all").
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# On the GPU machine: sampling throughput, then a few hundred distill steps (compiled) for the timing in the README.
+# On the GPU machine: sampling throughput, then a few hundred distill steps (compiled) for the timing in docs/commands.md.
 set -uo pipefail
 cd "$(dirname "$0")"
 export PYTHONPATH="$PWD/..:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1

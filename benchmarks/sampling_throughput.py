@@ -59,7 +59,7 @@ def main() -> None:
 
     def diffusers_call(w: float):
         pipe = adapter.pipeline(make_scheduler("dpmsolver++", adapter.scheduler.config))
-        extra = {"clean_caption": False} if adapter.family == "pixart" else {}  # as `dice encode` (README)
+        extra = {"clean_caption": False} if adapter.family == "pixart" else {}  # as `dice encode` does
         return lambda: pipe(prompts, guidance_scale=w, num_inference_steps=STEPS, height=size, width=size,
                             generator=torch.Generator("cuda").manual_seed(0), output_type="pil", **extra)
 

@@ -1,6 +1,6 @@
 """HDF5 caches of prompt embeddings (`dice-embeddings`) and training latents (`dice-latents`).
 
-Schema (README, "Embedding cache format"): root attributes describe the model and how the file was made;
+Schema (docs/formats.md, "Embedding cache"): root attributes describe the model and how the file was made;
 datasets are chunked and compressed along the first axis and resizable, so a
 cache can be extended. Writers always work on a temporary copy that replaces the
 final file only when complete (see `files.atomic_path`).

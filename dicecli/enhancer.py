@@ -1,4 +1,4 @@
-"""The DICE enhancer network and its safetensors file format (README, "Enhancer file").
+"""The DICE enhancer network and its safetensors file format (docs/formats.md, "Enhancer file").
 
     c' = c + alpha * E(c, c_neg), first token of c' kept equal to c's (where the family has a start token).
 

@@ -1,4 +1,4 @@
-"""Errors the CLI reports as one sentence, with the exit status the README promises (1 runtime, 2 usage)."""
+"""Errors the CLI reports as one sentence, with the exit status docs/reliability.md promises (1 runtime, 2 usage)."""
 
 
 class DiceError(Exception):

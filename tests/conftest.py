@@ -177,7 +177,7 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: end-to-end test (kills, learning, long pipelines); runs with --slow")
-    config.addinivalue_line("markers", "reliability(kind): a case of the reliability battery (README, Reliability), "
+    config.addinivalue_line("markers", "reliability(kind): a case of the reliability battery (docs/reliability.md), "
                                        "counted in the summary")
 
 

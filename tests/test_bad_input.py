@@ -1,4 +1,4 @@
-"""More of the bad-input battery (README, "Reliability"): models, training data, sample folders and counts that
+"""More of the bad-input battery (docs/reliability.md, "Reliability"): models, training data, sample folders and counts that
 a new user gets wrong. Each: exit 2, the file or option named with the fix, no traceback, nothing written."""
 
 import json

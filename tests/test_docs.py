@@ -55,3 +55,29 @@ def test_every_linked_page_exists():
 def test_no_page_points_outside_the_repository():
     for page in [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "dicecli").rglob("*.py")]:
         assert "../shared" not in page.read_text(encoding="utf-8"), page
+
+
+def test_cited_sections_exist():
+    """Code and docs cite pages as (docs/PAGE.md, "Section"): the section must be a heading of that page."""
+    cited = re.compile(r'(docs/[\w-]+\.md), "([^"]+)"')
+    files = [*(ROOT / "dicecli").rglob("*.py"), *(ROOT / "scripts").rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py"),
+             *(ROOT / "tests").glob("*.py"), *(ROOT / "docs").glob("*.md"), ROOT / "README.md"]
+    found = 0
+    for path in files:
+        for page, section in cited.findall(path.read_text(encoding="utf-8")):
+            if page == "docs/PAGE.md":
+                continue  # this test's own docstring
+            headings = [line.lstrip("#").strip().strip("`") for line in (ROOT / page).read_text(encoding="utf-8").splitlines()
+                        if line.startswith("#")]
+            assert any(section.strip("`") in h for h in headings), f"{path.name} cites {page}, \"{section}\": no such heading"
+            found += 1
+    assert found >= 5
+
+
+def test_cited_tests_exist():
+    names = {m for path in (ROOT / "tests").glob("test_*.py") for m in re.findall(r"def (test_\w+)", path.read_text())}
+    for path in [*(ROOT / "scripts").rglob("*.py"), *(ROOT / "docs").glob("*.md"), *(ROOT / "dicecli").rglob("*.py")]:
+        for name in re.findall(r"\b(test_\w+)\b", path.read_text(encoding="utf-8")):
+            if name in ("test_slow",) or name.endswith("_"):
+                continue
+            assert name in names or (ROOT / "tests" / f"{name}.py").exists(), f"{path.name} cites {name}, which does not exist"

@@ -5,7 +5,7 @@ start-up, mid-batch, during a cache append or a checkpoint, just before a final 
 full-disk cases, so that a write fails with ENOSPC there). Then:
   1. every artifact is the previous complete version, the new complete version, or (folders) a
      subset of the new version's complete files - never a partial file at a final path;
-  2. the same command run again completes (`dice distill` with `--resume`, as the README says);
+  2. the same command run again completes (`dice distill` with `--resume`, as docs/reliability.md says);
   3. its result equals an uninterrupted run's (caches' contents, PNG pixels, enhancer bytes).
 
 Runs are forked from one warm process that has already imported torch and diffusers (a "zygote",

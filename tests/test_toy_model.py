@@ -85,3 +85,18 @@ def test_eval_metrics_toy(dice, tmp_path):
     assert rows[1]["toy_fid"] > 2 * rows[0]["toy_fid"]
     table = dice("eval", truth, "--metrics", "toy").stdout
     assert "alignment ↑" in table and "FID (toy) ↓" in table
+
+
+def test_report_enhancer_parameter_count_is_the_shipped_enhancers():
+    """scripts/toy/write_report.py states the toy enhancer's size: it is the shipped file's."""
+    import importlib.util
+    from pathlib import Path
+
+    from dicecli.enhancer import load_enhancer, parameter_count
+    from dicecli.plugins.toy.world import ENHANCER_FILE
+
+    script = Path(__file__).resolve().parents[1] / "scripts" / "toy" / "write_report.py"
+    spec = importlib.util.spec_from_file_location("write_report", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert parameter_count(load_enhancer(ENHANCER_FILE)[0]) == module.ENHANCER_PARAMETERS

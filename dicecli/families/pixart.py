@@ -11,7 +11,7 @@ MAX_SEQUENCE_LENGTH = 120  # PixArtAlphaPipeline's max_sequence_length (the PixA
 BINNED_SAMPLE_SIZES = (32, 64, 128)  # transformers the pipeline snaps sizes to aspect-ratio bins for
 CONDITIONED_SAMPLE_SIZE = 128  # the 1024 models take resolution and aspect ratio as extra conditions
 
-# How the enhancer meets T5 (README, "PixArt-alpha"; measured by benchmarks/pixart_mask_choice.py): T5 has
+# How the enhancer meets T5 (docs/models.md, "The mask decision, measured"; measured by benchmarks/pixart_mask_choice.py): T5 has
 # no start-of-text token, so the first token is a word of the prompt and the enhancer may change it
 # (keeping it measured the same); and the enhanced embedding goes to the transformer under the prompt's
 # own attention mask. Widening the mask to all 120 tokens, so that enhanced padding tokens are seen, cut the
@@ -31,7 +31,7 @@ class PixArtAdapter(FamilyAdapter):
     checkpoint_key_prefix = None
     single_file_config = None
     single_file_text = None
-    # The reference recipe has no public PixArt script; dicecli uses the SDXL one (README, "PixArt-alpha").
+    # The reference recipe has no public PixArt script; dicecli uses the SDXL one (docs/models.md, "Recipes, settings and numbers").
     defaults = {"distill": {"loss": "l2", "steps": 4000, "resolution": 512}}
     min_sampling_steps = 2
     min_sampling_steps_reason = ("PixArtAlphaPipeline treats a single step as a one-step distilled model's "
