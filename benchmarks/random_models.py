@@ -37,7 +37,7 @@ def sd15():
     from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
 
-    from dicecli.builtin import clip_byte_tokenizer
+    from dicecli.families.tiny import clip_byte_tokenizer
 
     tokenizer = clip_byte_tokenizer()
     torch.manual_seed(0)
@@ -55,7 +55,7 @@ def sdxl():
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from dicecli.builtin import clip_byte_tokenizer
+    from dicecli.families.tiny import clip_byte_tokenizer
 
     tokenizer, tokenizer_2 = clip_byte_tokenizer(), clip_byte_tokenizer(pad_token="!")
     torch.manual_seed(0)
@@ -88,7 +88,7 @@ def pixart(sample_size: int = 64):
     from diffusers import DPMSolverMultistepScheduler, PixArtAlphaPipeline, PixArtTransformer2DModel
     from transformers import T5Config, T5EncoderModel
 
-    from dicecli.builtin import t5_char_tokenizer
+    from dicecli.families.tiny import t5_char_tokenizer
 
     tokenizer = t5_char_tokenizer()
     torch.manual_seed(0)

@@ -21,7 +21,8 @@ from dicecli.enhancer import Enhancer
 from dicecli.families import load_adapter
 from dicecli.method import apply_enhancer
 from dicecli.refs import resolve_model
-from dicecli.sampling import SampleJob, SampleSettings, make_scheduler, run_job
+from dicecli.samplefolder import SampleSettings
+from dicecli.sampling import SampleJob, make_scheduler, run_job
 
 from random_models import NATIVE_SIZE, build
 

@@ -148,7 +148,7 @@ class EmbeddingCache:
 
     def _finite(self, name: str, array: np.ndarray) -> np.ndarray:
         """NaN or inf would give black images or NaN caches with exit 0; the cost is a pass over rows already read."""
-        if array.dtype.kind == "f" and not np.isfinite(array).all():
+        if array.dtype.kind == "f" and not all_finite(array):
             raise DamagedError(f"{self.name} holds NaN or infinite numbers in {name}; the file is damaged, re-create it "
                              "with the command that wrote it.")
         return array
@@ -202,6 +202,20 @@ class CacheWriter:
         start = dataset.shape[0]
         dataset.resize(start + len(array), axis=0)
         dataset[start:] = array
+
+
+# IEEE exponent bits: all set means inf or NaN. Testing them on the raw bits is three times faster than
+# np.isfinite on float16, the usual storage (benchmarks/cache_check_cost.py).
+EXPONENT_BITS = {np.dtype(np.float16): (np.uint16, 0x7C00), np.dtype(np.float32): (np.uint32, 0x7F800000),
+                 np.dtype(np.float64): (np.uint64, 0x7FF0000000000000)}
+
+
+def all_finite(array: np.ndarray) -> bool:
+    if array.dtype not in EXPONENT_BITS:
+        return bool(np.isfinite(array).all())
+    as_int, mask = EXPONENT_BITS[array.dtype]
+    bits = np.ascontiguousarray(array).view(as_int)
+    return not np.any((bits & as_int(mask)) == as_int(mask))
 
 
 def _plain(value):

@@ -400,6 +400,19 @@ def nfe_plot(report: EvalReport, path: Path) -> bool:
     return True
 
 
+REPORT_SUFFIXES = (".json", ".md", ".csv", "-nfe.png")
+
+
+def check_report_output(base: Path, inputs: list[Path]) -> None:
+    """Before any metric runs: the report files can be written and replace none of the inputs."""
+    from dicecli.files import check_output, check_writable
+
+    for suffix in REPORT_SUFFIXES:
+        path = base.with_name(base.name + suffix)
+        check_writable(path)
+        check_output(path, inputs)
+
+
 def write_report(report: EvalReport, base: Path) -> None:
     """BASE.json, BASE.md, BASE.csv and, when one method was sampled at several step counts, BASE-nfe.png."""
     plot = base.with_name(base.name + "-nfe.png")
@@ -413,9 +426,10 @@ def write_report(report: EvalReport, base: Path) -> None:
 
 def save_folder_statistics(folder: Path, output: Path, fid_features: str, device: torch.device) -> int:
     """`dice fid-stats`: features of every image of `folder` -> mean and covariance in `output`; returns the count."""
-    from dicecli.files import check_writable
+    from dicecli.files import check_output, check_writable
 
     check_writable(output)
+    check_output(output, [folder])
     extractor, _ = feature_extractor(fid_features, device)
     images = open_folder(folder).images
     save_statistics(output, folder_features(images, extractor, device), fid_features, str(folder))

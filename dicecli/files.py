@@ -19,20 +19,22 @@ STDIO = "-"
 
 
 def check_output(path: Path, inputs: list[Path] = (), option: str = "-o", folder: bool = False) -> None:
-    """The one rule for every output (docs/reliability.md): refused before any work when it is, or resolves to,
-    one of the command's inputs (a file, a folder, or a file inside an input folder), when an input lies inside
-    an output folder, or when it exists and is not a regular file (a device such as /dev/null, a FIFO, a
-    socket): the atomic rename would replace it. `folder`: the output is a folder of files."""
+    """The one rule for every output (docs/reliability.md, "Outputs never destroy"), applied before any work.
+
+    Refused: an output that is, or resolves to (through links), one of the command's inputs; one that is an
+    existing file inside an input folder (a model's or a data folder's own files); a folder output (`folder`)
+    that holds one of the inputs; and an output that exists and is not a regular file or folder (a device such
+    as /dev/null, a FIFO, a socket), which the atomic rename would replace."""
     path = Path(path)
     if path.exists() and not path.is_file() and not path.is_dir():  # a file where a folder is meant: said by the command
-        kind = _file_kind(path)
-        raise UsageError(f"Output {path} ({option}) is {kind}, not a {'folder' if folder else 'regular file'}; dice never "
-                         f"replaces one: give a path to a {'folder' if folder else 'file'}"
-                         f"{'' if folder else ' (or - to write to standard output)'}.")
+        raise UsageError(f"Output {path} ({option}) is {_file_kind(path)}, not a regular "
+                         f"{'folder' if folder else 'file'}; dice never replaces one: give a path to a "
+                         f"{'folder' if folder else 'file (or - to write to standard output)'}.")
     target = path.resolve()
     for given in inputs:
         source = Path(given).resolve()
-        if target == source or source.is_dir() and source in target.parents or folder and target in source.parents:
+        if (target == source or source.is_dir() and source in target.parents and path.exists()
+                or folder and target in source.parents):
             raise UsageError(f"Output {path} ({option}) would replace or write into the input {given}; choose an output "
                              "outside the command's inputs.")
 

@@ -1,7 +1,7 @@
 """Model sources and loading a model's components.
 
-A model lives in one of four places, each a `ModelSource`: a built-in model (`BuiltinSource`), a local
-diffusers folder (`FolderSource`), a Hugging Face hub id (`HubSource`) or a single-file checkpoint
+A model lives in one of four places, each a `ModelSource`: a built-in model (`dicecli.builtin.BuiltinSource`),
+a local diffusers folder (`FolderSource`), a Hugging Face hub id (`HubSource`) or a single-file checkpoint
 (`SingleFileSource`). A source loads a diffusers pipeline class from itself and reads one small config
 file without touching weights; nothing above this module branches on where a model lives.
 
@@ -46,28 +46,6 @@ class ModelSource:
     def config_file(self, name: str) -> Path:
         """One small config file of the model (e.g. `text_encoder/config.json`), never its weights."""
         raise NotImplementedError
-
-
-@dataclass(frozen=True)
-class BuiltinSource(ModelSource):
-    """A tiny random-weight model built on first use, or a model a plug-in ships (`dicecli.builtin`)."""
-
-    @property
-    def resolved(self) -> str:
-        from dicecli.builtin import builtin_version
-
-        return f"builtin:{self.location}-v{builtin_version(self.location)}"
-
-    def folder(self) -> Path:
-        from dicecli.builtin import ensure_builtin
-
-        return ensure_builtin(self.location)
-
-    def load(self, pipeline_class, **kwargs):
-        return pipeline_class.from_pretrained(self.folder(), **kwargs)
-
-    def config_file(self, name: str) -> Path:
-        return self.folder() / name
 
 
 @dataclass(frozen=True)
@@ -131,7 +109,11 @@ class SingleFileSource(ModelSource):
         return pipeline_class.from_single_file(self.location, config=config, local_files_only=offline(), **kwargs)
 
     def config_file(self, name: str) -> Path:
-        raise UsageError(f"Checkpoint {self.location} has no config files beside it; its family's shapes are used.")
+        """A config file of the diffusers config the checkpoint is loaded with (a local folder or a hub id)."""
+        if self.config is None:
+            raise UsageError(f"Checkpoint {self.location} needs a diffusers config; name its recipe or family.")
+        folder = Path(self.config).expanduser()
+        return folder / name if folder.is_dir() else Path(hub_file(self.config, name))
 
 
 class Components:

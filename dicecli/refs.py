@@ -13,7 +13,8 @@ from pathlib import Path
 from dicecli.errors import UsageError
 from dicecli.families import FAMILIES, family_of_checkpoint, family_of_pipeline
 from dicecli.hub import hub_file
-from dicecli.loading import BuiltinSource, FolderSource, HubSource, ModelSource, SingleFileSource
+from dicecli.builtin import BuiltinSource
+from dicecli.loading import FolderSource, HubSource, ModelSource, SingleFileSource
 from dicecli.recipes import Recipe, available_recipes, load_recipe_file
 
 PICKLE_SUFFIXES = (".ckpt", ".pt", ".pth", ".bin", ".pkl")
@@ -38,6 +39,15 @@ class ModelRef:
     def name(self) -> str:
         """A short name for default paths: the recipe's name, else the reference as given."""
         return self.recipe.name if self.recipe else self.given
+
+
+def model_defaults(ref: ModelRef) -> dict:
+    """What the model's own config files say about the settings: its native resolution (as diffusers computes
+    it), read without weights; nothing when the files are not at hand (loading will say why)."""
+    try:
+        return {"resolution": FAMILIES[ref.family].size_without_weights(ref.source)}
+    except (UsageError, OSError, KeyError, TypeError, ValueError):
+        return {}
 
 
 def resolve_model(given: str, family: str | None = None, vae: str | None = None) -> ModelRef:

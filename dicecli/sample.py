@@ -28,7 +28,7 @@ def resolve_source(source: str | None) -> str:
 def prepare_job(source: str | None, *, model: str | None, enhancer: str | None, alpha: float | None, cfg: float,
                 negative: str | None, steps: int | None, scheduler: str | None, seed: int, height: int | None,
                 width: int | None, num_per_prompt: int, device: torch.device, dtype: torch.dtype,
-                vae: str | None = None, note: Callable[[str], None] = lambda _: None) -> SampleJob:
+                vae: str | None = None, batch_size: int = 1, note: Callable[[str], None] = lambda _: None) -> SampleJob:
     SampleConfig(cfg=cfg, alpha=1.0 if alpha is None else alpha, height=height, width=width,
                  steps=1 if steps is None else steps).check(None)  # numbers first, before any file is read
     chosen_enhancer = open_enhancer(enhancer) if enhancer else None
@@ -36,4 +36,4 @@ def prepare_job(source: str | None, *, model: str | None, enhancer: str | None, 
     prepared = prepare(data, model=model, enhancer=chosen_enhancer, alpha=alpha, negative=negative, vae=vae,
                        needs_model_for="Sampling a prompts file")
     return make_job(prepared, cfg=cfg, steps=steps, scheduler=scheduler, seed=seed, height=height, width=width,
-                      num_per_prompt=num_per_prompt, device=device, dtype=dtype, note=note)
+                    num_per_prompt=num_per_prompt, device=device, dtype=dtype, batch_size=batch_size, note=note)

@@ -99,13 +99,19 @@ class SampleResult:
 
 def make_job(prepared: "Prepared", *, cfg: float, steps: int | None, scheduler: str | None, seed: int,
                height: int | None, width: int | None, num_per_prompt: int, device: torch.device, dtype: torch.dtype,
-               note: Callable[[str], None] = lambda _: None, adapter=None, enhancer=None) -> SampleJob:
+               batch_size: int = 1, note: Callable[[str], None] = lambda _: None, adapter=None,
+               enhancer=None) -> SampleJob:
     """The images to make from prepared inputs (`adapter` and a loaded `enhancer` may be shared, as transfer does)."""
     ref = prepared.ref
     chosen = SampleConfig.resolve(ref.family, ref.recipe, steps=steps, scheduler=scheduler, cfg=cfg, height=height,
                                   width=width)
+    check_seeds(seed, len(prepared.input.prompts) * num_per_prompt)
+    native = type_of(prepared).size_without_weights(ref.source)
+    height, width = chosen.height or native, chosen.width or native
+    check_size(height, width, native, batch_size, device, dtype, ref.given, note)
     adapter = prepared.load(device, dtype, note, adapter=adapter)
     make_scheduler(chosen.scheduler, adapter.scheduler.config)
+    check_steps(chosen.steps, adapter.scheduler.config)
     adapter.require(*adapter.pipeline_components)
     cond = prepared.conditioning()
     if prepared.enhancer is not None:
@@ -113,15 +119,63 @@ def make_job(prepared: "Prepared", *, cfg: float, steps: int | None, scheduler: 
         with torch.no_grad():
             cond = apply_enhancer(net, cond, prepared.enhancer_negative(), prepared.alpha)
     made_by = prepared.provenance
-    size = adapter.default_size()
     settings = SampleSettings(
         model=ref.given, family=ref.family, enhancer=made_by and made_by.enhancer,
         enhancer_sha256=made_by and made_by.enhancer_sha256, alpha=made_by and made_by.alpha, cfg=float(cfg),
         negative_prompt=prepared.negative, steps=chosen.steps, scheduler=chosen.scheduler, seed=seed,
-        height=chosen.height or size, width=chosen.width or size, num_per_prompt=num_per_prompt,
+        height=height, width=width, num_per_prompt=num_per_prompt,
     )
     return SampleJob(adapter, prepared.input.prompts, cond.to(device, dtype), prepared.cfg_negative().to(device, dtype),
                      settings, prepared)
+
+
+SEED_LIMIT = 2**64  # torch.Generator.manual_seed takes 0 .. 2**64 - 1
+# Activation memory of the VAE decoder at full resolution, per pixel and per image, in elements: its last blocks
+# hold several 128-channel maps of the whole image at once. A floor, not a forecast: sizes above it cannot work.
+DECODER_ELEMENTS_PER_PIXEL = 4 * 128
+FAR_FROM_NATIVE = 2.0
+
+
+def type_of(prepared: "Prepared"):
+    from dicecli.families import adapter_class
+
+    return adapter_class(prepared.ref.family)
+
+
+def check_seeds(seed: int, images: int) -> None:
+    """Image i uses seed + i: every one of them must be a seed the generator takes."""
+    if seed < 0:
+        raise UsageError(f"--seed {seed} must be 0 or more (image i uses seed + i).")
+    if seed + images - 1 >= SEED_LIMIT:
+        raise UsageError(f"--seed {seed} is too large: image i uses seed + i, and seed + {images - 1} passes the "
+                         f"generator's limit of 2**64 - 1; use a seed below {SEED_LIMIT - images + 1}.")
+
+
+def check_steps(steps: int, scheduler_config) -> None:
+    limit = int(scheduler_config.get("num_train_timesteps", 1000))
+    if steps > limit:
+        raise UsageError(f"--steps {steps} is more than the model's {limit} training timesteps; use --steps {limit} or fewer.")
+
+
+def check_size(height: int, width: int, native: int | None, batch_size: int, device: torch.device, dtype: torch.dtype,
+               model: str, note: Callable[[str], None]) -> None:
+    """Before any weights load: a size the device cannot hold is refused, one far from the model's native size
+    noted, and a batch that will not fit gets the batch size that would."""
+    from dicecli.runtime import device_memory
+
+    memory = device_memory(device)
+    per_image = height * width * DECODER_ELEMENTS_PER_PIXEL * torch.tensor([], dtype=dtype).element_size()
+    where = "the GPU" if device.type == "cuda" else "this machine"
+    if memory and per_image > memory:
+        raise UsageError(f"--height {height} --width {width} needs at least {per_image / 2**30:.0f} GiB to decode one "
+                         f"image, more than {where}'s {memory / 2**30:.0f} GiB; use a smaller size.")
+    if memory and per_image * batch_size > memory:
+        fits = max(1, int(memory // per_image))
+        note(f"a batch of {batch_size} images of {width}x{height} needs at least {per_image * batch_size / 2**30:.0f} "
+             f"GiB to decode, more than {where}'s {memory / 2**30:.0f} GiB; --batch-size {fits} would fit.")
+    if native and max(height / native, native / height, width / native, native / width) > FAR_FROM_NATIVE:
+        note(f"{width}x{height} is far from {model}'s native {native}x{native}; images at such sizes usually "
+             "come out repeated or washed out.")
 
 
 def run_job(job: SampleJob, folder: Path, batch_size: int, progress: bool = False) -> SampleResult:

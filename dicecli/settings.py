@@ -1,4 +1,4 @@
-"""Typed settings for every stage, resolved once: command line > recipe > family default > dicecli default.
+"""Typed settings for every stage, resolved once: command line > recipe > model config > family > dicecli.
 
 Each stage's settings are one dataclass; its field defaults are dicecli's defaults, written here and
 nowhere else (the command line's help shows them from here). `resolve` layers a family adapter's
@@ -24,6 +24,8 @@ TIMESTEP_SAMPLING = ("uniform", "logit-normal")
 LOSSES = ("l1", "l2")
 FID_FEATURES = ("inception", "tiny-random")
 
+DISTILL_SEED_LIMIT = 2**32  # (seed * 1_000_003 + step) * 131 + micro must stay below the generator's 2**64
+
 RESUME = {"resume": True}  # a distill setting a checkpoint must have been made with to be resumed
 RECORD = {"record": True}  # a distill setting the enhancer file records in its metadata
 BOTH = {**RESUME, **RECORD}
@@ -36,14 +38,16 @@ class StageConfig:
     stage: ClassVar[str]
 
     @classmethod
-    def resolve(cls, family: str | None, recipe=None, **given):
-        """Settings for a model of `family` with `recipe` (a `dicecli.recipes.Recipe` or None); `given` holds the
-        command line's options (None: not given)."""
+    def resolve(cls, family: str | None, recipe=None, model: dict | None = None, **given):
+        """Settings for a model of `family` with `recipe` (a `dicecli.recipes.Recipe` or None); `model` holds what
+        the model's own config files say (e.g. its native resolution), between the family's and the recipe's;
+        `given` holds the command line's options (None: not given)."""
         values: dict[str, Any] = {}
         if family is not None:
             from dicecli.families import adapter_class
 
             values.update(cls.checked(adapter_class(family).defaults.get(cls.stage, {}), f"family {family}"))
+        values.update({k: v for k, v in (model or {}).items() if k in {f.name for f in fields(cls)}})
         if recipe is not None:
             values.update(cls.from_recipe(recipe))
         values.update({k: v for k, v in given.items() if v is not None})
@@ -107,10 +111,10 @@ class EncodeConfig(StageConfig):
     resolution: int | None = None  # --images: the recipe's sample height, else the family's training size
 
     @classmethod
-    def resolve(cls, family: str | None, recipe=None, **given):
-        settings = super().resolve(family, recipe, **given)
-        if settings.resolution is None:  # latents at the size the model samples (and distill trains)
-            settings.resolution = DistillConfig.resolve(family, recipe).resolution
+    def resolve(cls, family: str | None, recipe=None, model: dict | None = None, **given):
+        settings = super().resolve(family, recipe, model, **given)
+        if settings.resolution is None:  # latents at the size distill trains at
+            settings.resolution = DistillConfig.resolve(family, recipe, model).resolution
         return settings
 
     def check(self, family: str | None) -> None:
@@ -211,6 +215,9 @@ class DistillConfig(StageConfig):
             raise UsageError(f"--resolution {self.resolution} must be a positive multiple of 8.")
         if self.steps < 1 or self.checkpoint_every < 1:
             raise UsageError("--steps and --checkpoint-every must be at least 1.")
+        if not 0 <= self.seed < DISTILL_SEED_LIMIT:
+            raise UsageError(f"--seed {self.seed} must be between 0 and {DISTILL_SEED_LIMIT - 1} (each step's generator is "
+                             "seeded from it and the step number).")
 
     def micro_batch(self, world: int) -> int:
         """The per-process micro-batch size for `world` processes."""

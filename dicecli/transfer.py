@@ -58,12 +58,13 @@ def transfer(enhancers: list[str], targets: list[str], source: str, output: Path
     output.mkdir(parents=True, exist_ok=True)
     folders, rows, report = [], [], []
     options = dict(cfg=cfg, steps=steps, scheduler=scheduler, seed=seed, height=height, width=width,
-                   num_per_prompt=num_per_prompt, device=device, dtype=dtype)
+                   num_per_prompt=num_per_prompt, device=device, dtype=dtype, batch_size=batch_size)
     for base, row in zip(plain, pairs):
         ref = base.ref
         adapter = base.load(device, dtype)
         target_dir = output / slug(ref.given)
-        columns = [run_job(make_job(base, adapter=adapter, **options), target_dir / "unguided", batch_size, progress)]
+        columns = [run_job(make_job(base, adapter=adapter, note=note, **options), target_dir / "unguided", batch_size,
+                           progress)]
         for prepared in row:
             job = make_job(prepared, adapter=adapter, note=note, **options)
             columns.append(run_job(job, target_dir / slug(prepared.enhancer.name), batch_size, progress))

@@ -124,7 +124,7 @@ def test_distill_onto_its_own_latent_cache(dice, tmp_path):
 
 
 @pytest.mark.reliability("output onto an input")
-def test_encode_onto_its_own_prompts_and_into_the_model_folder(dice, prompts_file, tmp_path, tiny_sd15_dir):
+def test_encode_onto_its_own_prompts_and_the_model_files(dice, prompts_file, tmp_path, tiny_sd15_dir):
     before = sha(prompts_file)
     one_sentence(dice("encode", prompts_file, "-o", prompts_file, "--model", "tiny-sd15"), 2, "would replace or write into the input")
     assert sha(prompts_file) == before
@@ -132,9 +132,11 @@ def test_encode_onto_its_own_prompts_and_into_the_model_folder(dice, prompts_fil
     import shutil
 
     shutil.copytree(tiny_sd15_dir, inside)
-    one_sentence(dice("encode", prompts_file, "-o", inside / "unet" / "x.h5", "--model", inside), 2,
+    before = sha(inside / "model_index.json")
+    one_sentence(dice("encode", prompts_file, "-o", inside / "model_index.json", "--model", inside), 2,
                  "would replace or write into the input")
-    assert not (inside / "unet" / "x.h5").exists()
+    assert sha(inside / "model_index.json") == before
+    assert dice("encode", prompts_file, "-o", inside / "new.h5", "--model", inside).code == 0  # a new file beside them
 
 
 @pytest.mark.reliability("output onto an input")
@@ -171,3 +173,104 @@ def test_an_output_that_is_a_device_or_fifo_is_never_replaced(dice, prompts_file
     for target in (fifo, "/dev/null"):
         one_sentence(dice(*args, "-o", target), 2, f"Output {target}", "not a regular file")
     assert stat.S_ISFIFO(os.stat(fifo).st_mode) and stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+@pytest.mark.reliability("output onto an input")
+def test_eval_report_onto_an_input(dice, tmp_path):
+    """REPORT.json would replace a file of the folder being evaluated: refused before any metric runs."""
+    from conftest import write_imagefolder
+
+    folder = write_imagefolder(tmp_path / "imgs", ["a cat", "a dog"])
+    (folder / "r.json").write_text("{}")
+    one_sentence(dice("eval", folder, "--metrics", "fid", "--ref", folder, "--fid-features", "tiny-random", "-o", folder / "r"),
+                 2, "would replace or write into the input")
+    assert (folder / "r.json").read_text() == "{}" and not (folder / "r.md").exists()
+
+
+# -- numbers and sizes checked before any work ------------------------------------------------------------------
+@pytest.mark.reliability("seed or size")
+@pytest.mark.parametrize("seed, part", [("-1", "--seed -1 must be 0 or more"),
+                                        (str(2**64), "passes the generator's limit of 2**64 - 1"),
+                                        (str(2**64 - 2), "seed + 2 passes the generator's limit")])
+def test_seeds_beyond_the_generator_are_refused_before_any_file(dice, prompts_file, tmp_path, seed, part):
+    out = tmp_path / "s"
+    one_sentence(dice("sample", prompts_file, "--model", "tiny-sd15", "--steps", "1", "--seed", seed, "-o", out), 2, part)
+    assert not out.exists()
+    last = dice("sample", prompts_file, "--model", "tiny-sd15", "--steps", "1", "--seed", str(2**64 - 3), "-o", tmp_path / "ok")
+    assert last.code == 0, last.stderr  # seeds 2**64 - 3 .. 2**64 - 1 are all valid
+
+
+@pytest.mark.reliability("seed or size")
+def test_distill_seed_range(dice, tmp_path):
+    data = write_imagefolder(tmp_path / "d", ["a cat"])
+    result = dice("distill", "--model", "tiny-sd15", "--data", data, "--seed", str(2**40), "--work-dir", tmp_path / "w",
+                  "-o", tmp_path / "e.safetensors")
+    one_sentence(result, 2, "--seed 1099511627776 must be between 0 and 4294967295")
+
+
+@pytest.mark.reliability("seed or size")
+def test_more_steps_than_training_timesteps(dice, prompts_file, tmp_path):
+    one_sentence(dice("sample", prompts_file, "--model", "tiny-sd15", "--steps", "1001", "-o", tmp_path / "s"), 2,
+                 "--steps 1001 is more than the model's 1000 training timesteps")
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.reliability("seed or size")
+def test_a_size_the_machine_cannot_hold_is_refused_before_loading(dice, prompts_file, tmp_path, monkeypatch):
+    from dicecli.loading import Components
+
+    monkeypatch.setattr(Components, "_load_pipeline", lambda self, wanted: pytest.fail(f"weights loaded: {wanted}"))
+    result = dice("sample", prompts_file, "--model", "tiny-sd15", "--height", "16384", "--width", "16384", "-o", tmp_path / "s")
+    one_sentence(result, 2, "--height 16384 --width 16384 needs at least", "GiB to decode one image", "use a smaller size")
+    assert not (tmp_path / "s").exists()
+
+
+def test_sizes_far_from_native_and_batches_that_do_not_fit_get_a_note(dice, prompts_file, tmp_path, monkeypatch):
+    import dicecli.runtime
+
+    result = dice("sample", prompts_file, "--model", "tiny-sd15", "--steps", "1", "--height", "128", "--width", "64",
+                  "-o", tmp_path / "big")
+    assert result.code == 0, result.stderr
+    assert "note: 64x128 is far from tiny-sd15's native 32x32" in result.stderr
+    monkeypatch.setattr(dicecli.runtime, "device_memory", lambda device: 32 * 32 * 512 * 4 * 2)  # two images' worth
+    result = dice("sample", prompts_file, "--model", "tiny-sd15", "--steps", "1", "--batch-size", "3", "-o", tmp_path / "s")
+    assert result.code == 0 and "--batch-size 2 would fit" in result.stderr, result.stderr
+
+
+def test_local_folder_defaults_to_its_own_native_size(dice, tmp_path, tiny_sd15_dir):
+    """A model folder's default size comes from its config (UNet sample size x VAE scale): 32 px, not 512."""
+    import json
+
+    import shutil
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_sd15_dir, folder)
+    data = write_imagefolder(tmp_path / "d", ["a cat", "a dog"])
+    result = dice("distill", "--model", folder, "--data", data, "--steps", "1", "--batch-size", "2",
+                  "--checkpoint-every", "1", "--work-dir", tmp_path / "w", "-o", tmp_path / "e.safetensors")
+    assert result.code == 0, result.stderr
+    trainer = json.loads(next((tmp_path / "w" / "checkpoints").glob("step-*/trainer.json")).read_text())
+    assert trainer["config"]["resolution"] == 32
+    from PIL import Image
+
+    grid = Image.open(next((tmp_path / "w" / "checkpoints").glob("step-*/validation.png")))
+    assert grid.size == (3 * 32, 2 * 32 + 14)  # unguided | CFG | DICE at the training resolution
+    sampled = dice("sample", "-", "--model", folder, "--steps", "1", "-o", tmp_path / "s", input="a cat\n")
+    assert sampled.code == 0 and Image.open(tmp_path / "s" / "000000.png").size == (32, 32)
+
+
+def test_validation_grid_uses_a_latent_caches_resolution(dice, tmp_path, tiny_sd15_dir):
+    import shutil
+
+    from PIL import Image
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_sd15_dir, folder)
+    data = write_imagefolder(tmp_path / "d", ["a cat", "a dog"], size=(48, 48))
+    latents = tmp_path / "lat.h5"
+    assert dice("encode", "--images", data, "-o", latents, "--model", folder, "--resolution", "48").code == 0
+    result = dice("distill", "--model", folder, "--data", latents, "--steps", "1", "--batch-size", "2",
+                  "--checkpoint-every", "1", "--work-dir", tmp_path / "w", "-o", tmp_path / "e.safetensors")
+    assert result.code == 0, result.stderr
+    grid = Image.open(next((tmp_path / "w" / "checkpoints").glob("step-*/validation.png")))
+    assert grid.size == (3 * 48, 2 * 48 + 14)

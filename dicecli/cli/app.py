@@ -33,8 +33,15 @@ def info(message: str, quiet: bool = False) -> None:
 
 
 def notes(quiet: bool):
-    """How a command passes on a note (e.g. the text-encoder policy's): one line on stderr, unless --quiet."""
-    return lambda message: info(f"note: {message}", quiet)
+    """How a command passes on a note (e.g. the text-encoder policy's): one line on stderr, each once, unless --quiet."""
+    said: set[str] = set()
+
+    def note(message: str) -> None:
+        if message not in said:
+            said.add(message)
+            info(f"note: {message}", quiet)
+
+    return note
 
 
 def warn(message: str) -> None:

@@ -34,12 +34,12 @@ def encode_command(
     """
     from dicecli.encode import encode_images, encode_prompts
     from dicecli.prompts import read_prompts
-    from dicecli.refs import resolve_model
+    from dicecli.refs import model_defaults, resolve_model
 
     if (prompts is None) == (images is None):
         raise UsageError("dice encode needs either PROMPTS or --images DATA (not both).")
     ref = resolve_model(model, vae=vae)
-    chosen = EncodeConfig.resolve(ref.family, ref.recipe, resolution=resolution)
+    chosen = EncodeConfig.resolve(ref.family, ref.recipe, model_defaults(ref) if images else None, resolution=resolution)
     torch_device, torch_dtype = devices(device, dtype)
     if images is not None:
         latents = encode_images(images, ref, output, resolution=chosen.resolution,

@@ -26,8 +26,11 @@ def eval_command(
     device: DeviceOption = "auto",
 ) -> None:
     """FID, CLIP score and aesthetic score of sample folders, as the paper's Table 1 (and Figure 5 across step counts)."""
-    from dicecli.evaluate import csv_text, evaluate, json_text, markdown_table, write_report
+    from dicecli.evaluate import check_report_output, csv_text, evaluate, json_text, markdown_table, write_report
     from dicecli.runtime import select_device
+
+    if output:
+        check_report_output(Path(output), [Path(f) for f in folders] + ([Path(ref)] if ref else []))
 
     chosen = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else ["clip", "aesthetic"] + (["fid"] if ref else [])
     config = EvalConfig.resolve(None, clip_model=clip_model, aesthetic_clip=aesthetic_clip, fid_features=fid_features.value)

@@ -18,6 +18,7 @@ from typing import ClassVar, Iterator
 import torch
 from tqdm.auto import tqdm
 
+from dicecli.errors import UsageError
 from dicecli.loading import Components, ModelSource
 
 
@@ -96,11 +97,20 @@ class FamilyAdapter(ABC):
     checkpoint_key_prefix: ClassVar[str | None]
     single_file_config: ClassVar[str | None]
     single_file_text: ClassVar[TextSpec | None]
+    single_file_size: ClassVar[int | None] = None  # the native image size of the family's single-file checkpoints
     # Family defaults per stage; a recipe's values and then the command line override them.
     defaults: ClassVar[dict[str, dict]] = {}
     load_kwargs: ClassVar[dict] = {}  # extra from_pretrained arguments
     min_sampling_steps: ClassVar[int] = 1  # fewer than the family's pipeline can sample with
     min_sampling_steps_reason: ClassVar[str] = ""
+    # The family's tiny random-weight model (`tiny-FAMILY`, built on first use): `tiny_pipeline()` returns the
+    # diffusers pipeline, `tiny_version` is bumped when it changes so that stale copies are rebuilt.
+    tiny_version: ClassVar[int] = 1
+
+    @staticmethod
+    @abstractmethod
+    def tiny_pipeline():
+        """A miniature pipeline of the family with seeded random weights, built from configs."""
 
     def __init__(self, components: Components):
         self.components = components
@@ -212,6 +222,19 @@ class FamilyAdapter(ABC):
     def default_size(self) -> int:
         """Native image size: the denoiser's sample size times the VAE's downsampling."""
         return int(self.denoiser.config.sample_size) * self.vae_scale_factor
+
+    @classmethod
+    def size_without_weights(cls, source: ModelSource) -> int:
+        """The native image size from config files only (as diffusers computes it: the denoiser's sample size
+        times the VAE's downsampling), so sizes are chosen and checked before any weights load."""
+        try:
+            denoiser = read_json(source, f"{cls.denoiser_name}/config.json")
+            vae = read_json(source, "vae/config.json")
+        except UsageError:
+            if source.single_file:  # its base model's config is not at hand (yet): the family's native size
+                return cls.single_file_size
+            raise
+        return int(denoiser["sample_size"]) * 2 ** (len(vae["block_out_channels"]) - 1)
 
     @torch.no_grad()
     def images_to_latents(self, images: torch.Tensor) -> torch.Tensor:
