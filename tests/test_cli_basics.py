@@ -1,6 +1,6 @@
 import json
 
-from conftest import run_dice_process
+from helpers import run_dice_process
 
 
 def test_help_lists_encode(dice):

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from conftest import run_dice_process, split_prompts, write_imagefolder
+from helpers import run_dice_process, split_prompts, write_imagefolder
 
 
 @pytest.fixture(scope="module")

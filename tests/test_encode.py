@@ -4,7 +4,7 @@ import h5py
 import numpy as np
 import torch
 
-from conftest import run_dice_process
+from helpers import run_dice_process
 
 
 def read_cache(path):

@@ -4,7 +4,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import run_dice_process
+from helpers import run_dice_process
 from dicecli.enhancer import Enhancer, file_sha256, save_enhancer
 
 

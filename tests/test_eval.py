@@ -8,7 +8,7 @@ import pytest
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory, tiny_sd15_dir):
     """Two sample folders (unguided and CFG) and a reference folder, from tiny-sd15."""
-    from conftest import run_dice
+    from helpers import run_dice
 
     root = tmp_path_factory.mktemp("eval")
     prompts = root / "p.txt"

@@ -152,7 +152,7 @@ def test_help_shows_defaults_from_the_settings():
 
 
 def test_variant_vae_helper_changes_the_vae_fingerprint(tmp_path, tiny_sd15_dir):
-    from conftest import variant_vae
+    from helpers import variant_vae
 
     from dicecli.families import load_adapter
     from dicecli.refs import resolve_model

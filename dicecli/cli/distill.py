@@ -34,7 +34,7 @@ def distill_command(
     warmup_steps: Annotated[Optional[int], typer.Option("--warmup-steps", help=f"Steps of linear learning-rate warm-up {layered(DistillConfig, 'warmup_steps')}.")] = None,
     ema: Annotated[Optional[float], typer.Option("--ema", help=f"Write an exponential moving average of the weights with this decay, e.g. 0.999; 0 is off {layered(DistillConfig, 'ema')}.")] = None,
     timesteps: Annotated[Optional[str], typer.Option("--timesteps", help=f"How t is drawn: uniform or logit-normal, more mid-range t {layered(DistillConfig, 'timesteps')}.")] = None,
-    resolution: Annotated[Optional[int], typer.Option("--resolution", help=f"Training image size (default: the recipe's, else its sample height, else the model's native size).")] = None,
+    resolution: Annotated[Optional[int], typer.Option("--resolution", help="Training image size (default: the recipe's, else its sample height, else the model's native size).")] = None,
     work_dir: Annotated[Optional[str], typer.Option("--work-dir", help="Checkpoints, train_log.jsonl, validation grids (default: dice-runs/NAME).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue exactly from the latest checkpoint in the work dir.")] = False,
     checkpoint_every: Annotated[Optional[int], typer.Option("--checkpoint-every", min=1, help=f"Steps between checkpoints {layered(DistillConfig, 'checkpoint_every')}.")] = None,

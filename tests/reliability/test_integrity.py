@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file, save_file
 
-from conftest import variant_vae, write_imagefolder
+from helpers import variant_vae, write_imagefolder
 
 
 def one_sentence(result, code: int, *parts: str) -> None:
@@ -178,7 +178,7 @@ def test_an_output_that_is_a_device_or_fifo_is_never_replaced(dice, prompts_file
 @pytest.mark.reliability("output onto an input")
 def test_eval_report_onto_an_input(dice, tmp_path):
     """REPORT.json would replace a file of the folder being evaluated: refused before any metric runs."""
-    from conftest import write_imagefolder
+    from helpers import write_imagefolder
 
     folder = write_imagefolder(tmp_path / "imgs", ["a cat", "a dog"])
     (folder / "r.json").write_text("{}")
@@ -274,3 +274,12 @@ def test_validation_grid_uses_a_latent_caches_resolution(dice, tmp_path, tiny_sd
     assert result.code == 0, result.stderr
     grid = Image.open(next((tmp_path / "w" / "checkpoints").glob("step-*/validation.png")))
     assert grid.size == (3 * 48, 2 * 48 + 14)
+
+
+def test_the_raw_exception_scan_catches_raw_text():
+    """The battery's scan (conftest.no_raw_exception_text) flags what used to leak, and not dicecli's sentences."""
+    from helpers import RAW_EXCEPTION
+
+    assert RAW_EXCEPTION.search("error: IndexError: index 3 is out of bounds for axis 0 with size 3")
+    assert RAW_EXCEPTION.search("error: ValueError: Overflow when unpacking long")
+    assert not RAW_EXCEPTION.search("error: --seed -1 must be 0 or more (image i uses seed + i).")

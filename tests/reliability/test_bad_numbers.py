@@ -39,7 +39,7 @@ def test_alpha_nan_is_refused_by_sample_and_enhance(dice, prompts_file, enhancer
 ])
 def test_distill_refuses_bad_numbers(dice, prompts_file, tmp_path, option, value, words):
     data = tmp_path / "data"
-    from conftest import write_imagefolder
+    from helpers import write_imagefolder
 
     write_imagefolder(data, ["a red cat", "a blue dog"])
     result = dice("distill", "--model", "tiny-sd15", "--data", data, option, value, "--work-dir", tmp_path / "w",
@@ -83,7 +83,7 @@ def test_cache_of_another_width_is_refused_before_sampling(dice, prompts_file, t
 
 
 def test_resume_with_other_data_is_refused(dice, tmp_path):
-    from conftest import write_imagefolder
+    from helpers import write_imagefolder
 
     a = write_imagefolder(tmp_path / "a", ["a red cat", "a blue dog"])
     b = write_imagefolder(tmp_path / "b", ["a green house", "a black car"], seed=2)

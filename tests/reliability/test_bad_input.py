@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import write_imagefolder
+from helpers import write_imagefolder
 
 pytestmark = pytest.mark.reliability("bad input")
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import h5py
 import pytest
 
-from conftest import write_imagefolder
+from helpers import write_imagefolder
 
 HOLD = """
 import fcntl, os, sys, time

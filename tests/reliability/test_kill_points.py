@@ -27,7 +27,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import write_imagefolder
+from helpers import write_imagefolder
 
 pytestmark = pytest.mark.slow
 
@@ -179,7 +179,7 @@ def zygote(tiny_sd15_dir, offline_home):
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory, enhancer_file) -> Path:
     """The inputs every case starts from: prompts, images, an enhancer, a sample folder to evaluate."""
-    from conftest import run_dice
+    from helpers import run_dice
 
     folder = tmp_path_factory.mktemp("inputs")
     (folder / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
