@@ -210,12 +210,22 @@ EXPONENT_BITS = {np.dtype(np.float16): (np.uint16, 0x7C00), np.dtype(np.float32)
                  np.dtype(np.float64): (np.uint64, 0x7FF0000000000000)}
 
 
+FINITE_CHUNK = 1 << 20  # elements tested at a time: small temporaries stay in cache (no page faults)
+
+
 def all_finite(array: np.ndarray) -> bool:
     if array.dtype not in EXPONENT_BITS:
         return bool(np.isfinite(array).all())
     as_int, mask = EXPONENT_BITS[array.dtype]
-    bits = np.ascontiguousarray(array).view(as_int)
-    return not np.any((bits & as_int(mask)) == as_int(mask))
+    bits, mask = np.ascontiguousarray(array).reshape(-1).view(as_int), as_int(mask)
+    scratch = np.empty(min(FINITE_CHUNK, bits.size), dtype=as_int)
+    for start in range(0, bits.size, FINITE_CHUNK):
+        block = bits[start : start + FINITE_CHUNK]
+        part = scratch[: block.size]
+        np.bitwise_and(block, mask, out=part)
+        if (part == mask).any():
+            return False
+    return True
 
 
 def _plain(value):

@@ -1,6 +1,6 @@
 """Fault injection for the reliability tests: stop this process at a named point, deterministically.
 
-Inert unless `DICE_FAULT` is set, which only tests do (`tests/test_kill_points.py`):
+Inert unless `DICE_FAULT` is set, which only tests do (`tests/reliability/test_kill_points.py`):
 
     DICE_FAULT="PATTERN[@N][:SIGNAL]"
 

@@ -75,9 +75,23 @@ def test_cited_sections_exist():
 
 
 def test_cited_tests_exist():
-    names = {m for path in (ROOT / "tests").glob("test_*.py") for m in re.findall(r"def (test_\w+)", path.read_text())}
-    for path in [*(ROOT / "scripts").rglob("*.py"), *(ROOT / "docs").glob("*.md"), *(ROOT / "dicecli").rglob("*.py")]:
-        for name in re.findall(r"\b(test_\w+)\b", path.read_text(encoding="utf-8")):
-            if name in ("test_slow",) or name.endswith("_"):
-                continue
-            assert name in names or (ROOT / "tests" / f"{name}.py").exists(), f"{path.name} cites {name}, which does not exist"
+    """Docs and code name test files and tests that exist."""
+    files = {p.relative_to(ROOT).as_posix() for p in (ROOT / "tests").rglob("*.py")}
+    names = {m for path in (ROOT / "tests").rglob("test_*.py") for m in re.findall(r"def (test_\w+)", path.read_text())}
+    stems = {Path(f).stem for f in files}
+    for path in [*(ROOT / "scripts").rglob("*.py"), *(ROOT / "docs").glob("*.md"), *(ROOT / "dicecli").rglob("*.py"),
+                 ROOT / "README.md"]:
+        text = path.read_text(encoding="utf-8")
+        for cited in re.findall(r"\btests/[\w/]+\.py", text):
+            assert cited in files, f"{path.name} cites {cited}, which does not exist"
+        for name in re.findall(r"\b(test_\w+)\b", text):
+            assert name in names or name in stems, f"{path.name} cites {name}, which does not exist"
+
+
+def test_reliability_page_states_the_recorded_check_cost():
+    recorded = json.loads((ROOT / "benchmarks" / "results" / "cache-check-cpu.json").read_text())
+    page = " ".join((ROOT / "docs" / "reliability.md").read_text(encoding="utf-8").split())
+    stated = (f"reading a cache of {recorded['prompts']:,} prompts (77 × {recorded['shape'][1]}, float16, "
+              f"{recorded['file_mb']:,} MB) takes {recorded['read_seconds']:.2f} s, and checking every number read takes "
+              f"{recorded['check_seconds']:.2f} s more ({100 * recorded['overhead']:.1f} %)")
+    assert stated in page
