@@ -135,3 +135,61 @@ def test_report_is_written_from_the_recorded_runs(tmp_path, monkeypatch):
     runs = json.loads(write_report.RUNS.read_text())
     meta = read_metadata(ENHANCER_FILE)
     assert (meta["steps"], meta["lr"], meta["weights"]) == (runs["lr1e-3"]["steps"], 1e-3, "trained")
+
+
+@pytest.fixture
+def report_writer(tmp_path, monkeypatch):
+    """write_report with its recorded results copied to tmp_path, to be edited by a test."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.syspath_prepend(str(root / "scripts" / "toy"))
+    sys.modules.pop("write_report", None)
+    import write_report
+
+    results = tmp_path / "results"
+    shutil.copytree(write_report.RESULTS, results)
+    for name in ("REPORT", "ORACLE", "GD", "RUNS", "BUILD_MODEL", "BUILD_EVALUATOR", "REBUILD", "NULL_SHARE",
+                 "ABLATION_SHORT"):
+        monkeypatch.setattr(write_report, name, results / getattr(write_report, name).name)
+    monkeypatch.setattr(write_report, "DOCS", tmp_path)
+    return write_report
+
+
+def edit_rows(writer, edit) -> None:
+    report = json.loads(writer.REPORT.read_text())
+    for row in report["rows"]:
+        edit(row)
+    writer.REPORT.write_text(json.dumps(report))
+
+
+def test_report_prose_follows_its_numbers(report_writer):
+    """Other numbers give other sentences: no sentence of the report can be contradicted by its own tables."""
+    original = report_writer.write()
+    assert "Phrasings never seen in training lower every method" in original
+
+    def phrasings_better(row):  # unseen wordings now score above the held-out pairs for every method
+        if row["prompt_set"] == "held_out_phrasings":
+            row["alignment"] += 0.2
+
+    edit_rows(report_writer, phrasings_better)
+    text = report_writer.write()
+    assert "Phrasings never seen in training lower every method" not in text
+    assert "Phrasings never seen in training (unguided" in text
+
+    def negatives_help(row):
+        if row["name"] in ("cfg5-negative", "dice-negative"):
+            row["alignment"] = 0.95
+    edit_rows(report_writer, negatives_help)
+    assert "both methods lose alignment" not in report_writer.write()
+
+
+def test_report_refuses_to_write_a_conclusion_its_numbers_contradict(report_writer):
+    def dice_meets_the_target(row):  # DICE would close the whole gap: the report's conclusions no longer hold
+        if row["name"] == "dice":
+            row["alignment"] = 0.836
+    edit_rows(report_writer, dice_meets_the_target)
+    with pytest.raises(report_writer.Contradiction, match="no longer support"):
+        report_writer.write()
