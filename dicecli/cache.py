@@ -74,10 +74,20 @@ class EmbeddingCache:
                 raise UsageError(f"{self.name} is not a {fmt} file (format={self.attrs.get('format')!r}); give one written by dicecli.")
             if int(self.attrs.get("format_version", 0)) > FORMAT_VERSION:
                 raise UsageError(f"{self.name} was written by a newer dicecli (format_version {self.attrs['format_version']}); upgrade dicecli.")
+            self._check_attributes(fmt)
             self._check_layout()
         except BaseException:
             self.file.close()
             raise
+
+    def _check_attributes(self, fmt: str) -> None:
+        """The attributes the commands read: a file without them was not written by dicecli, or was edited."""
+        required = ("family", "model", "tokens", "context_dim", "dtype") + (
+            ("text_encoder_fingerprint",) if fmt == EMBEDDINGS_FORMAT else ())
+        missing = [key for key in required if key not in self.attrs]
+        if missing:
+            raise DamagedError(f"{self.name} lacks the attributes {', '.join(missing)}; it was not written by dicecli or "
+                               "was edited, re-create it.")
 
     def _check_layout(self) -> None:
         """Datasets that disagree (a truncated or edited file) are refused before any row is used."""

@@ -389,12 +389,19 @@ def distill(ref: ModelRef, data: TrainingData, config: DistillConfig, *, work_di
             "or choose another --work-dir."
         )
     check_writable(output)
-    check_output(output, [Path(data.source)] if Path(data.source).exists() else [])
-    check_output(work_dir, [Path(data.source)] if Path(data.source).exists() else [], "--work-dir", folder=True)
+    named = [data.source, ref.vae, config.negative_prompts if config.negative_prompts not in ("builtin", "none") else None]
+    inputs = [Path(p) for p in named if p and Path(p).exists()]
+    inputs += [ref.source.local_path] if ref.source.local_path else []
+    check_output(output, inputs)
+    check_output(work_dir, inputs, "--work-dir", folder=True)
     work_dir.mkdir(parents=True, exist_ok=True)
     accelerator = Accelerator(cpu=device.type == "cpu", device_placement=False)
     if accelerator.num_processes > 1 or accelerator.device.type == "cuda" and device.type == "cuda":
         device = accelerator.device  # one GPU per process under `accelerate launch` / torchrun
+    from dicecli.runtime import check_fits
+
+    size = data.resolution or config.resolution  # images are encoded at it, and the validation grid drawn
+    check_fits(size, size, device, dtype, f"--resolution {size}" if data.resolution is None else f"The latent cache's {size} px")
     adapter = load_adapter(ref, device, dtype)
     if data.latents is not None and data.latents.shape[1] != adapter.latent_channels:
         raise UsageError(f"Latent cache {data.source} holds {data.latents.shape[1]}-channel latents, not this model's; rebuild it with `dice encode --images`.")

@@ -158,6 +158,9 @@ def encode_images(data_spec: str, ref: ModelRef, output: str, *, resolution: int
         raise UsageError(f"--images {data_spec} is already a latent cache; give an imagefolder or a COCO folder.")
     if resolution < 8 or resolution % 8:
         raise UsageError(f"--resolution {resolution} must be a positive multiple of 8 (e.g. 512).")
+    from dicecli.runtime import check_fits
+
+    check_fits(resolution, resolution, device, dtype, f"--resolution {resolution}")
     adapter = load_adapter(ref, device, dtype)
     vae = adapter.vae
     loader = torch.utils.data.DataLoader(ImageDataset(data, resolution), batch_size=batch_size, num_workers=0)

@@ -25,6 +25,8 @@ from dicecli.errors import DamagedError, IncompatibleError, UsageError
 from dicecli.files import atomic_path
 
 FORMAT = "dice-enhancer"
+# metadata every enhancer file must carry, and its JSON type (what the network is built from)
+REQUIRED_METADATA = {"family": str, "context_dim": int, "inner_dim": int, "heads": int, "keep_first_token": bool}
 FORMAT_VERSION = 1
 INIT = "torch-default, fc2 zero"  # starts as the identity map c' = c
 
@@ -167,6 +169,10 @@ def read_metadata(path: Path) -> dict:
             meta[key] = value
     if int(meta.get("format_version", 0)) > FORMAT_VERSION:
         raise UsageError(f"Enhancer {path} needs a newer dicecli (format_version {meta['format_version']}); upgrade dicecli.")
+    for key, kind in REQUIRED_METADATA.items():
+        if not isinstance(meta.get(key), kind) or isinstance(meta.get(key), bool) and kind is int:
+            raise DamagedError(f"Enhancer {path} has no valid {key} in its metadata ({meta.get(key)!r}); the file is "
+                               "damaged or was edited, re-export it.")
     return meta
 
 

@@ -44,6 +44,26 @@ def quiet_libraries() -> None:
     transformers_logging.disable_progress_bar()
 
 
+# Activation memory of the VAE at full resolution, per pixel and per image, in elements: its outer blocks hold
+# several 128-channel maps of the whole image at once. A floor, not a forecast: sizes above it cannot work.
+VAE_ELEMENTS_PER_PIXEL = 4 * 128
+
+
+def vae_floor_bytes(height: int, width: int, dtype: torch.dtype) -> int:
+    """The least memory the VAE needs to encode or decode one image of height x width."""
+    return height * width * VAE_ELEMENTS_PER_PIXEL * torch.tensor([], dtype=dtype).element_size()
+
+
+def check_fits(height: int, width: int, device: torch.device, dtype: torch.dtype, what: str) -> None:
+    """Refuse, before any weights load, an image size whose VAE pass cannot fit the device at all."""
+    memory = device_memory(device)
+    need = vae_floor_bytes(height, width, dtype)
+    if memory and need > memory:
+        where = "the GPU" if device.type == "cuda" else "this machine"
+        raise UsageError(f"{what} ({width}x{height}) needs at least {need / 2**30:.0f} GiB for one image's VAE pass, "
+                         f"more than {where}'s {memory / 2**30:.0f} GiB; use a smaller size.")
+
+
 def device_memory(device: torch.device) -> int | None:
     """Bytes of memory the device has in all: the GPU's, or this machine's (its cgroup limit where lower)."""
     import os

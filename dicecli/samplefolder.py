@@ -186,6 +186,9 @@ def open_for_writing(folder: Path, settings: SampleSettings, prompts: list[str])
     done: dict[int, dict] = {}
     if has_metadata(folder):
         for record in read_records(folder):
+            if not Path(record["file_name"]).stem.isdigit():
+                raise UsageError(f"Folder {folder} lists {record['file_name']} in {METADATA_FILE}, which dice sample never "
+                                 "writes; choose another -o.")
             index = int(Path(record["file_name"]).stem)
             expected = prompts[index // settings.num_per_prompt] if index // settings.num_per_prompt < len(prompts) else None
             if record["text"] != expected:

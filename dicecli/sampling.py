@@ -130,9 +130,6 @@ def make_job(prepared: "Prepared", *, cfg: float, steps: int | None, scheduler: 
 
 
 SEED_LIMIT = 2**64  # torch.Generator.manual_seed takes 0 .. 2**64 - 1
-# Activation memory of the VAE decoder at full resolution, per pixel and per image, in elements: its last blocks
-# hold several 128-channel maps of the whole image at once. A floor, not a forecast: sizes above it cannot work.
-DECODER_ELEMENTS_PER_PIXEL = 4 * 128
 FAR_FROM_NATIVE = 2.0
 
 
@@ -161,14 +158,11 @@ def check_size(height: int, width: int, native: int | None, batch_size: int, dev
                model: str, note: Callable[[str], None]) -> None:
     """Before any weights load: a size the device cannot hold is refused, one far from the model's native size
     noted, and a batch that will not fit gets the batch size that would."""
-    from dicecli.runtime import device_memory
+    from dicecli import runtime
 
-    memory = device_memory(device)
-    per_image = height * width * DECODER_ELEMENTS_PER_PIXEL * torch.tensor([], dtype=dtype).element_size()
+    runtime.check_fits(height, width, device, dtype, f"--height {height} --width {width}")
+    memory, per_image = runtime.device_memory(device), runtime.vae_floor_bytes(height, width, dtype)
     where = "the GPU" if device.type == "cuda" else "this machine"
-    if memory and per_image > memory:
-        raise UsageError(f"--height {height} --width {width} needs at least {per_image / 2**30:.0f} GiB to decode one "
-                         f"image, more than {where}'s {memory / 2**30:.0f} GiB; use a smaller size.")
     if memory and per_image * batch_size > memory:
         fits = max(1, int(memory // per_image))
         note(f"a batch of {batch_size} images of {width}x{height} needs at least {per_image * batch_size / 2**30:.0f} "

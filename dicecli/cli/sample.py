@@ -44,7 +44,8 @@ def sample_command(
     torch_device, torch_dtype = devices(device, dtype)
     job = prepare_job(source, model=model, enhancer=enhancer, alpha=alpha, cfg=cfg, negative=negative, steps=steps,
                       scheduler=value(scheduler), seed=seed, height=height, width=width, num_per_prompt=num_per_prompt,
-                      device=torch_device, dtype=torch_dtype, vae=vae, batch_size=batch_size, note=notes(quiet))
+                      device=torch_device, dtype=torch_dtype, vae=vae, batch_size=batch_size, note=notes(quiet),
+                      output=Path(output) if output else None)
     if compile:
         job.adapter.compile_denoiser(vae_decoder=True)
     result = run_job(job, Path(output) if output else job.settings.default_folder(), batch_size, progress=show_progress(quiet))

@@ -221,7 +221,8 @@ def test_a_size_the_machine_cannot_hold_is_refused_before_loading(dice, prompts_
 
     monkeypatch.setattr(Components, "_load_pipeline", lambda self, wanted: pytest.fail(f"weights loaded: {wanted}"))
     result = dice("sample", prompts_file, "--model", "tiny-sd15", "--height", "16384", "--width", "16384", "-o", tmp_path / "s")
-    one_sentence(result, 2, "--height 16384 --width 16384 needs at least", "GiB to decode one image", "use a smaller size")
+    one_sentence(result, 2, "--height 16384 --width 16384 (16384x16384) needs at least", "GiB for one image's VAE pass",
+                 "use a smaller size")
     assert not (tmp_path / "s").exists()
 
 
@@ -283,3 +284,57 @@ def test_the_raw_exception_scan_catches_raw_text():
     assert RAW_EXCEPTION.search("error: IndexError: index 3 is out of bounds for axis 0 with size 3")
     assert RAW_EXCEPTION.search("error: ValueError: Overflow when unpacking long")
     assert not RAW_EXCEPTION.search("error: --seed -1 must be 0 or more (image i uses seed + i).")
+
+
+@pytest.mark.reliability("seed or size")
+@pytest.mark.parametrize("command", ["distill", "encode --images"])
+def test_a_training_size_the_machine_cannot_hold_is_refused(dice, tmp_path, command, monkeypatch):
+    from dicecli.loading import Components
+
+    data = write_imagefolder(tmp_path / "d", ["a cat"])
+    monkeypatch.setattr(Components, "_load_pipeline", lambda self, wanted: pytest.fail(f"weights loaded: {wanted}"))
+    if command == "distill":
+        args = ["distill", "--model", "tiny-sd15", "--data", data, "--resolution", "16384", "--work-dir", tmp_path / "w",
+                "-o", tmp_path / "e.safetensors"]
+    else:
+        args = ["encode", "--images", data, "--model", "tiny-sd15", "--resolution", "16384", "-o", tmp_path / "l.h5"]
+    one_sentence(dice(*args), 2, "--resolution 16384 (16384x16384) needs at least")
+
+
+@pytest.mark.reliability("damaged artifact")
+def test_an_enhancer_whose_metadata_lacks_its_shape_is_refused(dice, prompts_file, enhancer_file, tmp_path):
+    from safetensors import safe_open
+
+    with safe_open(str(enhancer_file), framework="pt") as f:
+        metadata = {k: v for k, v in f.metadata().items() if k != "context_dim"}
+    broken = tmp_path / "broken.safetensors"
+    save_file(load_file(str(enhancer_file)), str(broken), metadata=metadata)
+    one_sentence(dice("sample", prompts_file, "--enhancer", broken, "-o", tmp_path / "s"), 1,
+                 "has no valid context_dim in its metadata")
+
+
+@pytest.mark.reliability("damaged artifact")
+def test_a_cache_without_its_attributes_is_refused(dice, cache, tmp_path):
+    with h5py.File(cache, "a") as f:
+        del f.attrs["model"]
+    one_sentence(dice("sample", cache, "--steps", "1", "-o", tmp_path / "s"), 1, "lacks the attributes model")
+
+
+@pytest.mark.reliability("output onto an input")
+def test_sample_refuses_an_output_onto_its_input_before_loading(dice, cache, tmp_path, monkeypatch):
+    from dicecli.loading import Components
+
+    monkeypatch.setattr(Components, "_load_pipeline", lambda self, wanted: pytest.fail(f"weights loaded: {wanted}"))
+    one_sentence(dice("sample", cache, "--steps", "1", "-o", cache), 2, "would replace or write into the input")
+    one_sentence(dice("sample", cache, "--steps", "1", "-o", "/dev/null"), 2, "not a regular folder")
+
+
+@pytest.mark.reliability("output onto an input")
+def test_distill_onto_its_negative_prompts_file(dice, tmp_path):
+    data = write_imagefolder(tmp_path / "d", ["a cat", "a dog"])
+    negatives = tmp_path / "neg.txt"
+    negatives.write_text("blurry\nbad hands\n")
+    result = dice("distill", "--model", "tiny-sd15", "--data", data, "--negative-prompts", negatives, "-o", negatives,
+                  "--steps", "1", "--batch-size", "2", "--work-dir", tmp_path / "w")
+    one_sentence(result, 2, "would replace or write into the input")
+    assert negatives.read_text() == "blurry\nbad hands\n"
