@@ -18,6 +18,7 @@ from dicecli.files import (STDIO, atomic_path, check_output, check_writable, exc
                            stream_to_stdout)
 from dicecli.prompts import unique
 from dicecli.refs import ModelRef
+from dicecli.settings import check_multiple_of_8
 
 
 @dataclass
@@ -156,8 +157,7 @@ def encode_images(data_spec: str, ref: ModelRef, output: str, *, resolution: int
     remove_stale_temporaries(out)
     if data.latents is not None:
         raise UsageError(f"--images {data_spec} is already a latent cache; give an imagefolder or a COCO folder.")
-    if resolution < 8 or resolution % 8:
-        raise UsageError(f"--resolution {resolution} must be a positive multiple of 8 (e.g. 512).")
+    check_multiple_of_8("--resolution", resolution)
     from dicecli.runtime import check_fits
 
     check_fits(resolution, resolution, device, dtype, f"--resolution {resolution}")

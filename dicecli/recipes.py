@@ -10,6 +10,7 @@ from typing import Any
 from dicecli.errors import UsageError
 from dicecli.families import FAMILIES
 from dicecli.paths import checkpoints_dir
+from dicecli.settings import STAGE_CONFIGS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -73,6 +74,7 @@ def load_recipe_file(path: Path) -> Recipe:
         table = data.get(stage, {})
         if not isinstance(table, dict):
             raise UsageError(f"Recipe {path}: [{stage}] must be a table of settings; fix the file.")
+        STAGE_CONFIGS[stage].checked(table, f"Recipe {path}: [{stage}]")  # every value typed, when the recipe is read
         stages[stage] = dict(table)
     return Recipe(name, family, data.get("description", ""), dict(source), stages, path)
 

@@ -98,7 +98,8 @@ def _of_type(value, hint, what: str):
     raise UsageError(f"{what} must be a {names}; fix the file.")
 
 
-def _positive_multiple_of_8(option: str, value: int | None) -> None:
+def check_multiple_of_8(option: str, value: int | None) -> None:
+    """Image sizes: positive multiples of 8 (the VAE's downsampling), the one check for every size option."""
     if value is not None and (value < 8 or value % 8):
         raise UsageError(f"{option} {value} must be a positive multiple of 8 (e.g. 512).")
 
@@ -118,7 +119,7 @@ class EncodeConfig(StageConfig):
         return settings
 
     def check(self, family: str | None) -> None:
-        _positive_multiple_of_8("--resolution", self.resolution)
+        check_multiple_of_8("--resolution", self.resolution)
 
 
 @dataclass
@@ -142,8 +143,8 @@ class SampleConfig(StageConfig):
             raise UsageError(f"--cfg {self.cfg} must be a number of at least 1 (1 = unguided, one model evaluation per step).")
         if not math.isfinite(self.alpha):
             raise UsageError(f"--alpha {self.alpha} must be a finite number (1 = the enhancer as trained).")
-        _positive_multiple_of_8("--height", self.height)
-        _positive_multiple_of_8("--width", self.width)
+        check_multiple_of_8("--height", self.height)
+        check_multiple_of_8("--width", self.width)
         if self.steps < 1:
             raise UsageError(f"--steps {self.steps} must be at least 1.")
         if family is not None:
@@ -211,8 +212,7 @@ class DistillConfig(StageConfig):
             value = getattr(self, name)
             if not math.isfinite(value) or value <= 0:
                 raise UsageError(f"--{name.replace('_', '-')} {value} must be a positive number.")
-        if self.resolution < 8 or self.resolution % 8:
-            raise UsageError(f"--resolution {self.resolution} must be a positive multiple of 8.")
+        check_multiple_of_8("--resolution", self.resolution)
         if self.steps < 1 or self.checkpoint_every < 1:
             raise UsageError("--steps and --checkpoint-every must be at least 1.")
         if not 0 <= self.seed < DISTILL_SEED_LIMIT:

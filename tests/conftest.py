@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import helpers
-from helpers import run_dice, variant_model
+from helpers import random_enhancer_file, run_dice, variant_model
 
 
 
@@ -114,19 +114,8 @@ def tiny_aesthetic_weights(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def enhancer_file(tmp_path_factory) -> Path:
     """A non-trivial enhancer for tiny-sd15: random weights, whose effect (not quality) tests measure."""
-    import torch
-
-    from dicecli.enhancer import Enhancer, save_enhancer
-
-    torch.manual_seed(0)
-    enhancer = Enhancer(32)
-    with torch.no_grad():
-        for p in enhancer.parameters():
-            p.normal_(0, 0.1)
-    path = tmp_path_factory.mktemp("enhancer") / "tiny-enh.safetensors"
-    save_enhancer(enhancer, path, family="sd15", tokens=77, trained_on="tiny-sd15", guidance_scale=5.0,
-                  negative_prompts="builtin-v1", loss="l1", steps=1, batch_size=1)
-    return path
+    return random_enhancer_file(tmp_path_factory.mktemp("enhancer") / "tiny-enh.safetensors", guidance_scale=5.0,
+                                negative_prompts="builtin-v1", loss="l1", steps=1, batch_size=1)
 
 
 def pytest_addoption(parser):

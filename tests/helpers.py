@@ -54,6 +54,22 @@ def run_dice_process(*args: str, input: bytes | None = None, timeout: float = 30
     return done
 
 
+def random_enhancer_file(path: Path, scale: float = 0.1, width: int = 32, **metadata) -> Path:
+    """A non-trivial tiny-sd15 enhancer (seeded random weights of std `scale`) saved at `path`: tests measure its
+    effect, not its quality. `metadata` adds to the enhancer file's."""
+    import torch
+
+    from dicecli.enhancer import Enhancer, save_enhancer
+
+    torch.manual_seed(0)
+    enhancer = Enhancer(width)
+    with torch.no_grad():
+        for p in enhancer.parameters():
+            p.normal_(0, scale)
+    save_enhancer(enhancer, path, **{"family": "sd15", "tokens": 77, "trained_on": "tiny-sd15", **metadata})
+    return path
+
+
 def variant_model(source: Path, folder: Path, encoder_class, subfolder: str, shift: float) -> Path:
     """A copy of the diffusers model `source` whose text encoder `subfolder` has every weight shifted by `shift`."""
     import torch

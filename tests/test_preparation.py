@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from dicecli.enhancer import Enhancer, save_enhancer
+from helpers import random_enhancer_file
 
 
 def error_line(result) -> str:
@@ -58,14 +59,8 @@ def fingerprinted_enhancer(tmp_path_factory, tiny_sd15_dir):
     from dicecli.refs import resolve_model
 
     fingerprint = load_adapter(resolve_model("tiny-sd15"), torch.device("cpu"), torch.float32).text_encoder_fingerprint()
-    torch.manual_seed(0)
-    enhancer = Enhancer(32)
-    with torch.no_grad():
-        for p in enhancer.parameters():
-            p.normal_(0, 0.05)
-    path = tmp_path_factory.mktemp("fp") / "fp-enh.safetensors"
-    save_enhancer(enhancer, path, family="sd15", tokens=77, trained_on="tiny-sd15", text_encoder_fingerprint=fingerprint)
-    return path
+    return random_enhancer_file(tmp_path_factory.mktemp("fp") / "fp-enh.safetensors", scale=0.05,
+                                text_encoder_fingerprint=fingerprint)
 
 
 def test_another_text_encoder_of_the_family_is_a_transfer_with_the_same_note(dice, prompts_file, tmp_path,

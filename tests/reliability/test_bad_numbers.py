@@ -126,3 +126,14 @@ def test_truncated_cache_on_stdin_leaves_no_spool_file(dice, prompts_file, enhan
         assert result.code in (1, 2) and "Traceback" not in result.stderr, result.stderr
         assert not list(spool.iterdir()), command
     assert not (tmp_path / "e.h5").exists() and not (tmp_path / "s").exists()
+
+
+@pytest.mark.reliability("bad input")
+@pytest.mark.parametrize("table, line, part", [("sample", "steps = 2.5", "[sample] steps = 2.5 must be a int"),
+                                               ("encode", "batch_size = true", "[encode] batch_size = True must be a int"),
+                                               ("sample", "stepz = 20", "[sample] stepz is not a sample setting")])
+def test_every_recipe_table_is_type_checked(dice, tmp_path, tiny_sd15_dir, prompts_file, table, line, part):
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'name = "r"\nfamily = "sd15"\n[source]\npath = "{tiny_sd15_dir}"\n[{table}]\n{line}\n')
+    result = dice("sample", prompts_file, "--model", recipe, "-o", tmp_path / "s")
+    assert result.code == 2 and part in result.stderr, result.stderr
