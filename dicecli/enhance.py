@@ -12,7 +12,7 @@ import torch
 from dicecli import faults
 from dicecli.cache import EMBEDDINGS_FORMAT, CacheWriter, new_header, storage_dtype
 from dicecli.files import STDIO, atomic_path, check_output, check_writable, stream_to_stdout
-from dicecli.method import apply_enhancer
+from dicecli.method import apply_enhancer, check_enhanced
 from dicecli.preparation import open_enhancer, prepare, read_input
 from dicecli.settings import SampleConfig
 
@@ -67,6 +67,7 @@ def enhance(source: str, output: str, enhancer: str, *, model: str | None, alpha
             for batch, batch_cond in prepared.batches(batch_size, progress, "enhance"):
                 with torch.no_grad():
                     enhanced = apply_enhancer(net, batch_cond.to(device, torch.float32), negative_fp32, made_by.alpha)
+                check_enhanced(enhanced, made_by.alpha, torch.float16 if header["dtype"] == "float16" else None)
                 writer.append(batch, enhanced)
                 faults.point("enhance.batch")
             writer.append([prepared.negative], neg_cond, prefix="negative_")

@@ -31,6 +31,18 @@ def apply_enhancer(enhancer: Enhancer, cond: Conditioning, negative: Conditionin
     return enhanced
 
 
+def check_enhanced(enhanced: Conditioning, alpha: float, dtype: torch.dtype | None = None) -> Conditioning:
+    """Enhanced embeddings that are not finite (in `dtype`, where they go next) would sample black images or
+    write a NaN cache with exit 0: a strength far too large is refused in one sentence instead."""
+    from dicecli.errors import UsageError
+
+    embeds = enhanced.prompt_embeds if dtype is None else enhanced.prompt_embeds.to(dtype)
+    if not torch.isfinite(embeds).all():
+        raise UsageError(f"--alpha {alpha:g} makes the enhanced embeddings overflow (NaN or infinite numbers); use a "
+                         "smaller --alpha (1 is the enhancer as trained).")
+    return enhanced
+
+
 def cfg_combine(pred_cond: torch.Tensor, pred_neg: torch.Tensor, guidance_scale: float) -> torch.Tensor:
     return pred_neg + guidance_scale * (pred_cond - pred_neg)
 

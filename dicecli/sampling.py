@@ -17,7 +17,7 @@ from dicecli import faults
 from dicecli.errors import UsageError
 from dicecli.families import Conditioning, FamilyAdapter
 from dicecli.files import check_output, exclusive_lock
-from dicecli.method import apply_enhancer
+from dicecli.method import apply_enhancer, check_enhanced
 from dicecli.samplefolder import SampleSettings, open_for_writing, save_image, write_metadata
 from dicecli.schedulers import SCHEDULERS
 from dicecli.settings import SampleConfig
@@ -117,7 +117,8 @@ def make_job(prepared: "Prepared", *, cfg: float, steps: int | None, scheduler: 
     if prepared.enhancer is not None:
         net = enhancer or prepared.enhancer.load(device)
         with torch.no_grad():
-            cond = apply_enhancer(net, cond, prepared.enhancer_negative(), prepared.alpha)
+            cond = check_enhanced(apply_enhancer(net, cond, prepared.enhancer_negative(), prepared.alpha), prepared.alpha,
+                                  dtype)
     made_by = prepared.provenance
     settings = SampleSettings(
         model=ref.given, family=ref.family, enhancer=made_by and made_by.enhancer,

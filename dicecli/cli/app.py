@@ -115,6 +115,9 @@ def one_sentence(error: Exception) -> str:
         where = f" writing {error.filename}" if error.filename else ""
         return (f"no space left on the device{where}; free some space and run the command again "
                 "(earlier results are intact).")
+    if isinstance(error, MemoryError) or isinstance(error, RuntimeError) and "can't allocate memory" in str(error):
+        return ("this machine ran out of memory; use a smaller --batch-size or image size, or close what else uses "
+                "the memory (earlier results are intact).")
     if isinstance(error, torch.OutOfMemoryError):
         return ("the GPU ran out of memory; use a smaller --batch-size (dice distill: or a larger --grad-accum, "
                 "which keeps the images per update), or close what else uses the GPU.")

@@ -338,3 +338,24 @@ def test_distill_onto_its_negative_prompts_file(dice, tmp_path):
                   "--steps", "1", "--batch-size", "2", "--work-dir", tmp_path / "w")
     one_sentence(result, 2, "would replace or write into the input")
     assert negatives.read_text() == "blurry\nbad hands\n"
+
+
+@pytest.mark.reliability("seed or size")
+@pytest.mark.parametrize("command", ["sample", "enhance"])
+def test_a_strength_that_overflows_is_refused(dice, prompts_file, enhancer_file, tmp_path, command):
+    out = tmp_path / ("s" if command == "sample" else "e.h5")
+    args = ["--steps", "1"] if command == "sample" else []
+    one_sentence(dice(command, prompts_file, "--enhancer", enhancer_file, "--alpha", "1e308", "-o", out, *args), 2,
+                 "--alpha 1e+308 makes the enhanced embeddings overflow")
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_running_out_of_host_memory_is_one_sentence(dice, prompts_file, tmp_path, monkeypatch):
+    import dicecli.sampling
+
+    def no_memory(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr(dicecli.sampling, "generate", no_memory)
+    result = dice("sample", prompts_file, "--model", "tiny-sd15", "--steps", "1", "-o", tmp_path / "s")
+    one_sentence(result, 1, "this machine ran out of memory; use a smaller --batch-size")
