@@ -14,7 +14,7 @@ from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
 from dicecli import faults
-from dicecli.errors import UsageError
+from dicecli.errors import DamagedError, UsageError
 from dicecli.families import Conditioning, FamilyAdapter
 from dicecli.files import check_output, exclusive_lock
 from dicecli.method import apply_enhancer, check_enhanced
@@ -53,6 +53,12 @@ def generate(adapter: FamilyAdapter, cond: Conditioning, negative: Conditioning 
         **adapter.pipeline_inputs(cond, negative), guidance_scale=cfg,
         num_inference_steps=steps, height=height, width=width, generator=generators, output_type="pt",
     ).images
+    if not torch.isfinite(images).all():  # would be written as black images, with exit 0
+        raise DamagedError(
+            f"The model produced NaN or infinite pixels (seeds {seeds[0]}..{seeds[-1]}); this comes from an enhancer "
+            "strength far too large (--alpha) or a VAE that overflows in float16 (use --dtype bf16 or fp32, or an "
+            "fp16-fix --vae). Nothing was written for these images."
+        )
     return to_pil(images)
 
 

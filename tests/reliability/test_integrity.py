@@ -359,3 +359,13 @@ def test_running_out_of_host_memory_is_one_sentence(dice, prompts_file, tmp_path
     monkeypatch.setattr(dicecli.sampling, "generate", no_memory)
     result = dice("sample", prompts_file, "--model", "tiny-sd15", "--steps", "1", "-o", tmp_path / "s")
     one_sentence(result, 1, "this machine ran out of memory; use a smaller --batch-size")
+
+
+@pytest.mark.reliability("damaged artifact")
+def test_nan_pixels_are_never_written_as_black_images(dice, prompts_file, enhancer_file, tmp_path):
+    """Finite but absurd embeddings (alpha 1e30) make the UNet produce NaN: refused, not saved as black PNGs."""
+    result = dice("sample", prompts_file, "--enhancer", enhancer_file, "--alpha", "1e30", "--steps", "2", "-o", tmp_path / "s")
+    one_sentence(result, 1, "The model produced NaN or infinite pixels (seeds 0..2)", "Nothing was written")
+    assert not list((tmp_path / "s").glob("*.png"))
+    rerun = dice("sample", prompts_file, "--enhancer", enhancer_file, "--steps", "2", "-o", tmp_path / "s")
+    assert rerun.code == 0 and len(list((tmp_path / "s").glob("*.png"))) == 3  # the corrected rerun is not blocked
