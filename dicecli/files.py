@@ -85,6 +85,37 @@ def atomic_path(path: Path, clean: bool = True) -> Iterator[Path]:
             tmp_path.unlink()
 
 
+def sha256_of(path: Path) -> str:
+    """A file's sha256, remembered by (path, size, modification time) under dicecli's home, so that a
+    checkpoint of several GB is read once (as A1111 does for its model hashes)."""
+    import hashlib
+    import json
+
+    from dicecli.paths import dice_home
+
+    path = Path(path).resolve()
+    stat_ = path.stat()
+    key = f"{path}|{stat_.st_size}|{stat_.st_mtime_ns}"
+    cache = dice_home() / "sha256.json"
+    try:
+        known = json.loads(cache.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if key not in known:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        known[key] = digest.hexdigest()
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(cache) as tmp:
+                tmp.write_text(json.dumps(known))
+        except OSError:
+            pass  # a read-only home only costs hashing again next time
+    return known[key]
+
+
 def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -52,6 +52,7 @@ class SampleSettings:
     height: int
     width: int
     num_per_prompt: int
+    model_hash: str | None = None  # A1111's "Model hash" (sha256[:10] of a single-file checkpoint), where known
 
     @property
     def nfe(self) -> int:
@@ -72,24 +73,50 @@ class SampleSettings:
         return {"file_name": image_name(index), "text": prompt, "negative_prompt": self.negative_prompt,
                 "seed": self.seed + index, "model": self.model, "enhancer": self.enhancer, "alpha": self.alpha,
                 "cfg": self.cfg, "steps": self.steps, "scheduler": self.scheduler, "height": self.height,
-                "width": self.width}
+                "width": self.width, **({"model_hash": self.model_hash} if self.model_hash else {}),
+                **({"enhancer_sha256": self.enhancer_sha256} if self.enhancer else {})}
 
 
 def image_name(index: int) -> str:
     return f"{index:06d}.png"
 
 
+# dicecli's sampler -> (AUTOMATIC1111's name, its schedule type): A1111 names DPM-Solver++ 2M "DPM++ 2M",
+# PNDM "PLMS", and gives its k-diffusion samplers a schedule type; diffusers' default spacing of the model's
+# timesteps is A1111's "Uniform" (dicecli never uses Karras sigmas).
+A1111_SAMPLERS = {"dpmsolver++": ("DPM++ 2M", "Uniform"), "ddim": ("DDIM", None), "euler": ("Euler", "Uniform"),
+                  "euler-a": ("Euler a", "Uniform"), "pndm": ("PLMS", None), "unipc": ("UniPC", None)}
+
+
 def png_text(record: dict) -> dict[str, str]:
     """The PNG text chunks of an image: every field of its record (the caption as `prompt`), and the
-    A1111 `parameters` chunk that SD tools and image viewers read."""
+    A1111 `parameters` chunk, written as AUTOMATIC1111 writes it (so that "PNG Info -> Send to txt2img" and
+    other tools' importers recreate the settings), with the DICE keys after A1111's own."""
     chunks = {("prompt" if key == "text" else key): "" if value is None else str(value)
               for key, value in record.items() if key != "file_name"}
-    s = record
-    extra = f", DICE enhancer: {s['enhancer']}, DICE alpha: {s['alpha']}" if s.get("enhancer") else ""
-    chunks["parameters"] = (f"{s['text']}\nNegative prompt: {s['negative_prompt']}\nSteps: {s['steps']}, "
-                            f"Sampler: {s['scheduler']}, CFG scale: {s['cfg']}, Seed: {s['seed']}, "
-                            f"Size: {s['width']}x{s['height']}, Model: {s['model']}{extra}")
+    chunks["parameters"] = a1111_parameters(record)
     return chunks
+
+
+def a1111_parameters(s: dict) -> str:
+    sampler, schedule = A1111_SAMPLERS.get(s["scheduler"], (s["scheduler"], None))
+    lines = [s["text"]]
+    if s.get("negative_prompt"):  # A1111 writes no line for an empty negative prompt
+        lines.append(f"Negative prompt: {s['negative_prompt']}")
+    fields = [("Steps", s["steps"]), ("Sampler", sampler), ("Schedule type", schedule), ("CFG scale", s["cfg"]),
+              ("Seed", s["seed"]), ("Size", f"{s['width']}x{s['height']}"), ("Model hash", s.get("model_hash")),
+              ("Model", Path(str(s["model"]).rstrip("/")).stem if s.get("model_hash") else s["model"])]
+    if s.get("enhancer"):
+        fields += [("DICE enhancer", s["enhancer"]), ("DICE enhancer hash", (s.get("enhancer_sha256") or "")[:10] or None),
+                   ("DICE alpha", s["alpha"])]
+    lines.append(", ".join(f"{key}: {_a1111_value(value)}" for key, value in fields if value is not None))
+    return "\n".join(lines)
+
+
+def _a1111_value(value) -> str:
+    """A value as A1111 writes it: quoted (JSON) when it holds the separators of the parameters line."""
+    text = str(value)
+    return json.dumps(text) if any(c in text for c in ",:\n\"") else text
 
 
 def read_settings(folder: Path) -> dict:
@@ -173,7 +200,8 @@ def open_for_writing(folder: Path, settings: SampleSettings, prompts: list[str])
         settings_path.unlink()  # a run that failed before its first image: nothing to keep consistent with
     if settings_path.exists():
         saved = read_settings(folder)
-        changed = [k for k in wanted if saved.get(k) != wanted[k]]
+        # a setting added since the folder was made (e.g. model_hash) is not a change
+        changed = [k for k in wanted if k in saved and saved[k] != wanted[k]]
         if changed:
             raise IncompatibleError(
                 f"Folder {folder} holds samples made with other settings ({', '.join(f'{k}={saved.get(k)!r}' for k in changed)}); "

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from dicecli import faults
 from dicecli.errors import DamagedError, UsageError
 from dicecli.families import Conditioning, FamilyAdapter
-from dicecli.files import check_output, exclusive_lock
+from dicecli.files import check_output, exclusive_lock, sha256_of
 from dicecli.method import apply_enhancer, check_enhanced
 from dicecli.samplefolder import SampleSettings, open_for_writing, save_image, write_metadata
 from dicecli.schedulers import SCHEDULERS
@@ -131,6 +131,7 @@ def make_job(prepared: "Prepared", *, cfg: float, steps: int | None, scheduler: 
         enhancer_sha256=made_by and made_by.enhancer_sha256, alpha=made_by and made_by.alpha, cfg=float(cfg),
         negative_prompt=prepared.negative, steps=chosen.steps, scheduler=chosen.scheduler, seed=seed,
         height=height, width=width, num_per_prompt=num_per_prompt,
+        model_hash=sha256_of(ref.source.local_path)[:10] if ref.source.single_file else None,
     )
     return SampleJob(adapter, prepared.input.prompts, cond.to(device, dtype), prepared.cfg_negative().to(device, dtype),
                      settings, prepared)
