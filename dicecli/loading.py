@@ -12,6 +12,7 @@ file without touching weights; nothing above this module branches on where a mod
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from dicecli.runtime import quiet_libraries
 
 
 @dataclass(frozen=True)
-class ModelSource:
+class ModelSource(ABC):
     """Where a model's files are. `location`: the built-in name, folder, hub id or file."""
 
     location: str
@@ -40,12 +41,13 @@ class ModelSource:
         """The user's own files of this model (which no output may replace), if any."""
         return None
 
+    @abstractmethod
     def load(self, pipeline_class, **kwargs):
-        raise NotImplementedError
+        """The pipeline class loaded from this source (`kwargs`: from_pretrained arguments)."""
 
+    @abstractmethod
     def config_file(self, name: str) -> Path:
         """One small config file of the model (e.g. `text_encoder/config.json`), never its weights."""
-        raise NotImplementedError
 
 
 @dataclass(frozen=True)

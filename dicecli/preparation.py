@@ -158,10 +158,13 @@ class Prepared:
         from dicecli.families import load_adapter
 
         self.adapter = adapter or load_adapter(self.ref, device, dtype)
-        fingerprint = self.adapter.text_encoder_fingerprint()
-        if self.input.is_cache and self.input.attrs.get("text_encoder_fingerprint") not in (None, fingerprint):
-            note(other_text_encoder(f"the embeddings in {self.input.name}", self.input.attrs["model"], self.ref.given))
+        cached = (self.input.attrs or {}).get("text_encoder_fingerprint")
         recorded = self.enhancer.meta.get("text_encoder_fingerprint") if self.enhancer else None
+        if cached is None and recorded is None:
+            return self.adapter  # nothing to compare: no need to hash the text encoder
+        fingerprint = self.adapter.text_encoder_fingerprint()
+        if cached not in (None, fingerprint):
+            note(other_text_encoder(f"the embeddings in {self.input.name}", self.input.attrs["model"], self.ref.given))
         if recorded not in (None, fingerprint):
             note(other_text_encoder(f"enhancer {self.enhancer.name}", self.enhancer.meta.get("trained_on"),
                                     self.ref.given))

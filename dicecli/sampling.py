@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from dicecli import faults
 from dicecli.errors import DamagedError, UsageError
-from dicecli.families import Conditioning, FamilyAdapter
+from dicecli.families import Conditioning, FamilyAdapter, adapter_class
 from dicecli.files import check_output, exclusive_lock, sha256_of
 from dicecli.method import apply_enhancer, check_enhanced
 from dicecli.samplefolder import SampleSettings, open_for_writing, save_image, write_metadata
@@ -112,7 +112,7 @@ def make_job(prepared: "Prepared", *, cfg: float, steps: int | None, scheduler: 
     chosen = SampleConfig.resolve(ref.family, ref.recipe, steps=steps, scheduler=scheduler, cfg=cfg, height=height,
                                   width=width)
     check_seeds(seed, len(prepared.input.prompts) * num_per_prompt)
-    native = type_of(prepared).size_without_weights(ref.source)
+    native = adapter_class(ref.family).size_without_weights(ref.source)
     height, width = chosen.height or native, chosen.width or native
     check_size(height, width, native, batch_size, device, dtype, ref.given, note)
     adapter = prepared.load(device, dtype, note, adapter=adapter)
@@ -139,12 +139,6 @@ def make_job(prepared: "Prepared", *, cfg: float, steps: int | None, scheduler: 
 
 SEED_LIMIT = 2**64  # torch.Generator.manual_seed takes 0 .. 2**64 - 1
 FAR_FROM_NATIVE = 2.0
-
-
-def type_of(prepared: "Prepared"):
-    from dicecli.families import adapter_class
-
-    return adapter_class(prepared.ref.family)
 
 
 def check_seeds(seed: int, images: int) -> None:

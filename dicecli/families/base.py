@@ -116,6 +116,7 @@ class FamilyAdapter(ABC):
         self.components = components
         self.device, self.dtype = components.device, components.dtype
         self._null: Conditioning | None = None
+        self._text_fingerprint: str | None = None
 
     # -- components -------------------------------------------------------------------
     def require(self, *names: str) -> None:
@@ -192,7 +193,9 @@ class FamilyAdapter(ABC):
     def text_encoder_fingerprint(self) -> str:
         """A dtype-independent hash of the text encoder(s) and tokenizer vocabularies (caches and enhancers
         record it; `dicecli.preparation` compares it)."""
-        return fingerprint({name: self.components[name] for name in self.text_components})
+        if self._text_fingerprint is None:  # the weights are frozen: hash them once per loaded model
+            self._text_fingerprint = fingerprint({name: self.components[name] for name in self.text_components})
+        return self._text_fingerprint
 
     def vae_fingerprint(self) -> str:
         """The same hash of the VAE, which latent caches record: latents only make sense to the VAE that made them."""
