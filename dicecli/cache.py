@@ -244,3 +244,141 @@ def _plain(value):
     if isinstance(value, np.generic):
         return value.item()
     return value
+
+
+PART_BATCHES = 16
+
+
+class CacheParts:
+    """A cache written by several processes: each writes its runs of batches as part files in a staging folder
+    beside the output, and the main process joins them in order into the output (docs/distributed.md).
+
+    Parts are named by the batches they hold (`batches-K0-K1.h5`, batch k being rows k*B..(k+1)*B-1 of the
+    rows to write), so a rerun after a killed rank writes only the batches no part holds, whatever the
+    process count. `plan` identifies what is written (rows, batch size, model, settings): the staging folder
+    of another plan is discarded.
+    """
+
+    def __init__(self, output: Path, plan: dict, group):
+        from dicecli.files import content_key
+
+        self.output, self.group = Path(output), group
+        self.folder = self.output.parent / f".{self.output.name}.parts"
+        self.key = content_key(plan)
+
+    def open(self, batches: int) -> list[int]:
+        """Prepare the staging folder (main process) and return the batches no part holds yet, for every rank."""
+        import json
+        import shutil
+
+        missing = None
+        if self.group.main:
+            plan_file = self.folder / "plan"
+            if self.folder.exists() and (not plan_file.is_file() or plan_file.read_text() != self.key):
+                shutil.rmtree(self.folder)
+            self.folder.mkdir(exist_ok=True)
+            plan_file.write_text(self.key)
+            held = set()
+            for part in self.files():
+                k0, k1 = _part_range(part)
+                held.update(range(k0, k1))
+            missing = [k for k in range(batches) if k not in held]
+        missing = self.group.meet(f"the staging folder {self.folder}", missing)[0]
+        if not self.folder.is_dir():
+            raise UsageError(f"This process cannot see {self.folder}, which the main process created beside -o "
+                             f"{self.output}; with several nodes the output must be on a filesystem they all share.")
+        return json.loads(json.dumps(missing))
+
+    def runs(self, batches: list[int]) -> list[tuple[int, int]]:
+        """Consecutive batches as [k0, k1) runs of at most PART_BATCHES: one part file each (a killed process
+        loses at most one part's work)."""
+        runs: list[list[int]] = []
+        for k in batches:
+            if runs and runs[-1][1] == k and k - runs[-1][0] < PART_BATCHES:
+                runs[-1][1] = k + 1
+            else:
+                runs.append([k, k + 1])
+        return [(a, b) for a, b in runs]
+
+    def part(self, k0: int, k1: int) -> Path:
+        return self.folder / f"batches-{k0:07d}-{k1:07d}.h5"
+
+    def files(self) -> list[Path]:
+        """Complete parts, in batch order (an unfinished part is still a temporary file)."""
+        return sorted(self.folder.glob("batches-*.h5"), key=_part_range)
+
+    def join_into(self, writer: "CacheWriter", rows_per_copy: int = 1024) -> None:
+        """Append every part's rows, in order, to `writer` (the main process, after every rank is done)."""
+        for part in self.files():
+            with h5py.File(part, "r") as source:
+                names = [n for n in source if not n.startswith("negative_")]
+                count = source["prompts"].shape[0]
+                for start in range(0, count, rows_per_copy):
+                    for name in names:
+                        if source[name].dtype.kind == "O":  # strings
+                            writer._extend(name, np.array(source[name].asstr()[start : start + rows_per_copy], dtype=object), STRING)
+                        else:
+                            writer._extend(name, source[name][start : start + rows_per_copy])
+
+    def remove(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _part_range(path: Path) -> tuple[int, int]:
+    _, k0, k1 = path.stem.split("-")
+    return int(k0), int(k1)
+
+
+def write_cache(output: Path, header: dict, fill, *, rows: int, batch_size: int, plan: dict, existing: Path | None = None,
+                finish=None, payload=lambda: None, progress: bool = False, desc: str = "write") -> list:
+    """Write a cache atomically: a copy of `existing` (else a new file with `header`), then rows 0..rows-1,
+    then `finish(writer)` (e.g. the negative prompt's rows). Returns each process's `payload()`, in rank order.
+
+    `fill(writer, start, stop)` writes rows start..stop-1 (start a multiple of `batch_size`, so every process
+    computes exactly the batches one process would), yielding the number of rows after each batch. Under several
+    processes each writes its share of the batches into `CacheParts` and the main process joins them.
+    """
+    import shutil
+
+    from tqdm.auto import tqdm
+
+    from dicecli import distributed
+    from dicecli.files import atomic_path
+
+    group = distributed.current()
+    batches = -(-rows // batch_size)
+
+    def begin(tmp: Path) -> CacheWriter:
+        if existing is not None:
+            shutil.copyfile(existing, tmp)
+        return CacheWriter(tmp, None if existing is not None else header)
+
+    with tqdm(total=rows, unit="row", desc=desc, disable=not (progress and group.main), leave=False) as bar:
+        def run(writer: CacheWriter, k0: int, k1: int) -> None:
+            for count in fill(writer, k0 * batch_size, min(k1 * batch_size, rows)):
+                bar.n = group.progress(count)
+                bar.refresh()
+                group.check()
+
+        if not group.several:
+            with atomic_path(output) as tmp, begin(tmp) as writer:
+                run(writer, 0, batches)
+                if finish:
+                    finish(writer)
+            return [payload()]
+        parts = CacheParts(output, plan, group)
+        missing = parts.open(batches)
+        group.progress(rows - sum(min((k + 1) * batch_size, rows) - k * batch_size for k in missing) if group.main else 0)
+        for k0, k1 in parts.runs(group.deal(missing)):
+            with atomic_path(parts.part(k0, k1)) as tmp, CacheWriter(tmp, header) as writer:
+                run(writer, k0, k1)
+        payloads = group.meet(f"the end of writing {output}", payload())
+    if group.main:
+        with atomic_path(output) as tmp, begin(tmp) as writer:
+            parts.join_into(writer)
+            if finish:
+                finish(writer)
+        parts.remove()
+    return payloads

@@ -10,11 +10,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from dicecli import faults
-from dicecli.cache import EMBEDDINGS_FORMAT, CacheWriter, EmbeddingCache, new_header, storage_dtype
+from dicecli import distributed, faults
+from dicecli.cache import EMBEDDINGS_FORMAT, CacheWriter, EmbeddingCache, new_header, storage_dtype, write_cache
 from dicecli.errors import IncompatibleError, UsageError
 from dicecli.families import load_adapter
-from dicecli.files import (STDIO, atomic_path, check_output, check_writable, exclusive_lock, remove_stale_temporaries,
+from dicecli.files import (STDIO, atomic_path, check_output, check_writable, main_lock, remove_stale_temporaries,
                            stream_to_stdout)
 from dicecli.prompts import unique
 from dicecli.refs import ModelRef
@@ -43,10 +43,11 @@ def encode_prompts(
     """Encode into OUTPUT, appending to an existing cache. Two runs appending to one cache take
     turns (an OS lock beside the file): the second reads what the first added, so nothing is lost."""
     if output == STDIO:
+        distributed.refuse_stdio("-o")
         return _encode(prompts, ref, output, negative, batch_size, device, dtype, progress)
     check_writable(Path(output))
     check_output(Path(output), [*inputs, *model_paths(ref)])
-    with exclusive_lock(Path(output), "Cache", wait=True):
+    with main_lock(Path(output), "Cache", wait=True):
         return _encode(prompts, ref, output, negative, batch_size, device, dtype, progress)
 
 
@@ -57,7 +58,8 @@ def _encode(prompts: list[str], ref: ModelRef, output: str, negative: str | None
     existing: dict | None = None
     existing_prompts: set[str] = set()
     if not to_stdout:
-        remove_stale_temporaries(out)
+        if distributed.current().main:
+            remove_stale_temporaries(out)
         if out.exists():
             existing, existing_prompts, existing_negative = _read_existing(out)
             if existing["family"] != ref.family:
@@ -89,23 +91,28 @@ def _encode(prompts: list[str], ref: ModelRef, output: str, negative: str | None
     if existing is not None and not new_prompts and not negative_changed:
         return result  # already complete: nothing to do, file untouched
 
-    def write(tmp: Path) -> None:
-        if existing is not None:
-            shutil.copyfile(out, tmp)
-            header = None
-        else:
-            header = new_header(
-                EMBEDDINGS_FORMAT, family=ref.family, model=ref.given, model_resolved=ref.resolved,
-                fingerprint=fingerprint, dtype=storage_dtype(dtype), tokens=adapter.text.tokens,
-                context_dim=adapter.text.width,
-            )
-        with CacheWriter(tmp, header) as writer:
-            for batch, encoded in adapter.encode_batches(new_prompts, batch_size, progress):
-                writer.append(batch, encoded.conditioning)
-                faults.point("encode.batch")
-                result.truncated += encoded.truncated
-            if negative_changed:
-                writer.replace([negative], adapter.encode([negative]).conditioning, prefix="negative_")
+    header = existing or new_header(
+        EMBEDDINGS_FORMAT, family=ref.family, model=ref.given, model_resolved=ref.resolved, fingerprint=fingerprint,
+        dtype=storage_dtype(dtype), tokens=adapter.text.tokens, context_dim=adapter.text.width,
+    )
+
+    def fill(writer: CacheWriter, start: int, stop: int):
+        for batch, encoded in adapter.encode_batches(new_prompts[start:stop], batch_size):
+            writer.append(batch, encoded.conditioning)
+            faults.point("encode.batch")
+            result.truncated += encoded.truncated
+            yield len(batch)
+
+    def finish(writer: CacheWriter) -> None:
+        if negative_changed:
+            writer.replace([negative], adapter.encode([negative]).conditioning, prefix="negative_")
+
+    def write(path: Path) -> None:
+        plan = {"prompts": new_prompts, "batch_size": batch_size, "header": {k: v for k, v in header.items() if k != "created"}}
+        truncated = write_cache(path, header, fill, rows=len(new_prompts), batch_size=batch_size, plan=plan,
+                                existing=out if existing is not None else None, finish=finish,
+                                payload=lambda: result.truncated, progress=progress, desc="encode")
+        result.truncated = sum(truncated)
 
     if to_stdout:
         with tempfile.TemporaryDirectory(prefix="dice-encode-") as folder:
@@ -113,8 +120,7 @@ def _encode(prompts: list[str], ref: ModelRef, output: str, negative: str | None
             write(tmp)
             stream_to_stdout(tmp)
     else:
-        with atomic_path(out) as tmp:
-            write(tmp)
+        write(out)
     return result
 
 
@@ -147,14 +153,21 @@ class LatentsResult:
 def encode_images(data_spec: str, ref: ModelRef, output: str, *, resolution: int, batch_size: int,
                   device: torch.device, dtype: torch.dtype, progress: bool = False) -> LatentsResult:
     """Build a `dice-latents` cache: VAE latent means x scaling factor, captions alongside."""
+    out = Path(output)
+    check_writable(out)
+    with main_lock(out, "Latent cache", wait=True):
+        return _encode_images(data_spec, ref, out, resolution, batch_size, device, dtype, progress)
+
+
+def _encode_images(data_spec: str, ref: ModelRef, out: Path, resolution: int, batch_size: int, device: torch.device,
+                   dtype: torch.dtype, progress: bool) -> LatentsResult:
     from dicecli.cache import LATENTS_FORMAT
     from dicecli.data import ImageDataset, open_training_data
 
-    out = Path(output)
-    check_writable(out)
     data = open_training_data(data_spec, ref.recipe.name if ref.recipe else "")
     check_output(out, [Path(data.source), *model_paths(ref)])
-    remove_stale_temporaries(out)
+    if distributed.current().main:
+        remove_stale_temporaries(out)
     if data.latents is not None:
         raise UsageError(f"--images {data_spec} is already a latent cache; give an imagefolder or a COCO folder.")
     check_multiple_of_8("--resolution", resolution)
@@ -163,7 +176,6 @@ def encode_images(data_spec: str, ref: ModelRef, output: str, *, resolution: int
     check_fits(resolution, resolution, device, dtype, f"--resolution {resolution}")
     adapter = load_adapter(ref, device, dtype)
     vae = adapter.vae
-    loader = torch.utils.data.DataLoader(ImageDataset(data, resolution), batch_size=batch_size, num_workers=0)
     header = new_header(
         LATENTS_FORMAT, family=ref.family, model=ref.given, model_resolved=ref.resolved,
         fingerprint=adapter.text_encoder_fingerprint(), dtype=storage_dtype(dtype), tokens=adapter.text.tokens,
@@ -171,14 +183,22 @@ def encode_images(data_spec: str, ref: ModelRef, output: str, *, resolution: int
     )
     header.update(resolution=resolution, scaling_factor=float(vae.config.scaling_factor), source=data.source,
                   vae_fingerprint=adapter.vae_fingerprint())
+    dataset = ImageDataset(data, resolution)
     shape: list[int] = []
-    with atomic_path(out) as tmp, CacheWriter(tmp, header) as writer, \
-            tqdm(total=len(data), unit="image", desc="latents", disable=not progress, leave=False) as bar:
-        for images, indices in loader:
+
+    def fill(writer: CacheWriter, start: int, stop: int):
+        loader = torch.utils.data.DataLoader(torch.utils.data.Subset(dataset, range(start, stop)), batch_size=batch_size,
+                                             num_workers=0)
+        for images, rows in loader:
             latents = adapter.images_to_latents(images)
             writer.append_array("latents", latents.cpu().numpy())
-            writer.append_strings("prompts", [data.captions[i] for i in indices.tolist()])
-            shape = list(latents.shape[1:])
-            bar.update(len(indices))
+            writer.append_strings("prompts", [data.captions[i] for i in rows.tolist()])
+            shape[:] = list(latents.shape[1:])
             faults.point("latents.batch")
-    return LatentsResult(output, ref.given, len(data), shape)
+            yield len(rows)
+
+    plan = {"source": data.source, "images": len(data), "batch_size": batch_size,
+            "header": {k: v for k, v in header.items() if k != "created"}}
+    shapes = write_cache(out, header, fill, rows=len(data), batch_size=batch_size, plan=plan, payload=lambda: shape,
+                         progress=progress, desc="latents")
+    return LatentsResult(str(out), ref.given, len(data), next((s for s in shapes if s), shape))

@@ -9,9 +9,9 @@ from typing import Callable
 
 import torch
 
-from dicecli import faults
-from dicecli.cache import EMBEDDINGS_FORMAT, CacheWriter, new_header, storage_dtype
-from dicecli.files import STDIO, atomic_path, check_output, check_writable, stream_to_stdout
+from dicecli import distributed, faults
+from dicecli.cache import EMBEDDINGS_FORMAT, CacheWriter, new_header, storage_dtype, write_cache
+from dicecli.files import STDIO, check_output, check_writable, main_lock, stream_to_stdout
 from dicecli.method import apply_enhancer, check_enhanced
 from dicecli.preparation import open_enhancer, prepare, read_input
 from dicecli.settings import SampleConfig
@@ -37,6 +37,8 @@ def enhance(source: str, output: str, enhancer: str, *, model: str | None, alpha
     if alpha is not None:
         SampleConfig(alpha=alpha).check(None)
     chosen = open_enhancer(enhancer)
+    if output == STDIO:
+        distributed.refuse_stdio("-o")
     if output != STDIO:
         check_writable(Path(output))
         check_output(Path(output), [Path(source), chosen.path] if source != STDIO else [chosen.path])
@@ -61,16 +63,22 @@ def enhance(source: str, output: str, enhancer: str, *, model: str | None, alpha
                   enhancer_trained_on=str(chosen.meta.get("trained_on", "")))
     neg_cond = prepared.enhancer_negative()
 
-    def write(tmp: Path) -> None:
-        with CacheWriter(tmp, header) as writer:
-            negative_fp32 = neg_cond.to(dtype=torch.float32)
-            for batch, batch_cond in prepared.batches(batch_size, progress, "enhance"):
-                with torch.no_grad():
-                    enhanced = apply_enhancer(net, batch_cond.to(device, torch.float32), negative_fp32, made_by.alpha)
-                check_enhanced(enhanced, made_by.alpha, torch.float16 if header["dtype"] == "float16" else None)
-                writer.append(batch, enhanced)
-                faults.point("enhance.batch")
-            writer.append([prepared.negative], neg_cond, prefix="negative_")
+    negative_fp32 = neg_cond.to(dtype=torch.float32)
+    storage = torch.float16 if header["dtype"] == "float16" else None
+
+    def fill(writer: CacheWriter, start: int, stop: int):
+        for batch, batch_cond in prepared.batches(batch_size, start, stop):
+            with torch.no_grad():
+                enhanced = apply_enhancer(net, batch_cond.to(device, torch.float32), negative_fp32, made_by.alpha)
+            writer.append(batch, check_enhanced(enhanced, made_by.alpha, storage))
+            faults.point("enhance.batch")
+            yield len(batch)
+
+    def write(path: Path) -> None:
+        plan = {"input": data.name, "prompts": data.prompts, "batch_size": batch_size,
+                "header": {k: v for k, v in header.items() if k != "created"}}
+        write_cache(path, header, fill, rows=len(data.prompts), batch_size=batch_size, plan=plan, progress=progress,
+                    desc="enhance", finish=lambda writer: writer.append([prepared.negative], neg_cond, prefix="negative_"))
 
     if output == STDIO:
         with tempfile.TemporaryDirectory(prefix="dice-enhance-") as folder:
@@ -78,6 +86,6 @@ def enhance(source: str, output: str, enhancer: str, *, model: str | None, alpha
             write(tmp)
             stream_to_stdout(tmp)
     else:
-        with atomic_path(Path(output)) as tmp:
-            write(tmp)
+        with main_lock(Path(output), "Cache", wait=True):
+            write(Path(output))
     return EnhanceResult(output, ref.given, str(chosen.path), made_by.alpha, prepared.negative, len(data.prompts), notes)

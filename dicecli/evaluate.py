@@ -107,12 +107,31 @@ def feature_extractor(name: str, device: torch.device):
     raise UsageError(f"--fid-features {name!r} is not known; use inception or tiny-random.")
 
 
-def folder_features(images: list[Path], extractor, device: torch.device) -> np.ndarray:
+FEATURE_BATCH = 32  # images per feature batch (clean-fid, CLIP); 64 prompts per CLIP text batch
+
+
+def per_image(compute, items: list, what: str) -> np.ndarray | None:
+    """compute(items) -> one row per item; under several processes each computes its share (in runs of whole
+    batches, so every row is computed exactly as by one process) and the main process gets all rows in order,
+    the others None (docs/distributed.md)."""
+    from dicecli import distributed
+
+    group = distributed.current()
+    if not group.several:
+        return compute(items)
+    unit = 2 * FEATURE_BATCH
+    mine = [x for run in group.deal([items[i : i + unit] for i in range(0, len(items), unit)]) for x in run]
+    rows = group.gather(what, compute(mine) if mine else None)
+    return None if rows is None else np.concatenate([r for r in rows if r is not None])
+
+
+def folder_features(images: list[Path], extractor, device: torch.device) -> np.ndarray | None:
     from cleanfid import fid
 
     model = extractor if extractor is not None else fid.build_feature_extractor("clean", device=device, use_dataparallel=False)
-    return fid.get_files_features([str(p) for p in images], model, num_workers=0, batch_size=32, device=device,
-                                  mode="clean", verbose=False)
+    return per_image(lambda share: fid.get_files_features([str(p) for p in share], model, num_workers=0,
+                                                          batch_size=FEATURE_BATCH, device=device, mode="clean",
+                                                          verbose=False), images, "FID features")
 
 
 def statistics(features: np.ndarray, source) -> tuple[np.ndarray, np.ndarray]:
@@ -159,7 +178,8 @@ def load_clip(name: str, device: torch.device, what: str):
 
 
 @torch.no_grad()
-def image_embeddings(model, processor, images: list[Path], device: torch.device, batch_size: int = 32) -> torch.Tensor:
+def image_embeddings(model, processor, images: list[Path], device: torch.device,
+                     batch_size: int = FEATURE_BATCH) -> torch.Tensor:
     out = []
     for start in range(0, len(images), batch_size):
         batch = [Image.open(p).convert("RGB") for p in images[start : start + batch_size]]
@@ -174,19 +194,24 @@ def _tensor(output) -> torch.Tensor:
 
 
 @torch.no_grad()
-def clip_score(model, processor, images: list[Path], prompts: list[str], device: torch.device) -> float:
-    """100 * mean(max(cos(image, prompt), 0)), as torchmetrics' CLIPScore."""
+def clip_score(model, processor, images: list[Path], prompts: list[str], device: torch.device) -> float | None:
+    """100 * mean(max(cos(image, prompt), 0)), as torchmetrics' CLIPScore (None on a process other than the main)."""
     if not any(prompts):
         raise UsageError("CLIP score needs prompts: the folder's metadata.jsonl has no 'text' fields.")
-    image = torch.nn.functional.normalize(image_embeddings(model, processor, images, device), dim=-1)
-    texts = []
-    for start in range(0, len(prompts), 64):
-        tokens = processor(text=prompts[start : start + 64], return_tensors="pt", padding="max_length", truncation=True,
-                           max_length=processor.tokenizer.model_max_length)
-        texts.append(_tensor(model.get_text_features(input_ids=tokens["input_ids"].to(device),
-                                                     attention_mask=tokens["attention_mask"].to(device))).float())
-    text = torch.nn.functional.normalize(torch.cat(texts), dim=-1)
-    return (100 * (image * text).sum(-1).clamp(min=0)).mean().item()
+
+    def scores(pairs: list[tuple[Path, str]]) -> np.ndarray:
+        image = torch.nn.functional.normalize(image_embeddings(model, processor, [p for p, _ in pairs], device), dim=-1)
+        texts, captions = [], [t for _, t in pairs]
+        for start in range(0, len(captions), 2 * FEATURE_BATCH):
+            tokens = processor(text=captions[start : start + 2 * FEATURE_BATCH], return_tensors="pt", padding="max_length",
+                               truncation=True, max_length=processor.tokenizer.model_max_length)
+            texts.append(_tensor(model.get_text_features(input_ids=tokens["input_ids"].to(device),
+                                                         attention_mask=tokens["attention_mask"].to(device))).float())
+        text = torch.nn.functional.normalize(torch.cat(texts), dim=-1)
+        return (100 * (image * text).sum(-1).clamp(min=0)).cpu().numpy()
+
+    per_pair = per_image(scores, list(zip(images, prompts)), "CLIP scores")
+    return None if per_pair is None else float(torch.from_numpy(per_pair).mean())
 
 
 class AestheticPredictor(torch.nn.Module):
@@ -247,7 +272,10 @@ class EvalReport:
 
 
 def evaluate(folders: list[Path], *, ref: str | None, metrics: list[str], fid_features: str, clip_model: str,
-             aesthetic_clip: str, aesthetic_weights: str | None, device: torch.device) -> EvalReport:
+             aesthetic_clip: str, aesthetic_weights: str | None, device: torch.device) -> EvalReport | None:
+    """The report (None on a process other than the main one: docs/distributed.md)."""
+    from dicecli import distributed
+
     known = known_metrics()
     unknown = [m for m in metrics if m not in known]
     if unknown:
@@ -266,11 +294,18 @@ def evaluate(folders: list[Path], *, ref: str | None, metrics: list[str], fid_fe
         stats = load_statistics(ref_path, fid_features) if ref_path.is_file() else None
         extractor, description = feature_extractor(fid_features, device)
         settings["fid_features_description"] = description
-        mu_r, sigma_r = stats or statistics(folder_features(open_folder(ref_path).images, extractor, device), ref_path)
+        reference = stats
+        if stats is None:
+            features = folder_features(open_folder(ref_path).images, extractor, device)
+            reference = None if features is None else statistics(features, ref_path)
         from cleanfid import fid
 
         for row, sample in zip(rows, samples):
-            mu, sigma = statistics(folder_features(sample.images, extractor, device), sample.path)
+            features = folder_features(sample.images, extractor, device)
+            if features is None:
+                continue  # a process other than the main: its share is with the main process
+            mu_r, sigma_r = reference
+            mu, sigma = statistics(features, sample.path)
             with warnings.catch_warnings():  # near-singular covariances of small folders: the value is still reported
                 warnings.simplefilter("ignore")
                 row["fid"] = max(0.0, float(fid.frechet_distance(mu, sigma, mu_r, sigma_r)))
@@ -282,9 +317,16 @@ def evaluate(folders: list[Path], *, ref: str | None, metrics: list[str], fid_fe
     if "aesthetic" in metrics:
         predictor = load_aesthetic(aesthetic_weights_path(aesthetic_weights), device)
         model, processor = load_clip(aesthetic_clip, device, "Aesthetic-score CLIP")
+
+        @torch.no_grad()
+        def aesthetic(images: list[Path]) -> np.ndarray:
+            return predictor(image_embeddings(model, processor, images, device)).cpu().numpy()
+
         for row, sample in zip(rows, samples):
-            with torch.no_grad():
-                row["aesthetic"] = predictor(image_embeddings(model, processor, sample.images, device)).mean().item()
+            scores = per_image(aesthetic, sample.images, "aesthetic scores")
+            row["aesthetic"] = None if scores is None else float(torch.from_numpy(scores).mean())
+    if not distributed.current().main:
+        return None  # the main process reports; plug-in metrics run there
     if "fid" in metrics:
         notes += few_images_notes(samples)
     for name in metrics:
@@ -432,5 +474,7 @@ def save_folder_statistics(folder: Path, output: Path, fid_features: str, device
     check_output(output, [folder])
     extractor, _ = feature_extractor(fid_features, device)
     images = open_folder(folder).images
-    save_statistics(output, folder_features(images, extractor, device), fid_features, str(folder))
+    features = folder_features(images, extractor, device)
+    if features is not None:  # the main process
+        save_statistics(output, features, fid_features, str(folder))
     return len(images)

@@ -11,6 +11,7 @@ sends SIGNAL (`KILL`, the default, or `INT`, as Ctrl-C does) to this process the
 Points: `start` (the command line is parsed), `write:FILE` (a new version of FILE is complete
 beside the old one, just before the rename that replaces it) and `STAGE.batch` / `distill.step`
 (after each unit of work: an encoded or enhanced batch, a sampled batch, an optimizer update).
+With `DICE_FAULT_RANK=R`, only rank R of a job of several processes stops (tests/distributed).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ _reached: dict[str, int] = {}
 
 def point(name: str) -> None:
     spec = os.environ.get(ENV)
-    if not spec:
+    if not spec or os.environ.get("DICE_FAULT_RANK", os.environ.get("RANK")) != os.environ.get("RANK"):
         return
     pattern, _, signal_name = spec.rpartition(":")
     if signal_name not in ("KILL", "INT", "STOP", "ENOSPC"):  # none given (point names contain colons themselves)

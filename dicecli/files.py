@@ -116,6 +116,14 @@ def sha256_of(path: Path) -> str:
     return known[key]
 
 
+def content_key(value) -> str:
+    """A short key for JSON-able data (e.g. the plan of a job written in parts): equal data, equal key."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def current_umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -149,6 +157,25 @@ def exclusive_lock(target: Path, what: str, wait: bool) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def main_lock(target: Path, what: str, wait: bool):
+    """`exclusive_lock`, held by the main process of a job for all of its processes (docs/distributed.md): the
+    others wait for it at their first meeting point, and a job that cannot have it fails as a whole."""
+    from dicecli import distributed
+
+    group = distributed.current()
+    lock = exclusive_lock(target, what, wait) if group.main else contextlib.nullcontext()
+    if not group.several:
+        return lock
+    return _locked_then_met(lock, group, f"the lock on {target}")
+
+
+@contextlib.contextmanager
+def _locked_then_met(lock, group, point: str) -> Iterator[None]:
+    with lock:
+        group.meet(point)
+        yield
 
 
 def stream_to_stdout(path: Path) -> None:

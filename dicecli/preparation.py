@@ -176,19 +176,17 @@ class Prepared:
         cond = self.input.cond if self.input.cond is not None else self.adapter.encode_all(self.input.prompts)
         return cond.to(self.adapter.device)
 
-    def batches(self, batch_size: int, progress: bool = False, desc: str = "encode") -> Iterator[tuple[list[str], "Conditioning"]]:
-        """(prompts, conditioning) in batches: slices of the cache, or encoded batch by batch (for long lists)."""
+    def batches(self, batch_size: int, start: int = 0, stop: int | None = None) -> Iterator[tuple[list[str], "Conditioning"]]:
+        """(prompts, conditioning) of rows start..stop-1 in batches: slices of the cache, or encoded batch by batch
+        (for long lists). `start` is a multiple of `batch_size` for the batches one process would make."""
+        prompts = self.input.prompts[start:stop]
         if self.input.cond is None:
-            for batch, encoded in self.adapter.encode_batches(self.input.prompts, batch_size, progress, desc):
+            for batch, encoded in self.adapter.encode_batches(prompts, batch_size):
                 yield batch, encoded.conditioning
             return
-        from tqdm.auto import tqdm
-
-        prompts, cond = self.input.prompts, self.input.cond
-        with tqdm(total=len(prompts), unit="prompt", desc=desc, disable=not progress, leave=False) as bar:
-            for start in range(0, len(prompts), batch_size):
-                yield prompts[start : start + batch_size], cond[start : start + batch_size]
-                bar.update(min(batch_size, len(prompts) - start))
+        cond = self.input.cond[start : start + len(prompts)]
+        for first in range(0, len(prompts), batch_size):
+            yield prompts[first : first + batch_size], cond[first : first + batch_size]
 
     def enhancer_negative(self) -> "Conditioning":
         """The enhancer's second input: the cache's stored negative embedding when it is the one used, else

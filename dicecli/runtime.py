@@ -10,15 +10,22 @@ DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat1
           "fp16": torch.float16, "float16": torch.float16}
 
 
-def select_device(name: str | None = None) -> torch.device:
+def select_device(name: str | None = None, local_rank: int | None = None) -> torch.device:
+    """--device as a torch device; `local_rank` (one of several processes on a node) picks the GPU of `cuda`."""
     if name in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         device = torch.device(name)
     except RuntimeError:
         raise UsageError(f"--device {name!r} is not a device name; use auto, cpu, cuda or cuda:N.") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {name} was asked for but no CUDA GPU is visible; use --device cpu.")
+    if device.type == "cuda" and device.index is None and local_rank is not None:
+        if local_rank >= torch.cuda.device_count():
+            raise UsageError(f"This is process {local_rank} of its node, but the node shows only "
+                             f"{torch.cuda.device_count()} GPUs; start at most that many processes per node.")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
     return device
 
 

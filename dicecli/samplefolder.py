@@ -211,30 +211,68 @@ def open_for_writing(folder: Path, settings: SampleSettings, prompts: list[str])
     if not settings_path.exists():
         with atomic_path(settings_path) as tmp:
             tmp.write_text(json.dumps(wanted, indent=2))
-    done: dict[int, dict] = {}
-    if has_metadata(folder):
-        for record in read_records(folder):
-            if not Path(record["file_name"]).stem.isdigit():
-                raise UsageError(f"Folder {folder} lists {record['file_name']} in {METADATA_FILE}, which dice sample never "
-                                 "writes; choose another -o.")
-            index = int(Path(record["file_name"]).stem)
-            expected = prompts[index // settings.num_per_prompt] if index // settings.num_per_prompt < len(prompts) else None
-            if record["text"] != expected:
-                raise IncompatibleError(
-                    f"Folder {folder} holds image {record['file_name']} of prompt {record['text']!r}, but this prompt "
-                    "list has another prompt there; choose another -o."
-                )
-            if (folder / record["file_name"]).is_file():
-                done[index] = record
+    done = read_done(folder, settings, prompts)
+    parts = read_metadata_parts(folder)  # left by a job of several processes that was killed
+    if parts:
+        done |= {i: r for i, r in _checked(folder, settings, prompts, list(parts.values())).items() if i not in done}
+        write_metadata(folder, done)
+        remove_metadata_parts(folder)
     return done
 
 
-def write_metadata(folder: Path, records: dict[int, dict]) -> None:
-    """Rewrite metadata.jsonl atomically with `records` in image order."""
+def read_done(folder: Path, settings: SampleSettings, prompts: list[str]) -> dict[int, dict]:
+    """The records of the images already in an opened sample folder, by image index."""
+    return _checked(folder, settings, prompts, read_records(folder)) if has_metadata(folder) else {}
+
+
+def _checked(folder: Path, settings: SampleSettings, prompts: list[str], records: list[dict]) -> dict[int, dict]:
+    done: dict[int, dict] = {}
+    for record in records:
+        if not Path(record["file_name"]).stem.isdigit():
+            raise UsageError(f"Folder {folder} lists {record['file_name']} in {METADATA_FILE}, which dice sample never "
+                             "writes; choose another -o.")
+        index = int(Path(record["file_name"]).stem)
+        expected = prompts[index // settings.num_per_prompt] if index // settings.num_per_prompt < len(prompts) else None
+        if record["text"] != expected:
+            raise IncompatibleError(
+                f"Folder {folder} holds image {record['file_name']} of prompt {record['text']!r}, but this prompt "
+                "list has another prompt there; choose another -o."
+            )
+        if (folder / record["file_name"]).is_file():
+            done[index] = record
+    return done
+
+
+def write_metadata(folder: Path, records: dict[int, dict], name: str = METADATA_FILE) -> None:
+    """Rewrite metadata.jsonl (or `name`) atomically with `records` in image order."""
     from dicecli.files import atomic_path
 
-    with atomic_path(folder / METADATA_FILE) as tmp:
+    with atomic_path(folder / name) as tmp:
         tmp.write_text("".join(json.dumps(records[i]) + "\n" for i in sorted(records)), encoding="utf-8")
+
+
+# Under several processes each writes the records of its images here; the main process joins them into
+# metadata.jsonl at the end (or the next run at its start, after a killed job): docs/distributed.md.
+METADATA_PART = ".metadata-rank{:05d}.jsonl"
+
+
+def write_metadata_part(folder: Path, rank: int, records: dict[int, dict]) -> None:
+    write_metadata(folder, records, METADATA_PART.format(rank))
+
+
+def read_metadata_parts(folder: Path) -> dict[int, dict]:
+    records: dict[int, dict] = {}
+    for part in sorted(folder.glob(METADATA_PART.replace("{:05d}", "*"))):
+        for line in part.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                record = json.loads(line)
+                records[int(Path(record["file_name"]).stem)] = record
+    return records
+
+
+def remove_metadata_parts(folder: Path) -> None:
+    for part in folder.glob(METADATA_PART.replace("{:05d}", "*")):
+        part.unlink(missing_ok=True)
 
 
 def save_image(image, path: Path, record: dict) -> None:

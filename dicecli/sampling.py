@@ -13,12 +13,14 @@ import torch
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
-from dicecli import faults
+from dicecli import distributed, faults
 from dicecli.errors import DamagedError, UsageError
 from dicecli.families import Conditioning, FamilyAdapter, adapter_class
-from dicecli.files import check_output, exclusive_lock, sha256_of
+from dicecli.files import check_output, main_lock, sha256_of
 from dicecli.method import apply_enhancer, check_enhanced
-from dicecli.samplefolder import SampleSettings, open_for_writing, save_image, write_metadata
+from dicecli.samplefolder import (SampleSettings, open_for_writing, read_done, read_metadata_parts, remove_metadata_parts,
+                                  save_image,
+                                  write_metadata, write_metadata_part)
 from dicecli.schedulers import SCHEDULERS
 from dicecli.settings import SampleConfig
 
@@ -176,52 +178,80 @@ def check_size(height: int, width: int, native: int | None, batch_size: int, dev
 
 def run_job(job: SampleJob, folder: Path, batch_size: int, progress: bool = False) -> SampleResult:
     """Generate the missing images of `folder` (one run at a time). Image i uses seed + i and belongs to the fixed
-    batch i // batch_size, so a resumed run makes exactly the images an uninterrupted one would.
+    batch i // batch_size, so a resumed run makes exactly the images an uninterrupted one would, and so does a job
+    of several processes, which deals the batches out (docs/distributed.md).
 
-    PNGs of batch k are encoded on worker threads while the GPU makes batch k+1; metadata.jsonl
-    is rewritten only once a batch's files are all in place, so it never lists a missing image.
+    PNGs of batch k are encoded on worker threads while the GPU makes batch k+1; the metadata is rewritten only
+    once a batch's files are all in place, so it never lists a missing image.
     """
+    group = distributed.current()
     check_output(folder, job.prepared.input_paths if job.prepared else [], folder=True)
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"Output {folder} is a file; give a folder to -o.")
-    folder.mkdir(parents=True, exist_ok=True)
-    with exclusive_lock(folder, "Sample folder", wait=False):  # two runs into one folder: the second refuses
-        return _run_job(job, folder, batch_size, progress)
+    if group.main:
+        folder.mkdir(parents=True, exist_ok=True)
+    with main_lock(folder, "Sample folder", wait=False):  # two runs into one folder: the second refuses
+        return _run_job(job, folder, batch_size, progress, group)
 
 
-def _run_job(job: SampleJob, folder: Path, batch_size: int, progress: bool) -> SampleResult:
+def _run_job(job: SampleJob, folder: Path, batch_size: int, progress: bool, group) -> SampleResult:
     s = job.settings
     total = len(job.prompts) * s.num_per_prompt
-    done = open_for_writing(folder, s, job.prompts)
+    if group.main:
+        done = open_for_writing(folder, s, job.prompts)
+    group.meet(f"the opening of {folder}")
+    if not group.main:
+        if not folder.is_dir():
+            raise UsageError(f"This process cannot see {folder}, which the main process created; with several nodes "
+                             "the output must be on a filesystem they all share.")
+        done = read_done(folder, s, job.prompts)
     groups = [list(range(g, min(g + batch_size, total))) for g in range(0, total, batch_size)]
-    todo = [g for g in groups if any(i not in done for i in g)]
+    todo = group.deal([g for g in groups if any(i not in done for i in g)])
     pipe = job.adapter.pipeline()
-    generated = 0
+    mine: dict[int, dict] = {}  # the images this process made (several processes: its metadata part)
     pending: list[tuple[Future, int, dict]] = []
+    group.progress(len(done) if group.main else 0)
 
     def settle() -> None:
-        nonlocal generated
         for future, i, record in pending:
             future.result()
-            done[i] = record
-            generated += 1
-            bar.update(1)
+            mine[i] = record
         if pending:
-            write_metadata(folder, done)
+            if group.several:
+                write_metadata_part(folder, group.rank, mine)
+            else:
+                write_metadata(folder, {**done, **mine})
+            bar.n = group.progress(len(pending))
+            bar.refresh()
         pending.clear()
 
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 4)) as writers, \
-            tqdm(total=total, initial=len(done), unit="image", desc="sample", disable=not progress, leave=False) as bar:
-        for group in todo:
-            rows = [i // s.num_per_prompt for i in group]
-            images = generate(job.adapter, job.cond[rows], job.negative, cfg=s.cfg, steps=s.steps, scheduler=s.scheduler,
-                              seeds=[s.seed + i for i in group], height=s.height, width=s.width, pipe=pipe)
-            settle()  # the previous batch's files, written while this batch was generated
-            for i, image in zip(group, images):
-                if i in done:
-                    continue
-                record = s.record(i, job.prompts[i // s.num_per_prompt])
-                pending.append((writers.submit(save_image, image, folder / record["file_name"], record), i, record))
-            faults.point("sample.batch")
+            tqdm(total=total, initial=len(done), unit="image", desc="sample", disable=not (progress and group.main),
+                 leave=False) as bar:
+        try:
+            for batch in todo:
+                rows = [i // s.num_per_prompt for i in batch]
+                images = generate(job.adapter, job.cond[rows], job.negative, cfg=s.cfg, steps=s.steps,
+                                  scheduler=s.scheduler, seeds=[s.seed + i for i in batch], height=s.height,
+                                  width=s.width, pipe=pipe)
+                settle()  # the previous batch's files, written while this batch was generated
+                for i, image in zip(batch, images):
+                    if i in done:
+                        continue
+                    record = s.record(i, job.prompts[i // s.num_per_prompt])
+                    pending.append((writers.submit(save_image, image, folder / record["file_name"], record), i, record))
+                faults.point("sample.batch")
+                group.check()
+        except BaseException:  # stopped (Ctrl-C, another rank's failure, a full disk): keep the images in place
+            pending[:] = [p for p in pending if p[0].exception() is None]
+            try:
+                settle()
+            except Exception:  # noqa: BLE001 - the original failure is the one to report
+                pass
+            raise
         settle()
+    generated = sum(group.meet(f"the end of sampling into {folder}", len(mine)))
+    if group.several and group.main:
+        write_metadata(folder, {**done, **read_metadata_parts(folder)})
+        remove_metadata_parts(folder)
     return SampleResult(str(folder), total, generated, total - generated, s.nfe, asdict(s))

@@ -10,6 +10,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+from dicecli import distributed
 from dicecli.errors import UsageError
 from dicecli.families import load_adapter
 from dicecli.files import atomic_path, check_output
@@ -47,6 +48,7 @@ def transfer(enhancers: list[str], targets: list[str], source: str, output: Path
     SampleConfig(cfg=cfg, alpha=1.0 if alpha is None else alpha, height=height, width=width,
                  steps=1 if steps is None else steps).check(None)
     chosen = [open_enhancer(e) for e in enhancers]
+    group = distributed.current()
     data = read_input(source)
     if data.is_cache:  # each target encodes the prompts with its own text encoder
         data = InputData(data.name, data.path, data.prompts)
@@ -69,13 +71,17 @@ def transfer(enhancers: list[str], targets: list[str], source: str, output: Path
             job = make_job(prepared, adapter=adapter, note=note, **options)
             columns.append(run_job(job, target_dir / slug(prepared.enhancer.name), batch_size, progress))
         folders += [c.output for c in columns]
-        for p in range(min(GRID_PROMPTS, len(data.prompts))):
-            rows.append([_open(Path(c.output) / image_name(p * num_per_prompt)) for c in columns])
-        report.append(_compatibility(ref, adapter, base.conditioning(), [e.meta for e in chosen], data.prompts, device, dtype))
+        if group.main:  # the others' images are in place: each sample job ends when every process is done
+            for p in range(min(GRID_PROMPTS, len(data.prompts))):
+                rows.append([_open(Path(c.output) / image_name(p * num_per_prompt)) for c in columns])
+            report.append(_compatibility(ref, adapter, base.conditioning(), [e.meta for e in chosen], data.prompts,
+                                         device, dtype))
         for prepared in (base, *row):
             prepared.adapter = None  # one target's model in memory at a time
         del adapter
     grid_path = output / "grid.png"
+    if not group.main:
+        return TransferResult(str(output), folders, str(grid_path), [])
     titles = ["unguided"] + [slug(e.name) for e in chosen]
     with atomic_path(grid_path) as tmp:
         image_grid(rows, titles).save(tmp, format="PNG")

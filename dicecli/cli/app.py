@@ -27,8 +27,16 @@ def show_progress(quiet: bool) -> bool:
     return not quiet and sys.stderr.isatty()
 
 
+def speaks() -> bool:
+    """Whether this process reports: the only one, or the main process of a job of several (docs/distributed.md)."""
+    from dicecli import distributed
+
+    group = distributed.joined()
+    return group is None or group.main
+
+
 def info(message: str, quiet: bool = False) -> None:
-    if not quiet:
+    if not quiet and speaks():
         typer.echo(message, err=True)
 
 
@@ -45,22 +53,29 @@ def notes(quiet: bool):
 
 
 def warn(message: str) -> None:
-    typer.echo(f"warning: {message}", err=True)
+    if speaks():
+        typer.echo(f"warning: {message}", err=True)
 
 
 def report(summary: dict, as_json: bool, text: str, quiet: bool, data_on_stdout: bool = False) -> None:
     """JSON to stdout with --json (stderr when stdout carries the data), else one line to stderr."""
-    if as_json:
+    if as_json and speaks():
         typer.echo(json.dumps(summary), err=data_on_stdout)
     else:
         info(text, quiet)
 
 
-def devices(device: str, dtype) -> tuple:
-    """(torch device, torch dtype) from --device and --dtype."""
+def devices(device: str, dtype, join: bool = True) -> tuple:
+    """(torch device, torch dtype) from --device and --dtype. Under a launcher of several processes, this process
+    joins the job first (`join`; dice distill joins through accelerate) and takes its node's GPU number LOCAL_RANK."""
     from dicecli.runtime import select_device, select_dtype
 
-    torch_device = select_device(device)
+    local_rank = None
+    if join:
+        from dicecli import distributed
+
+        local_rank = distributed.current().local_rank if distributed.current().several else None
+    torch_device = select_device(device, local_rank)
     return torch_device, select_dtype(dtype.value if hasattr(dtype, "value") else dtype, torch_device)
 
 
@@ -97,14 +112,30 @@ def main(argv: list[str] | None = None) -> None:
     except DiceError as error:
         if debug:
             traceback.print_exc()
-        typer.echo(f"error: {error}", err=True)
-        sys.exit(error.exit_code)
+        fail(str(error), error.exit_code, error)
     except Exception as error:  # noqa: BLE001 - the last line of defence: one sentence, not a traceback
         if debug:
             traceback.print_exc()
-        typer.echo(f"error: {one_sentence(error)}", err=True)
-        sys.exit(1)
+        fail(one_sentence(error), 1, error)
+    finally:
+        from dicecli import distributed
+
+        if distributed.joined() is not None:
+            distributed.joined().close()
     sys.exit(0)
+
+
+def fail(sentence: str, exit_code: int, error: Exception) -> None:
+    """Print the failure's sentence (once for a job of several processes: by the rank that failed first) and exit."""
+    from dicecli import distributed
+
+    if isinstance(error, distributed.RankFailed):
+        distributed.stand_down()
+        sys.exit(exit_code)
+    line = distributed.report_failure(sentence)
+    if line is not None:
+        typer.echo(f"error: {line}", err=True)
+    sys.exit(exit_code)
 
 
 def one_sentence(error: Exception) -> str:

@@ -56,7 +56,7 @@ def distill_command(
     from dicecli.settings import DistillConfig
 
     ref = resolve_model(model, vae=vae)
-    torch_device, torch_dtype = devices(device, dtype)
+    torch_device, torch_dtype = devices(device, dtype, join=False)  # accelerate joins the job
     config = DistillConfig.resolve(
         ref.family, find_recipe(recipe) if recipe else ref.recipe, model_defaults(ref), data=data, steps=steps, batch_size=batch_size,
         grad_accum=grad_accum, lr=lr, guidance_scale=guidance_scale, negative_prompts=negative_prompts, loss=value(loss),

@@ -7,7 +7,7 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from dicecli.cli.app import app, info
+from dicecli.cli.app import app, devices, info
 from dicecli.cli.options import DeviceOption, FidFeatures, FidFeaturesOption, QuietOption, ReportFormat
 from dicecli.settings import EvalConfig
 
@@ -27,7 +27,6 @@ def eval_command(
 ) -> None:
     """FID, CLIP score and aesthetic score of sample folders, as the paper's Table 1 (and Figure 5 across step counts)."""
     from dicecli.evaluate import check_report_output, csv_text, evaluate, json_text, markdown_table, write_report
-    from dicecli.runtime import select_device
 
     if output:
         check_report_output(Path(output), [Path(f) for f in folders] + ([Path(ref)] if ref else []))
@@ -36,7 +35,9 @@ def eval_command(
     config = EvalConfig.resolve(None, clip_model=clip_model, aesthetic_clip=aesthetic_clip, fid_features=fid_features.value)
     result = evaluate([Path(f) for f in folders], ref=ref, metrics=chosen, fid_features=config.fid_features,
                       clip_model=config.clip_model, aesthetic_clip=config.aesthetic_clip,
-                      aesthetic_weights=aesthetic_weights, device=select_device(device))
+                      aesthetic_weights=aesthetic_weights, device=devices(device, "fp32")[0])
+    if result is None:
+        return  # one of several processes: the main one reports
     for note in result.notes:
         typer.echo(f"note: {note}", err=True)
     if output:
@@ -55,7 +56,6 @@ def fid_stats_command(
 ) -> None:
     """Compute and save FID reference statistics (mean and covariance of the features) of an image folder."""
     from dicecli.evaluate import save_folder_statistics
-    from dicecli.runtime import select_device
 
-    count = save_folder_statistics(Path(folder), Path(output), fid_features.value, select_device(device))
+    count = save_folder_statistics(Path(folder), Path(output), fid_features.value, devices(device, "fp32")[0])
     info(f"{output}: FID statistics of {count} images ({fid_features.value} features).", quiet)
