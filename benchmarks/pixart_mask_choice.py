@@ -24,7 +24,7 @@ import torch
 from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from conftest import split_prompts, write_imagefolder  # noqa: E402  (the learning tests' data)
+from helpers import split_prompts, write_imagefolder  # noqa: E402  (the learning tests' data)
 
 from dicecli.cli import app  # noqa: E402
 from dicecli.enhancer import load_enhancer  # noqa: E402

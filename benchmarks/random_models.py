@@ -110,14 +110,40 @@ def pixart(sample_size: int = 64):
     )
 
 
-ARCHITECTURES = {"sd15": sd15, "sdxl": sdxl, "pixart": pixart, "pixart-1024": lambda: pixart(sample_size=128)}
-NATIVE_SIZE = {"sd15": 512, "sdxl": 1024, "pixart": 512, "pixart-1024": 1024}
+def _tiny(family: str):
+    """The test suite's tiny model of a family: every benchmark runs on it on a CPU (tests/test_benchmarks.py), so
+    that a change cannot break a benchmark unseen."""
+    from dicecli.families import adapter_class
+
+    return adapter_class(family).tiny_pipeline
 
 
-def build(arch: str, folder: Path, dtype=torch.bfloat16) -> Path:
+ARCHITECTURES = {"sd15": sd15, "sdxl": sdxl, "pixart": pixart, "pixart-1024": lambda: pixart(sample_size=128),
+                 **{f"tiny-{family}": _tiny(family) for family in ("sd15", "sdxl", "pixart")}}
+NATIVE_SIZE = {"sd15": 512, "sdxl": 1024, "pixart": 512, "pixart-1024": 1024, "tiny-sd15": 32, "tiny-sdxl": 32,
+               "tiny-pixart": 32}
+# Benchmarks measure on the GPU in bf16; on a machine without one they run (as smoke tests) on the CPU in fp32.
+DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+DTYPE = torch.bfloat16 if DEVICE.type == "cuda" else torch.float32
+
+
+def synchronize() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def device_name() -> str:
+    return torch.cuda.get_device_name() if DEVICE.type == "cuda" else "cpu"
+
+
+def peak_memory_gb() -> float | None:
+    return torch.cuda.max_memory_allocated() / 2**30 if DEVICE.type == "cuda" else None
+
+
+def build(arch: str, folder: Path, dtype=DTYPE) -> Path:
     if (folder / "model_index.json").exists():
         return folder
-    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+    with torch.device(DEVICE):
         pipe = ARCHITECTURES[arch]()
     pipe.to(dtype).save_pretrained(folder)
     return folder

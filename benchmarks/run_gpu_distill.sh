@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # On the GPU machine: distill throughput of the real SD1.5 architecture (random weights).
-# Each argument is one set-up, e.g. "--batch 32" "--batch 32 --compile --channels-last".
+# Each argument is one set-up, e.g. "--batch 32" "--batch 32 --compile" "--batch 32 --text per-step".
 set -uo pipefail
 cd "$(dirname "$0")"
 export PYTHONPATH="$PWD/..:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1

@@ -24,18 +24,18 @@ from dicecli.refs import resolve_model
 from dicecli.samplefolder import SampleSettings
 from dicecli.sampling import SampleJob, make_scheduler, run_job
 
-from random_models import NATIVE_SIZE, build
+from random_models import DEVICE, DTYPE, NATIVE_SIZE, build, device_name, peak_memory_gb, synchronize
 
 STEPS = 20
 
 
 def timed(fn, repeats: int) -> float:
     fn()  # warm-up (and compilation)
-    torch.cuda.synchronize()
+    synchronize()
     start = time.perf_counter()
     for _ in range(repeats):
         fn()
-    torch.cuda.synchronize()
+    synchronize()
     return (time.perf_counter() - start) / repeats
 
 
@@ -47,30 +47,30 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batches", type=int, default=4, help="pipeline calls per `dice sample` run")
     parser.add_argument("--no-unguided", action="store_true", help="skip the diffusers w=1 row")
+    parser.add_argument("--no-compile", action="store_true", help="skip the compiled rows (CPU smoke runs)")
     args = parser.parse_args()
     size, batch = NATIVE_SIZE[args.arch], args.batch
-    adapter = load_adapter(resolve_model(str(build(args.arch, Path(f"/tmp/{args.arch}-random")))), torch.device("cuda"),
-                           torch.bfloat16)
+    adapter = load_adapter(resolve_model(str(build(args.arch, Path(f"/tmp/{args.arch}-random")))), DEVICE, DTYPE)
     adapter.require(*adapter.pipeline_components)
     prompts = [f"a photograph of object {i} on a table near a window" for i in range(batch)]
 
     def emit(**row) -> None:
-        print(json.dumps({"device": torch.cuda.get_device_name(), "torch": torch.__version__, "arch": args.arch,
+        print(json.dumps({"device": device_name(), "torch": torch.__version__, "arch": args.arch,
                           "size": size, "batch": batch, "steps": STEPS, **row}), flush=True)
 
     def diffusers_call(w: float):
         pipe = adapter.pipeline(make_scheduler("dpmsolver++", adapter.scheduler.config))
         extra = {"clean_caption": False} if adapter.family == "pixart" else {}  # as `dice encode` does
         return lambda: pipe(prompts, guidance_scale=w, num_inference_steps=STEPS, height=size, width=size,
-                            generator=torch.Generator("cuda").manual_seed(0), output_type="pil", **extra)
+                            generator=torch.Generator(DEVICE).manual_seed(0), output_type="pil", **extra)
 
     name = adapter.pipeline_class.__name__
     for w in (5.0,) if args.no_unguided else (5.0, 1.0):
         emit(what=f"diffusers {name}, CFG w={w:g}, eager", images_per_s=batch / timed(diffusers_call(w), args.repeats))
 
-    cond = adapter.encode(prompts).conditioning.to("cuda")
+    cond = adapter.encode(prompts).conditioning.to(DEVICE)
     null = adapter.null()
-    enhancer = Enhancer.for_text(adapter.text).to("cuda").eval()
+    enhancer = Enhancer.for_text(adapter.text).to(DEVICE).eval()
     with torch.no_grad():
         enhanced = apply_enhancer(enhancer, cond, null)
         enhancer_s = timed(lambda: apply_enhancer(enhancer, cond, null), repeats=20)
@@ -79,39 +79,41 @@ def main() -> None:
                               height=size, width=size, num_per_prompt=1)
     job = SampleJob(adapter, prompts * args.batches, _tile(enhanced, args.batches),
                     adapter.unconditional(None), settings)
-    for label in ("eager", "compiled"):
+    for label in ("eager",) if args.no_compile else ("eager", "compiled"):
         if label == "compiled":
             adapter.compile_denoiser(vae_decoder=True)
             run_job(job, args.out / f"warmup-{label}", batch)  # compile outside the timing
-        torch.cuda.synchronize()
+        synchronize()
         start = time.perf_counter()
         run_job(job, args.out / f"dice-{label}", batch)
-        torch.cuda.synchronize()
+        synchronize()
         seconds = time.perf_counter() - start
         emit(what=f"dice sample (DICE, cfg 1, {label}, PNGs written)", images_per_s=len(job.prompts) / seconds,
              enhancer_ms_per_batch=enhancer_s * 1000, sampling_call_ms=seconds / args.batches * 1000,
              enhancer_overhead_percent=100 * enhancer_s / (seconds / args.batches))
     # The same compiled models inside diffusers' own pipeline, CFG w=5: the ratio at equal footing.
-    emit(what=f"diffusers {name}, CFG w=5, compiled denoiser + VAE decoder",
+    compiled = "" if args.no_compile else "compiled denoiser + VAE decoder"
+    emit(what=f"diffusers {name}, CFG w=5, {compiled or 'eager'}",
          images_per_s=batch / timed(diffusers_call(5.0), args.repeats))
     # Where the time goes: DICE embeddings through the pipeline alone (no PNGs), and the VAE decode.
     pipe = adapter.pipeline(make_scheduler("dpmsolver++", adapter.scheduler.config))
     seconds = timed(lambda: pipe(**adapter.pipeline_inputs(enhanced, None), guidance_scale=1.0, num_inference_steps=STEPS,
-                                 height=size, width=size, generator=torch.Generator("cuda").manual_seed(0),
+                                 height=size, width=size, generator=torch.Generator(DEVICE).manual_seed(0),
                                  output_type="pil"), args.repeats)
-    emit(what=f"diffusers {name} fed DICE embeddings, cfg 1, compiled, PIL out (no PNGs)", images_per_s=batch / seconds)
+    emit(what=f"diffusers {name} fed DICE embeddings, cfg 1, {compiled or 'eager'}, PIL out (no PNGs)", images_per_s=batch / seconds)
     # CFG fed precomputed embeddings too: the pipeline calls above encode their prompts on every call
     # (T5-XXL for PixArt-alpha), which the DICE rows do not; this is the like-for-like CFG baseline.
     negative = adapter.unconditional(None).repeat(batch)
     seconds = timed(lambda: pipe(**adapter.pipeline_inputs(cond, negative), guidance_scale=5.0, num_inference_steps=STEPS,
-                                 height=size, width=size, generator=torch.Generator("cuda").manual_seed(0),
+                                 height=size, width=size, generator=torch.Generator(DEVICE).manual_seed(0),
                                  output_type="pil"), args.repeats)
-    emit(what=f"diffusers {name} fed prompt embeddings, CFG w=5, compiled, PIL out (no PNGs)", images_per_s=batch / seconds)
-    latents = torch.randn(batch, 4, size // 8, size // 8, device="cuda", dtype=torch.bfloat16)
+    emit(what=f"diffusers {name} fed prompt embeddings, CFG w=5, {compiled or 'eager'}, PIL out (no PNGs)", images_per_s=batch / seconds)
+    factor = 2 ** (len(adapter.vae.config.block_out_channels) - 1)
+    latents = torch.randn(batch, 4, size // factor, size // factor, device=DEVICE, dtype=DTYPE)
     with torch.no_grad():
         decode_s = timed(lambda: adapter.vae.decode(latents / adapter.vae.config.scaling_factor), args.repeats)
-    emit(what="VAE decode of one batch, compiled, channels-last", seconds=decode_s)
-    emit(what="peak GPU memory", max_memory_gb=torch.cuda.max_memory_allocated() / 2**30)
+    emit(what=f"VAE decode of one batch{'' if args.no_compile else ', compiled, channels-last'}", seconds=decode_s)
+    emit(what="peak GPU memory", max_memory_gb=peak_memory_gb())
 
 
 def _tile(cond, times: int):

@@ -137,11 +137,10 @@ class EmbeddingCache:
 
     def conditioning(self, index=slice(None), prefix: str = "") -> Conditioning:
         """Rows `index` as a Conditioning (prefix "negative_" for the negative prompts)."""
-        if isinstance(index, (list, np.ndarray)):
-            index = np.asarray(index)
-            order = np.argsort(index)
-            rows = {name: self._read(prefix + name, index[order]) for name in FIELDS}
-            inverse = torch.from_numpy(np.argsort(order))
+        if isinstance(index, (list, np.ndarray)):  # HDF5 reads rows in increasing order, each once
+            unique, inverse = np.unique(np.asarray(index), return_inverse=True)
+            rows = {name: self._read(prefix + name, unique) for name in FIELDS}
+            inverse = torch.from_numpy(inverse.reshape(-1))
             rows = {k: (v[inverse] if v is not None else None) for k, v in rows.items()}
         else:
             rows = {name: self._read(prefix + name, index) for name in FIELDS}

@@ -33,6 +33,14 @@ class TrainingData:
     vae_fingerprint: str | None = None  # latents: the VAE they were made with
     resolution: int | None = None  # latents: the image size they were encoded at
     render: Callable[[int], Image.Image] | None = None  # images made on the fly (plug-in data)
+    # latents: the text encoder whose caption embeddings the cache holds beside them (None: it holds none)
+    text_fingerprint: str | None = None
+
+    def caption_embeddings(self):
+        """The cache's caption embeddings, read by row (`EmbeddingCache.conditioning`), or None."""
+        from dicecli.cache import LATENTS_FORMAT, EmbeddingCache
+
+        return EmbeddingCache(Path(self.source), fmt=LATENTS_FORMAT) if self.text_fingerprint else None
 
     def __len__(self) -> int:
         return len(self.captions)
@@ -148,5 +156,7 @@ def _latents(path: Path) -> TrainingData:
         latents = torch.from_numpy(cache.array("latents"))
         captions = cache.prompts
         attrs = cache.attrs
+        encoded = "prompt_embeds" in cache.file
     return TrainingData(captions, latents=latents, source=str(path), vae_fingerprint=attrs.get("vae_fingerprint"),
-                        resolution=attrs.get("resolution"))
+                        resolution=attrs.get("resolution"),
+                        text_fingerprint=attrs.get("text_encoder_fingerprint") if encoded else None)

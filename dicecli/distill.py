@@ -115,9 +115,19 @@ class Distiller:
         self.negatives_text, self.negatives_name = load_negative_corpus(config.negative_prompts)
         # Row 0 is the null prompt; rows 1.. the negative corpus.
         self.negative_bank = adapter.encode_all([""] + self.negatives_text).to(adapter.device)
+        self.validation_inputs = None
+        self.text = adapter.text  # the text encoders' shape, which the enhancer and its metadata take
+        # Captions are fixed: a latent cache with this text encoder's caption embeddings spares encoding them at
+        # every step (17 % of a PixArt step, with T5-XXL held in memory); the text encoders are then freed.
+        fingerprint = adapter.text_encoder_fingerprint()  # kept for the enhancer's metadata
+        self.caption_cache = data.caption_embeddings() if data.text_fingerprint == fingerprint else None
+        if self.caption_cache is not None:
+            if config.validate:
+                self.validation_inputs = self.validation_conditioning()
+            adapter.components.release(*(n for n in adapter.text_components if "text_encoder" in n))
 
         torch.manual_seed(config.seed)
-        self.enhancer = Enhancer.for_text(adapter.text).to(adapter.device)
+        self.enhancer = Enhancer.for_text(self.text).to(adapter.device)
         self.optimizer = torch.optim.AdamW(self.enhancer.parameters(), lr=config.lr, betas=config.betas,
                                            weight_decay=config.weight_decay, eps=config.eps)
         # An average of the weights over the last ~1/(1 - decay) steps: the enhancer written out when --ema is on.
@@ -138,7 +148,7 @@ class Distiller:
     def metadata(self, averaged: bool = False) -> dict:
         """What an enhancer file records; `weights` says whether it holds the trained weights or their --ema average."""
         return {
-            "family": self.adapter.family, "tokens": self.adapter.text.tokens, "trained_on": self.model_name,
+            "family": self.adapter.family, "tokens": self.text.tokens, "trained_on": self.model_name,
             "text_encoder_fingerprint": self.adapter.text_encoder_fingerprint(),
             **self.config.marked("record"), "negative_prompts": self.negatives_name, "steps": self.step,
             "weights": "ema average" if averaged else "trained",
@@ -249,7 +259,10 @@ class Distiller:
             use_null[:] = True
         t = self.timesteps(size, generator)[mine]
         noise = torch.randn((size, *latents.shape[1:]), generator=generator, device=adapter.device)[mine]
-        cond = adapter.encode([self.data.captions[i] for i in indices]).conditioning.to(adapter.device)
+        if self.caption_cache is not None:
+            cond = self.caption_cache.conditioning(indices).to(adapter.device, adapter.dtype)
+        else:
+            cond = adapter.encode([self.data.captions[i] for i in indices]).conditioning.to(adapter.device)
         negative = self.negative_bank[torch.where(use_null, torch.zeros_like(pick), pick).cpu()]
         return latents, cond, negative, t, noise
 
@@ -341,6 +354,11 @@ class Distiller:
             save_enhancer(self.finished_enhancer(), self.output, **self.metadata(averaged=self.ema is not None))
         return DistillResult(str(self.output), str(self.work_dir), self.step, resumed_from, loss, speed, self.main, history)
 
+    def validation_conditioning(self, count: int = 4):
+        """The validation grid's prompts (the first distinct captions) encoded, and CFG's negative branch."""
+        prompts = list(dict.fromkeys(self.data.captions[i] for i in range(min(len(self.data), 64))))[:count]
+        return self.adapter.encode(prompts).conditioning.to(self.adapter.device), self.adapter.unconditional(None)
+
     @torch.no_grad()
     def validation_grid(self, path: Path, count: int = 4) -> None:
         """Fixed prompts (the first captions) and seeds; columns unguided | CFG | DICE."""
@@ -348,16 +366,15 @@ class Distiller:
 
         adapter, c = self.adapter, self.config
         adapter.require("vae")
-        prompts = list(dict.fromkeys(self.data.captions[i] for i in range(min(len(self.data), 64))))[:count]
-        cond = adapter.encode(prompts).conditioning.to(adapter.device)
+        cond, unconditional = self.validation_inputs or self.validation_conditioning(count)
         null = self.negative_bank[[0]]
         enhanced = apply_enhancer(self.finished_enhancer(), cond, null)
-        seeds = list(range(len(prompts)))
+        seeds = list(range(len(cond)))
         resolution = self.data.resolution or c.resolution  # a latent cache's own size, else the training size
         size = dict(steps=c.validation_steps, scheduler=SampleConfig.default("scheduler"), seeds=seeds, height=resolution,
                     width=resolution)
         columns = [generate(adapter, cond, None, cfg=1.0, **size),
-                   generate(adapter, cond, adapter.unconditional(None), cfg=c.guidance_scale, **size),
+                   generate(adapter, cond, unconditional, cfg=c.guidance_scale, **size),
                    generate(adapter, enhanced, None, cfg=1.0, **size)]
         grid = image_grid([list(row) for row in zip(*columns)], ["unguided", f"CFG w={c.guidance_scale:g}", "DICE"])
         with atomic_path(path) as tmp:

@@ -191,8 +191,10 @@ def _encode_images(data_spec: str, ref: ModelRef, out: Path, resolution: int, ba
                                              num_workers=0)
         for images, rows in loader:
             latents = adapter.images_to_latents(images)
+            captions = [data.captions[i] for i in rows.tolist()]
             writer.append_array("latents", latents.cpu().numpy())
-            writer.append_strings("prompts", [data.captions[i] for i in rows.tolist()])
+            # the captions' embeddings too, so that dice distill never runs the text encoder (docs/formats.md)
+            writer.append(captions, adapter.encode(captions).conditioning)
             shape[:] = list(latents.shape[1:])
             faults.point("latents.batch")
             yield len(rows)

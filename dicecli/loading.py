@@ -145,6 +145,12 @@ class Components:
     def __setitem__(self, name: str, module) -> None:
         self.modules[name] = module
 
+    def release(self, *names: str) -> None:
+        """Free loaded components for good (they read as None; pipelines take None for a text encoder when
+        they are given embeddings): dice distill frees the text encoders once the captions are encoded."""
+        for name in names:
+            self.modules[name] = None
+
     def require(self, *names: str) -> None:
         """Load the named components that are not loaded yet (and only those)."""
         missing = [n for n in names if n not in self.modules]

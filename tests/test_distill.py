@@ -64,6 +64,38 @@ def test_latent_cache_gives_same_training_as_images(dice, imagefolder, tmp_path)
         torch.testing.assert_close(load_file(str(b))[key], value, atol=1e-5, rtol=1e-4, msg=key)
 
 
+def test_caption_embeddings_in_the_latent_cache_train_the_same_enhancer_without_the_text_encoder(dice, imagefolder, tmp_path):
+    """dice encode --images stores the captions' embeddings; distill reads them instead of running the text
+    encoder at every step, and frees it: the same enhancer bytes as encoding on the fly."""
+    import shutil
+
+    import h5py
+
+    from dicecli.data import open_training_data
+    from dicecli.distill import Distiller
+    from dicecli.families import load_adapter
+    from dicecli.refs import resolve_model
+    from dicecli.settings import DistillConfig
+
+    cached, plain = tmp_path / "cached.h5", tmp_path / "plain.h5"
+    assert dice("encode", "--images", imagefolder, "-o", cached, "--model", "tiny-sd15").code == 0
+    shutil.copyfile(cached, plain)
+    with h5py.File(plain, "a") as f:
+        assert f["prompt_embeds"].shape == (16, 77, 32)
+        for name in ("prompt_embeds", "eos_index"):
+            del f[name]
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    assert dice(*distill_args(plain, tmp_path / "ra", a, "--steps", "3")).code == 0
+    assert dice(*distill_args(cached, tmp_path / "rb", b, "--steps", "3")).code == 0
+    assert a.read_bytes() == b.read_bytes()
+    assert (tmp_path / "rb" / "checkpoints" / "step-0000003" / "validation.png").is_file()
+
+    adapter = load_adapter(resolve_model("tiny-sd15"), torch.device("cpu"), torch.float32)
+    trainer = Distiller(adapter, open_training_data(str(cached)), DistillConfig(steps=1, batch_size=2), work_dir=tmp_path / "w",
+                        output=tmp_path / "w.safetensors", model_name="tiny-sd15")
+    assert trainer.caption_cache is not None and adapter.components.modules["text_encoder"] is None
+
+
 def test_only_the_enhancer_trains():
     from pathlib import Path
 
