@@ -43,7 +43,7 @@ def latent_cache(path: Path, adapter, size: int, with_text: bool) -> Path:
     factor = 2 ** (len(adapter.vae.config.block_out_channels) - 1)
     captions = [f"a photograph of object {i} on a table near a window" for i in range(CAPTIONS)]
     path.unlink(missing_ok=True)
-    with CacheWriter(path, header) as writer:
+    with CacheWriter(path, header, random_access=True) as writer:  # as `dice encode --images` writes it
         shape = (CAPTIONS, adapter.latent_channels, size // factor, size // factor)
         writer.append_array("latents", rng.standard_normal(shape).astype(np.float16))
         if with_text:

@@ -26,6 +26,7 @@ stages)
     seconds() { local start=$EPOCHREALTIME; "$@" > /dev/null 2>/tmp/stage.err || tail -5 /tmp/stage.err >&2; awk "BEGIN {print $EPOCHREALTIME - $start}"; }
     launch="python3 -m torch.distributed.run --nproc_per_node 2 -m dicecli"
     echo "{\"stage\": \"encode 20000 prompts\", \"gpus\": $gpus, \"one_process_s\": $(seconds python3 -m dicecli encode p20k.txt -m $model -o one.h5 --batch-size 256), \"two_processes_s\": $(seconds $launch encode p20k.txt -m $model -o two.h5 --batch-size 256 --device $device)}"
+    [ "${ONLY:-}" = encode ] && exit 0
     common="p64.txt -m $model --steps 20 --batch-size 16 --height 512 --width 512"
     echo "{\"stage\": \"sample 64 images 512px\", \"gpus\": $gpus, \"one_process_s\": $(seconds python3 -m dicecli sample $common -o s1), \"two_processes_s\": $(seconds $launch sample $common -o s2 --device $device), \"accelerate_two_s\": $(seconds python3 -m accelerate.commands.launch --multi_gpu --num_processes 2 -m dicecli sample $common -o s3 --device $device)}"
     python3 - <<'PY'

@@ -166,8 +166,11 @@ class EmbeddingCache:
 class CacheWriter:
     """Appends prompts and their conditioning to an HDF5 cache opened for writing."""
 
-    def __init__(self, path: Path, header: dict | None = None):
+    def __init__(self, path: Path, header: dict | None = None, random_access: bool = False):
+        """`random_access`: rows stored one per chunk, uncompressed, for files read a few random rows at a time
+        (a latent cache's caption embeddings, read at every distill step); else 16-row gzip chunks."""
         self.file = h5py.File(path, "a")
+        self.random_access = random_access
         if header is not None:
             for key, value in header.items():
                 self.file.attrs[key] = value
@@ -202,10 +205,11 @@ class CacheWriter:
 
     def _extend(self, name: str, array: np.ndarray, dtype=None) -> None:
         if name not in self.file:
-            chunk = (max(1, min(16, len(array))),) + array.shape[1:]
+            rows = 1 if self.random_access else max(1, min(16, len(array)))
+            compression = {} if self.random_access else dict(compression="gzip", compression_opts=1, shuffle=dtype is None)
             self.file.create_dataset(
-                name, shape=(0,) + array.shape[1:], maxshape=(None,) + array.shape[1:], chunks=chunk,
-                dtype=dtype or array.dtype, compression="gzip", compression_opts=1, shuffle=dtype is None,
+                name, shape=(0,) + array.shape[1:], maxshape=(None,) + array.shape[1:], chunks=(rows,) + array.shape[1:],
+                dtype=dtype or array.dtype, **compression,
             )
         dataset = self.file[name]
         start = dataset.shape[0]
@@ -310,19 +314,39 @@ class CacheParts:
         """Append every part's rows, in order, to `writer` (the main process, after every rank is done)."""
         for part in self.files():
             with h5py.File(part, "r") as source:
-                names = [n for n in source if not n.startswith("negative_")]
-                count = source["prompts"].shape[0]
-                for start in range(0, count, rows_per_copy):
-                    for name in names:
-                        if source[name].dtype.kind == "O":  # strings
-                            writer._extend(name, np.array(source[name].asstr()[start : start + rows_per_copy], dtype=object), STRING)
-                        else:
-                            writer._extend(name, source[name][start : start + rows_per_copy])
+                for name in (n for n in source if not n.startswith("negative_")):
+                    _append_dataset(writer.file, name, source[name], rows_per_copy)
 
     def remove(self) -> None:
         import shutil
 
         shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _append_dataset(file: h5py.File, name: str, source: h5py.Dataset, rows_per_copy: int) -> None:
+    """Append `source`'s rows to `file[name]`: chunk by chunk, still compressed, where the chunks line up (the
+    parts of one cache do: whole batches), so joining costs no recompression; else decoded block by block."""
+    if name not in file:
+        file.create_dataset(name, shape=(0,) + source.shape[1:], maxshape=(None,) + source.shape[1:], chunks=source.chunks,
+                            dtype=source.dtype, compression=source.compression, compression_opts=source.compression_opts,
+                            shuffle=source.shuffle)
+    target, count = file[name], source.shape[0]
+    start = target.shape[0]
+    rows = source.chunks[0]
+    target.resize(start + count, axis=0)
+    aligned = (source.dtype.kind != "O" and target.chunks == source.chunks and start % rows == 0
+               and (target.compression, target.compression_opts, target.shuffle) ==
+               (source.compression, source.compression_opts, source.shuffle) and target.dtype == source.dtype)
+    if aligned:
+        tail = (0,) * (len(source.shape) - 1)
+        for first in range(0, count, rows):
+            mask, chunk = source.id.read_direct_chunk((first, *tail))
+            target.id.write_direct_chunk((start + first, *tail), chunk, mask)
+        return
+    for first in range(0, count, rows_per_copy):
+        block = source[first : first + rows_per_copy] if source.dtype.kind != "O" else \
+            np.array(source.asstr()[first : first + rows_per_copy], dtype=object)
+        target[start + first : start + first + len(block)] = block
 
 
 def _part_range(path: Path) -> tuple[int, int]:
@@ -331,7 +355,8 @@ def _part_range(path: Path) -> tuple[int, int]:
 
 
 def write_cache(output: Path, header: dict, fill, *, rows: int, batch_size: int, plan: dict, existing: Path | None = None,
-                finish=None, payload=lambda: None, progress: bool = False, desc: str = "write") -> list:
+                finish=None, payload=lambda: None, progress: bool = False, desc: str = "write",
+                random_access: bool = False) -> list:
     """Write a cache atomically: a copy of `existing` (else a new file with `header`), then rows 0..rows-1,
     then `finish(writer)` (e.g. the negative prompt's rows). Returns each process's `payload()`, in rank order.
 
@@ -352,7 +377,7 @@ def write_cache(output: Path, header: dict, fill, *, rows: int, batch_size: int,
     def begin(tmp: Path) -> CacheWriter:
         if existing is not None:
             shutil.copyfile(existing, tmp)
-        return CacheWriter(tmp, None if existing is not None else header)
+        return CacheWriter(tmp, None if existing is not None else header, random_access)
 
     with tqdm(total=rows, unit="row", desc=desc, disable=not (progress and group.main), leave=False) as bar:
         def run(writer: CacheWriter, k0: int, k1: int) -> None:
@@ -371,7 +396,7 @@ def write_cache(output: Path, header: dict, fill, *, rows: int, batch_size: int,
         missing = parts.open(batches)
         group.progress(rows - sum(min((k + 1) * batch_size, rows) - k * batch_size for k in missing) if group.main else 0)
         for k0, k1 in parts.runs(group.deal(missing)):
-            with atomic_path(parts.part(k0, k1)) as tmp, CacheWriter(tmp, header) as writer:
+            with atomic_path(parts.part(k0, k1)) as tmp, CacheWriter(tmp, header, random_access) as writer:
                 run(writer, k0, k1)
         payloads = group.meet(f"the end of writing {output}", payload())
     if group.main:

@@ -202,5 +202,5 @@ def _encode_images(data_spec: str, ref: ModelRef, out: Path, resolution: int, ba
     plan = {"source": data.source, "images": len(data), "batch_size": batch_size,
             "header": {k: v for k, v in header.items() if k != "created"}}
     shapes = write_cache(out, header, fill, rows=len(data), batch_size=batch_size, plan=plan, payload=lambda: shape,
-                         progress=progress, desc="latents")
+                         progress=progress, desc="latents", random_access=True)  # distill reads random rows
     return LatentsResult(str(out), ref.given, len(data), next((s for s in shapes if s), shape))
