@@ -95,3 +95,19 @@ def test_reliability_page_states_the_recorded_check_cost():
               f"{recorded['file_mb']:,} MB) takes {recorded['read_seconds']:.2f} s, and checking every number read takes "
               f"{recorded['check_seconds']:.2f} s more ({100 * recorded['overhead']:.1f} %)")
     assert stated in page
+
+
+def test_distributed_page_states_the_recorded_numbers():
+    rows = [json.loads(line) for line in (ROOT / "benchmarks" / "results" / "distributed-h200-2026-12-01.jsonl").read_text().splitlines()]
+    page = " ".join((ROOT / "docs" / "distributed.md").read_text(encoding="utf-8").split())
+    sample = next(r for r in rows if r.get("stage", "").startswith("sample"))
+    encode = next(r for r in rows if r.get("stage", "").startswith("encode"))
+    assert f"one process {sample['one_process_s']:.1f} s" in page and f"{sample['two_processes_s']:.1f} s (torchrun)" in page
+    assert f"{sample['accelerate_two_s']:.1f} s (accelerate launch)" in page
+    assert f"one process {encode['one_process_s']:.1f} s, two processes (same GPU) {encode['two_processes_s']:.1f} s" in page
+    identity = next(r for r in rows if "cache_identical" in r)
+    assert identity["cache_identical"] and identity["torchrun_images_identical"] and identity["accelerate_images_identical"]
+    for arch, name in (("pixart", "PixArt-α 512²"), ("sd15", "SD1.5 512²")):
+        cells = [f"{r['step_ms']:.1f} ms/step, {r['max_memory_gb']:.1f} GB" for text in ("per-step", "cached")
+                 for r in rows if r.get("arch") == arch and r.get("text") == text]
+        assert f"| {name}" in page and all(cell in page for cell in cells), (arch, cells)
