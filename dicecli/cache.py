@@ -292,9 +292,7 @@ class CacheParts:
                 held.update(range(k0, k1))
             missing = [k for k in range(batches) if k not in held]
         missing = self.group.meet(f"the staging folder {self.folder}", missing)[0]
-        if not self.folder.is_dir():
-            raise UsageError(f"This process cannot see {self.folder}, which the main process created beside -o "
-                             f"{self.output}; with several nodes the output must be on a filesystem they all share.")
+        self.group.check_shared(self.folder, f"beside -o {self.output}")
         return json.loads(json.dumps(missing))
 
     def runs(self, batches: list[int]) -> list[tuple[int, int]]:

@@ -101,6 +101,15 @@ class Group:
         dist.gather_object(value, values, dst=0)
         return values
 
+    def check_shared(self, path, made_by: str) -> None:
+        """After a meeting: `path`, which the main process made, must be visible here (several nodes need a
+        filesystem they all share for the one output)."""
+        from pathlib import Path
+
+        if self.several and not self.main and not Path(path).exists():
+            raise UsageError(f"This process cannot see {path}, which the main process created {made_by}; with several "
+                             "nodes the output must be on a filesystem they all share.")
+
     def check(self) -> None:
         """Stop (RankFailed) when another rank has failed: called between batches, so no rank works on in vain."""
         if self.several and self.store.add("failures", 0) > 0:

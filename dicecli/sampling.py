@@ -201,9 +201,7 @@ def _run_job(job: SampleJob, folder: Path, batch_size: int, progress: bool, grou
         done = open_for_writing(folder, s, job.prompts)
     group.meet(f"the opening of {folder}")
     if not group.main:
-        if not folder.is_dir():
-            raise UsageError(f"This process cannot see {folder}, which the main process created; with several nodes "
-                             "the output must be on a filesystem they all share.")
+        group.check_shared(folder, "for -o")
         done = read_done(folder, s, job.prompts)
     groups = [list(range(g, min(g + batch_size, total))) for g in range(0, total, batch_size)]
     todo = group.deal([g for g in groups if any(i not in done for i in g)])
