@@ -23,6 +23,7 @@ class EnhanceResult:
     model: str
     enhancer: str
     alpha: float
+    part: str
     negative: str
     prompts: int
     notes: list[str] = field(default_factory=list)
@@ -33,7 +34,7 @@ class EnhanceResult:
 
 def enhance(source: str, output: str, enhancer: str, *, model: str | None, alpha: float | None,
             negative: str | None, batch_size: int, device: torch.device, dtype: torch.dtype,
-            progress: bool = False, note: Callable[[str], None] = lambda _: None) -> EnhanceResult:
+            progress: bool = False, note: Callable[[str], None] = lambda _: None, part: str | None = None) -> EnhanceResult:
     if alpha is not None:
         SampleConfig(alpha=alpha).check(None)
     chosen = open_enhancer(enhancer)
@@ -44,7 +45,7 @@ def enhance(source: str, output: str, enhancer: str, *, model: str | None, alpha
         check_output(Path(output), [Path(source), chosen.path] if source != STDIO else [chosen.path])
     data = read_input(source)
     prepared = prepare(data, model=model, enhancer=chosen, alpha=alpha, negative=negative,
-                       needs_model_for="Enhancing a prompts file")
+                       needs_model_for="Enhancing a prompts file", part=part)
     if output != STDIO:
         check_output(Path(output), prepared.input_paths)
     notes: list[str] = []
@@ -60,7 +61,7 @@ def enhance(source: str, output: str, enhancer: str, *, model: str | None, alpha
     )
     made_by = prepared.provenance
     header.update(enhancer=made_by.enhancer, enhancer_sha256=made_by.enhancer_sha256, alpha=made_by.alpha,
-                  enhancer_trained_on=str(chosen.meta.get("trained_on", "")))
+                  enhancer_trained_on=str(chosen.meta.get("trained_on", "")), enhanced_part=made_by.part)
     neg_cond = prepared.enhancer_negative()
 
     negative_fp32 = neg_cond.to(dtype=torch.float32)
@@ -69,7 +70,8 @@ def enhance(source: str, output: str, enhancer: str, *, model: str | None, alpha
     def fill(writer: CacheWriter, start: int, stop: int):
         for batch, batch_cond in prepared.batches(batch_size, start, stop):
             with torch.no_grad():
-                enhanced = apply_enhancer(net, batch_cond.to(device, torch.float32), negative_fp32, made_by.alpha)
+                enhanced = apply_enhancer(net, batch_cond.to(device, torch.float32), negative_fp32, made_by.alpha,
+                                          made_by.part)
             writer.append(batch, check_enhanced(enhanced, made_by.alpha, storage))
             faults.point("enhance.batch")
             yield len(batch)
@@ -88,4 +90,5 @@ def enhance(source: str, output: str, enhancer: str, *, model: str | None, alpha
     else:
         with main_lock(Path(output), "Cache", wait=True):
             write(Path(output))
-    return EnhanceResult(output, ref.given, str(chosen.path), made_by.alpha, prepared.negative, len(data.prompts), notes)
+    return EnhanceResult(output, ref.given, str(chosen.path), made_by.alpha, made_by.part, prepared.negative,
+                         len(data.prompts), notes)

@@ -21,7 +21,7 @@ from PIL import Image
 from dicecli.errors import UsageError
 from dicecli.files import atomic_path
 from dicecli.hub import offline
-from dicecli.samplefolder import METHOD_LABELS, method_key, read_folder
+from dicecli.samplefolder import METHOD_LABELS, method_key, read_folder, sweep_members
 
 AESTHETIC_FILE = "sac+logos+ava1-l14-linearMSE.pth"
 CLEANFID_INCEPTION = Path("/tmp/inception-2015-12-05.pt")  # where clean-fid keeps its Inception weights
@@ -51,8 +51,14 @@ class SampleFolder:
         s = self.settings
         method = METHOD_LABELS[method_key(s.get("enhancer"), s.get("cfg", 1)) if s else "reference"]
         nfe = s.get("steps", 0) * (2 if s.get("cfg", 1) > 1 else 1) if s.get("steps") else None
+        part = s.get("enhanced_part") if s.get("enhanced_part") not in (None, "all") else None
         return {"folder": str(self.path), "model": s.get("model"), "method": method, "enhancer": s.get("enhancer"),
-                "cfg": s.get("cfg"), "alpha": s.get("alpha"), "steps": s.get("steps"), "nfe": nfe}
+                "part": part, "cfg": s.get("cfg"), "alpha": s.get("alpha"), "steps": s.get("steps"), "nfe": nfe}
+
+
+def expand_sweeps(folders: list[Path]) -> list[Path]:
+    """Folders as given, a sweep folder (`dice sample --alpha 0,0.5,1`) replaced by its sample folders in order."""
+    return [member for folder in folders for member in (sweep_members(folder) or [folder])]
 
 
 def open_folder(path: Path) -> SampleFolder:
@@ -64,6 +70,14 @@ def open_folder(path: Path) -> SampleFolder:
     for image in contents.images:
         check_image(image)
     return SampleFolder(path, contents.images, contents.prompts, contents.settings)
+
+
+def check_figures(figures: list[Path]) -> None:
+    """`--figure` files are images that can be read, before any metric runs."""
+    for path in figures:
+        if not path.is_file():
+            raise UsageError(f"--figure {path} does not exist; give an image file (e.g. from `dice attention`).")
+        check_image(path)
 
 
 def check_image(path: Path) -> None:
@@ -267,7 +281,7 @@ def load_aesthetic(path: Path, device: torch.device) -> AestheticPredictor:
 class EvalReport:
     rows: list[dict]
     settings: dict
-    plot: str | None = None
+    plots: dict[str, str] = field(default_factory=dict)  # curve ("nfe", "alpha") -> its PNG
     notes: list[str] = field(default_factory=list)
 
 
@@ -282,7 +296,7 @@ def evaluate(folders: list[Path], *, ref: str | None, metrics: list[str], fid_fe
         raise UsageError(f"--metrics {','.join(unknown)} not known; choose from {', '.join(known)}.")
     if "fid" in metrics and not ref:
         raise UsageError("FID needs --ref: a folder of reference images or statistics from `dice fid-stats`.")
-    samples = [open_folder(Path(f)) for f in folders]
+    samples = [open_folder(f) for f in expand_sweeps([Path(f) for f in folders])]
     rows = [{**s.label, "images": len(s.images)} for s in samples]
     notes = mixed_folder_notes(samples)
     settings = {"metrics": metrics, "ref": ref, "fid_features": fid_features, "clip_model": clip_model,
@@ -368,7 +382,7 @@ def few_images_notes(samples: list[SampleFolder]) -> list[str]:
 
 
 LABEL_COLUMNS = [("folder", "folder"), ("model", "model"), ("method", "method"), ("enhancer", "enhancer"),
-                 ("cfg", "cfg"), ("alpha", "alpha"), ("steps", "steps"), ("nfe", "NFE")]
+                 ("part", "part"), ("cfg", "cfg"), ("alpha", "alpha"), ("steps", "steps"), ("nfe", "NFE")]
 METRIC_COLUMNS = [("fid", "FID ↓"), ("clip", "CLIP ↑"), ("aesthetic", "AS ↑")]
 
 
@@ -410,14 +424,22 @@ def json_text(report: EvalReport) -> str:
     return json.dumps(asdict(report), indent=2)
 
 
-def nfe_plot(report: EvalReport, path: Path) -> bool:
-    """Quality vs NFE (the paper's Figure 5) when some method was evaluated at several step counts."""
+# The curves a report can hold: rows that differ only in this column, at several values of it.
+CURVES = {"nfe": ("NFE (denoiser evaluations per image)", ("steps", "nfe")), "alpha": ("enhancer strength alpha", ("alpha",))}
+
+
+def curve_plot(report: EvalReport, path: Path, axis: str) -> bool:
+    """Quality against NFE (the paper's Figure 5) or against the enhancer's strength (its Figure 8), for every
+    group of rows that differ only in that setting and hold several values of it; False when there is none."""
+    label, varying = CURVES[axis]
+    fixed = [k for k, _ in LABEL_COLUMNS if k != "folder" and k not in varying]
     groups: dict[tuple, list[dict]] = {}
     for row in report.rows:
-        groups.setdefault((row.get("model"), row.get("method"), row.get("enhancer"), row.get("cfg"), row.get("alpha")), []).append(row)
-    lines = {k: sorted(v, key=lambda r: r["nfe"] or 0) for k, v in groups.items() if len({r.get("nfe") for r in v}) > 1}
+        if row.get(axis) is not None:
+            groups.setdefault(tuple(row.get(k) for k in fixed), []).append(row)
+    lines = {k: sorted(v, key=lambda r: r[axis]) for k, v in groups.items() if len({r[axis] for r in v}) > 1}
     metric_keys = [k for k, _ in columns() if k not in dict(LABEL_COLUMNS) and k != "images"]
-    metrics = [m for m in metric_keys if any(m in r for r in report.rows)]
+    metrics = [m for m in metric_keys if any(r.get(m) is not None for r in report.rows)]
     if not lines or not metrics:
         return False
     import matplotlib
@@ -425,13 +447,18 @@ def nfe_plot(report: EvalReport, path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    def name(key: tuple) -> str:
+        values = dict(zip(fixed, key))
+        text = f"{values['method']} (cfg {values['cfg']:g})" if values.get("cfg") is not None else str(values["method"])
+        differing = [k for k in ("model", "enhancer", "part", "alpha", "steps") if k in values
+                     and len({dict(zip(fixed, other)).get(k) for other in lines}) > 1 and values[k] is not None]
+        return text + "".join(f", {k} {values[k]}" for k in differing)
+
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.5), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
-        for (model, method, enhancer, cfg, alpha), rows in lines.items():
-            label = f"{method} (cfg {cfg:g})" if cfg is not None else str(method)
-            label += f", {enhancer}" if enhancer and len({k[2] for k in lines}) > 1 else ""
-            ax.plot([r["nfe"] for r in rows], [r.get(metric) for r in rows], marker="o", label=label)
-        ax.set_xlabel("NFE (denoiser evaluations per image)")
+        for key, rows in lines.items():
+            ax.plot([r[axis] for r in rows], [r.get(metric) for r in rows], marker="o", label=name(key))
+        ax.set_xlabel(label)
         ax.set_ylabel(dict(columns()).get(metric, metric))
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
@@ -442,7 +469,7 @@ def nfe_plot(report: EvalReport, path: Path) -> bool:
     return True
 
 
-REPORT_SUFFIXES = (".json", ".md", ".csv", "-nfe.png")
+REPORT_SUFFIXES = (".json", ".md", ".csv", "-nfe.png", "-alpha.png", ".html")
 
 
 def check_report_output(base: Path, inputs: list[Path]) -> None:
@@ -455,15 +482,21 @@ def check_report_output(base: Path, inputs: list[Path]) -> None:
         check_output(path, inputs)
 
 
-def write_report(report: EvalReport, base: Path) -> None:
-    """BASE.json, BASE.md, BASE.csv and, when one method was sampled at several step counts, BASE-nfe.png."""
-    plot = base.with_name(base.name + "-nfe.png")
-    if nfe_plot(report, plot):
-        report.plot = str(plot)
+def write_report(report: EvalReport, base: Path, figures: list[Path] = (), page_prompts: int | None = None) -> None:
+    """BASE.json, BASE.md, BASE.csv, the curves (BASE-nfe.png when a method was sampled at several step counts,
+    BASE-alpha.png at several strengths) and BASE.html, the page to look at (`dicecli.reportpage`)."""
+    from dicecli.reportpage import PAGE_PROMPTS, write_page
+
+    for axis in CURVES:
+        plot = base.with_name(f"{base.name}-{axis}.png")
+        if curve_plot(report, plot, axis):
+            report.plots[axis] = str(plot)
     notes = "".join(f"\nNote: {note}\n" for note in report.notes)
     for suffix, text in ((".json", json_text(report)), (".md", markdown_table(report) + notes), (".csv", csv_text(report))):
         with atomic_path(base.with_name(base.name + suffix)) as tmp:
             tmp.write_text(text, encoding="utf-8")
+    write_page(report, _shown(report), base.with_name(base.name + ".html"), figures,
+               PAGE_PROMPTS if page_prompts is None else page_prompts)
 
 
 def save_folder_statistics(folder: Path, output: Path, fid_features: str, device: torch.device) -> int:

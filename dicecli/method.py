@@ -16,17 +16,29 @@ import torch.nn.functional as F
 
 from dicecli.enhancer import Enhancer
 from dicecli.families import Conditioning, FamilyAdapter
+from dicecli.settings import ENHANCED_PARTS as PARTS  # all, semantic, padding (`Conditioning.semantic_positions`)
 
-def apply_enhancer(enhancer: Enhancer, cond: Conditioning, negative: Conditioning, alpha: float = 1.0) -> Conditioning:
+
+def apply_enhancer(enhancer: Enhancer, cond: Conditioning, negative: Conditioning, alpha: float = 1.0,
+                   part: str = "all") -> Conditioning:
     """c' = c + alpha * E(c, c_neg) for every row of `cond`; `negative` is one row or one per row.
 
     Only the token sequence changes, and pooled embeddings stay the prompt's own. An attention mask
     stays the prompt's own too, unless the enhancer widens it to every token (`enhanced_mask="all"`),
     so that what it writes into the padding tokens reaches the denoiser.
+
+    `part` other than "all" replaces only that part of c by c''s, the rest staying c's own; semantic-only
+    keeps the prompt's mask (its padding is the prompt's own, so there is nothing new there to show).
     """
-    enhanced = cond.with_embeds(enhancer(cond.prompt_embeds, negative.prompt_embeds, alpha, negative.attention_mask))
+    if part not in PARTS:
+        raise ValueError(f"part must be one of {PARTS}, not {part!r}")
+    embeds = enhancer(cond.prompt_embeds, negative.prompt_embeds, alpha, negative.attention_mask)
+    if part != "all":
+        keep = cond.semantic_positions() if part == "semantic" else ~cond.semantic_positions()
+        embeds = torch.where(keep[..., None].to(embeds.device), embeds, cond.prompt_embeds)
+    enhanced = cond.with_embeds(embeds)
     module = getattr(enhancer, "module", enhancer)  # under DistributedDataParallel in multi-process training
-    if module.enhanced_mask == "all" and cond.attention_mask is not None:
+    if module.enhanced_mask == "all" and cond.attention_mask is not None and part != "semantic":
         enhanced.attention_mask = torch.ones_like(cond.attention_mask)
     return enhanced
 

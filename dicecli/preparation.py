@@ -122,6 +122,7 @@ class Provenance:
     enhancer: str
     enhancer_sha256: str | None
     alpha: float
+    part: str = "all"  # which part of the embedding was replaced by the enhanced one (`dicecli.method.PARTS`)
 
 
 @dataclass
@@ -133,6 +134,7 @@ class Prepared:
     enhancer: EnhancerChoice | None
     alpha: float | None  # the strength an enhancer is applied with (None without one)
     negative: str  # the negative prompt ("" = none: the null prompt)
+    part: str = "all"  # the part of the embedding the enhancer replaces (`dicecli.method.PARTS`)
     adapter: "FamilyAdapter | None" = field(default=None, repr=False)
 
     @property
@@ -144,10 +146,11 @@ class Prepared:
     @property
     def provenance(self) -> Provenance | None:
         if self.enhancer is not None:
-            return Provenance(self.enhancer.name, self.enhancer.sha256, float(self.alpha))
+            return Provenance(self.enhancer.name, self.enhancer.sha256, float(self.alpha), self.part)
         if self.input.enhanced_by:
             attrs = self.input.attrs
-            return Provenance(attrs["enhancer"], attrs.get("enhancer_sha256"), float(attrs["alpha"]))
+            return Provenance(attrs["enhancer"], attrs.get("enhancer_sha256"), float(attrs["alpha"]),
+                              str(attrs.get("enhanced_part", "all")))
         return None
 
     # -- loading ------------------------------------------------------------------------
@@ -209,13 +212,19 @@ def other_text_encoder(what: str, made_with: str | None, model: str) -> str:
 
 
 def prepare(data: InputData, *, model: str | None, enhancer: EnhancerChoice | None, alpha: float | None,
-            negative: str | None, vae: str | None = None, needs_model_for: str = "this command") -> Prepared:
+            negative: str | None, vae: str | None = None, needs_model_for: str = "this command",
+            part: str | None = None) -> Prepared:
     """Resolve and check everything from metadata and config files; no weights are loaded."""
     from dicecli.enhancer import check_compatible
     from dicecli.families import adapter_class
     from dicecli.refs import resolve_model
+    from dicecli.settings import ENHANCED_PARTS as PARTS
     from dicecli.settings import SampleConfig
 
+    if part is not None and part not in PARTS:
+        raise UsageError(f"--enhance-part {part!r} is not known; use one of {', '.join(PARTS)}.")
+    if part not in (None, "all") and enhancer is None:
+        raise UsageError("--enhance-part needs --enhancer (an enhanced cache from `dice enhance` already has its part).")
     if data.enhanced_by:
         if enhancer is not None:
             raise UsageError(f"{data.name} is already enhanced (with {data.enhanced_by}); drop --enhancer, or use "
@@ -249,4 +258,4 @@ def prepare(data: InputData, *, model: str | None, enhancer: EnhancerChoice | No
                          model=ref.given)
         alpha = SampleConfig.resolve(ref.family, ref.recipe, alpha=alpha).alpha
     chosen_negative = negative if negative is not None else (data.stored_negative or "")
-    return Prepared(data, ref, enhancer, alpha, chosen_negative)
+    return Prepared(data, ref, enhancer, alpha, chosen_negative, part or "all")

@@ -53,6 +53,7 @@ class SampleSettings:
     width: int
     num_per_prompt: int
     model_hash: str | None = None  # A1111's "Model hash" (sha256[:10] of a single-file checkpoint), where known
+    enhanced_part: str | None = None  # with an enhancer: which part of the embedding it replaced (all, semantic, padding)
 
     @property
     def nfe(self) -> int:
@@ -63,10 +64,11 @@ class SampleSettings:
     def method(self) -> str:
         return method_key(self.enhancer, self.cfg)
 
-    def default_folder(self) -> Path:
+    def default_folder(self, sweep: bool = False) -> Path:
         name = safe_name(Path(self.model.rstrip("/")).name)
-        alpha = f"-a{self.alpha:g}" if self.enhancer else ""
-        return Path("samples") / f"{name}-{self.method}-cfg{self.cfg:g}{alpha}-s{self.steps}"
+        alpha = ("-alphas" if sweep else f"-a{self.alpha:g}") if self.enhancer else ""
+        part = f"-{self.enhanced_part}" if self.enhancer and self.enhanced_part not in (None, "all") else ""
+        return Path("samples") / f"{name}-{self.method}-cfg{self.cfg:g}{alpha}{part}-s{self.steps}"
 
     def record(self, index: int, prompt: str) -> dict:
         """The metadata.jsonl record (and PNG text chunks) of image `index`, made from `prompt`."""
@@ -74,11 +76,41 @@ class SampleSettings:
                 "seed": self.seed + index, "model": self.model, "enhancer": self.enhancer, "alpha": self.alpha,
                 "cfg": self.cfg, "steps": self.steps, "scheduler": self.scheduler, "height": self.height,
                 "width": self.width, **({"model_hash": self.model_hash} if self.model_hash else {}),
-                **({"enhancer_sha256": self.enhancer_sha256} if self.enhancer else {})}
+                **({"enhancer_sha256": self.enhancer_sha256, "enhanced_part": self.enhanced_part or "all"}
+                   if self.enhancer else {})}
 
 
 def image_name(index: int) -> str:
     return f"{index:06d}.png"
+
+
+# A sweep (`dice sample --alpha 0,0.5,1`): a folder of sample folders, one per value, and this index, which
+# `dice eval` expands into its members (in order) and plots as a curve.
+SWEEP_FILE = "dice-sweep.json"
+
+
+def sweep_member(alpha: float) -> str:
+    return f"alpha-{alpha:g}"
+
+
+def write_sweep(folder: Path, setting: str, values: list[float], members: list[Path]) -> None:
+    from dicecli.files import atomic_path
+
+    with atomic_path(folder / SWEEP_FILE) as tmp:
+        tmp.write_text(json.dumps({"sweep": setting, "values": values,
+                                   "folders": [m.name for m in members]}, indent=2))
+
+
+def sweep_members(folder: Path) -> list[Path] | None:
+    """The sample folders of a sweep folder, in the sweep's order (None for any other folder)."""
+    path = folder / SWEEP_FILE
+    if not path.is_file() or has_metadata(folder):
+        return None
+    try:
+        names = json.loads(path.read_text(encoding="utf-8"))["folders"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        raise UsageError(f"{path} is not a sweep index written by `dice sample`; sample the sweep again.") from None
+    return [folder / str(name) for name in names]
 
 
 # dicecli's sampler -> (AUTOMATIC1111's name, its schedule type): A1111 names DPM-Solver++ 2M "DPM++ 2M",
@@ -109,6 +141,8 @@ def a1111_parameters(s: dict) -> str:
     if s.get("enhancer"):
         fields += [("DICE enhancer", s["enhancer"]), ("DICE enhancer hash", (s.get("enhancer_sha256") or "")[:10] or None),
                    ("DICE alpha", s["alpha"])]
+        if s.get("enhanced_part") not in (None, "all"):
+            fields.append(("DICE part", s["enhanced_part"]))
     lines.append(", ".join(f"{key}: {_a1111_value(value)}" for key, value in fields if value is not None))
     return "\n".join(lines)
 

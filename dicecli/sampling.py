@@ -71,6 +71,12 @@ def to_pil(images: torch.Tensor) -> list[Image.Image]:
     return [Image.fromarray(p) for p in pixels]
 
 
+def open_image(path: Path) -> Image.Image:
+    """An image file as RGB, read fully (the file is closed)."""
+    with Image.open(path) as image:
+        return image.convert("RGB")
+
+
 def image_grid(rows: list[list[Image.Image]], column_titles: list[str] | None = None) -> Image.Image:
     """Paste images into a grid, with an optional title strip above the columns."""
     w, h = rows[0][0].size
@@ -125,8 +131,8 @@ def make_job(prepared: "Prepared", *, cfg: float, steps: int | None, scheduler: 
     if prepared.enhancer is not None:
         net = enhancer or prepared.enhancer.load(device)
         with torch.no_grad():
-            cond = check_enhanced(apply_enhancer(net, cond, prepared.enhancer_negative(), prepared.alpha), prepared.alpha,
-                                  dtype)
+            cond = check_enhanced(apply_enhancer(net, cond, prepared.enhancer_negative(), prepared.alpha, prepared.part),
+                                  prepared.alpha, dtype)
     made_by = prepared.provenance
     settings = SampleSettings(
         model=ref.given, family=ref.family, enhancer=made_by and made_by.enhancer,
@@ -134,6 +140,7 @@ def make_job(prepared: "Prepared", *, cfg: float, steps: int | None, scheduler: 
         negative_prompt=prepared.negative, steps=chosen.steps, scheduler=chosen.scheduler, seed=seed,
         height=height, width=width, num_per_prompt=num_per_prompt,
         model_hash=sha256_of(ref.source.local_path)[:10] if ref.source.single_file else None,
+        enhanced_part=made_by and made_by.part,
     )
     return SampleJob(adapter, prepared.input.prompts, cond.to(device, dtype), prepared.cfg_negative().to(device, dtype),
                      settings, prepared)

@@ -23,6 +23,9 @@ LR_SCHEDULES = ("constant", "cosine", "linear")
 TIMESTEP_SAMPLING = ("uniform", "logit-normal")
 LOSSES = ("l1", "l2")
 FID_FEATURES = ("inception", "tiny-random")
+# Which part of c an enhancer replaces (the paper's Figure 7): every token, the prompt's own tokens through the
+# end-of-text token, or the padding after it (`dicecli.method.apply_enhancer`).
+ENHANCED_PARTS = ("all", "semantic", "padding")
 
 DISTILL_SEED_LIMIT = 2**32  # (seed * 1_000_003 + step) * 131 + micro must stay below the generator's 2**64
 

@@ -17,7 +17,7 @@ from dicecli.files import atomic_path, check_output
 from dicecli.preparation import InputData, open_enhancer, prepare, read_input
 from dicecli.refs import resolve_model
 from dicecli.samplefolder import image_name, safe_name
-from dicecli.sampling import image_grid, make_job, run_job
+from dicecli.sampling import image_grid, make_job, open_image, run_job
 from dicecli.settings import SampleConfig
 
 GRID_PROMPTS = 4
@@ -42,7 +42,8 @@ def slug(text: str) -> str:
 def transfer(enhancers: list[str], targets: list[str], source: str, output: Path, *, alpha: float | None, cfg: float,
              negative: str | None, steps: int | None, scheduler: str | None, seed: int, batch_size: int,
              height: int | None, width: int | None, num_per_prompt: int, device: torch.device, dtype: torch.dtype,
-             progress: bool = False, note: Callable[[str], None] = lambda _: None) -> TransferResult:
+             progress: bool = False, note: Callable[[str], None] = lambda _: None,
+             part: str | None = None) -> TransferResult:
     if not enhancers or not targets:
         raise UsageError("dice transfer needs at least one ENHANCER and one --to MODEL.")
     SampleConfig(cfg=cfg, alpha=1.0 if alpha is None else alpha, height=height, width=width,
@@ -53,7 +54,8 @@ def transfer(enhancers: list[str], targets: list[str], source: str, output: Path
     if data.is_cache:  # each target encodes the prompts with its own text encoder
         data = InputData(data.name, data.path, data.prompts)
     # Every (target, enhancer) pair is prepared and checked from metadata and config files before any weights load.
-    pairs = [[prepare(data, model=target, enhancer=e, alpha=alpha, negative=negative) for e in chosen] for target in targets]
+    pairs = [[prepare(data, model=target, enhancer=e, alpha=alpha, negative=negative, part=part) for e in chosen]
+             for target in targets]
     plain = [prepare(data, model=target, enhancer=None, alpha=None, negative=negative) for target in targets]
     for prepared in (*plain, *(p for row in pairs for p in row)):
         check_output(output, prepared.input_paths, folder=True)
@@ -73,7 +75,7 @@ def transfer(enhancers: list[str], targets: list[str], source: str, output: Path
         folders += [c.output for c in columns]
         if group.main:  # the others' images are in place: each sample job ends when every process is done
             for p in range(min(GRID_PROMPTS, len(data.prompts))):
-                rows.append([_open(Path(c.output) / image_name(p * num_per_prompt)) for c in columns])
+                rows.append([open_image(Path(c.output) / image_name(p * num_per_prompt)) for c in columns])
             report.append(_compatibility(ref, adapter, base.conditioning(), [e.meta for e in chosen], data.prompts,
                                          device, dtype))
         for prepared in (base, *row):
@@ -87,13 +89,6 @@ def transfer(enhancers: list[str], targets: list[str], source: str, output: Path
         image_grid(rows, titles).save(tmp, format="PNG")
     _write_report(output, report)
     return TransferResult(str(output), folders, str(grid_path), report)
-
-
-def _open(path: Path):
-    from PIL import Image
-
-    with Image.open(path) as image:
-        return image.convert("RGB")
 
 
 def _compatibility(ref, adapter, cond, metas, prompts, device, dtype) -> dict:

@@ -85,7 +85,7 @@ def test_nfe_plot_for_several_step_counts(dice, folders, tiny_clip_dir, tmp_path
     from PIL import Image
 
     assert Image.open(tmp_path / "r-nfe.png").size[0] > 200
-    assert json.loads((tmp_path / "r.json").read_text())["plot"] == str(tmp_path / "r-nfe.png")
+    assert json.loads((tmp_path / "r.json").read_text())["plots"] == {"nfe": str(tmp_path / "r-nfe.png")}
 
 
 def test_missing_models_say_how_to_get_them(dice, folders, tmp_path):

@@ -22,14 +22,19 @@ def eval_command(
     aesthetic_clip: Annotated[Optional[str], typer.Option("--aesthetic-clip", help=f"CLIP under the aesthetic predictor (default: {EvalConfig.default('aesthetic_clip')}).")] = None,
     aesthetic_weights: Annotated[Optional[str], typer.Option("--aesthetic-weights", help="LAION aesthetic predictor weights: a .pth/.safetensors path, or REPO_ID:FILE in the hub cache.")] = None,
     output_format: Annotated[ReportFormat, typer.Option("--format", help="What to print: table (Markdown), json or csv.")] = ReportFormat.table,
-    output: Annotated[Optional[str], typer.Option("-o", "--output", help="Write REPORT.json, REPORT.md, REPORT.csv (and REPORT-nfe.png).")] = None,
+    output: Annotated[Optional[str], typer.Option("-o", "--output", help="Write REPORT.json, REPORT.md, REPORT.csv, REPORT.html (the page to look at) and the curves REPORT-nfe.png, REPORT-alpha.png.")] = None,
+    figure: Annotated[Optional[List[str]], typer.Option("--figure", help="A figure to show on REPORT.html (repeat): e.g. from `dice attention` or `dice inspect`.")] = None,
+    page_prompts: Annotated[int, typer.Option("--page-prompts", min=0, help="Prompts shown side by side on REPORT.html.")] = 12,
     device: DeviceOption = "auto",
 ) -> None:
     """FID, CLIP score and aesthetic score of sample folders, as the paper's Table 1 (and Figure 5 across step counts)."""
-    from dicecli.evaluate import check_report_output, csv_text, evaluate, json_text, markdown_table, write_report
+    from dicecli.evaluate import (check_figures, check_report_output, csv_text, evaluate, json_text, markdown_table,
+                                  write_report)
 
+    figures = [Path(f) for f in figure or []]
     if output:
-        check_report_output(Path(output), [Path(f) for f in folders] + ([Path(ref)] if ref else []))
+        check_report_output(Path(output), [Path(f) for f in folders] + ([Path(ref)] if ref else []) + figures)
+    check_figures(figures)
 
     chosen = [m.strip() for m in metrics.split(",") if m.strip()] if metrics else ["clip", "aesthetic"] + (["fid"] if ref else [])
     config = EvalConfig.resolve(None, clip_model=clip_model, aesthetic_clip=aesthetic_clip, fid_features=fid_features.value)
@@ -41,7 +46,7 @@ def eval_command(
     for note in result.notes:
         typer.echo(f"note: {note}", err=True)
     if output:
-        write_report(result, Path(output))
+        write_report(result, Path(output), figures, page_prompts)
     printers = {"table": markdown_table, "json": json_text, "csv": csv_text}
     typer.echo(printers[output_format.value](result), nl=False)
 

@@ -13,10 +13,11 @@ from typing import Annotated, Optional
 import typer
 
 from dicecli.schedulers import SCHEDULERS
-from dicecli.settings import FID_FEATURES, LOSSES, SampleConfig
+from dicecli.settings import ENHANCED_PARTS, FID_FEATURES, LOSSES, SampleConfig
 
 Scheduler = Enum("Scheduler", {name: name for name in SCHEDULERS}, type=str)
 Loss = Enum("Loss", {name: name for name in LOSSES}, type=str)
+EnhancePart = Enum("EnhancePart", {name: name for name in ENHANCED_PARTS}, type=str)
 FidFeatures = Enum("FidFeatures", {name.replace("-", "_"): name for name in FID_FEATURES}, type=str)
 
 
@@ -52,6 +53,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print a machine-readab
 # Enhancers and sampling (`sample`, `transfer`, `enhance`)
 EnhancerOption = Annotated[Optional[str], typer.Option("--enhancer", "-e", help="Enhancer .safetensors from `dice distill`, or the name of one a plug-in ships (docs/plugins.md).")]
 AlphaOption = Annotated[Optional[float], typer.Option("--alpha", help=f"Enhancer strength: c' = c + alpha * E(c, c_neg) {layered(SampleConfig, 'alpha')}.")]
+EnhancePartOption = Annotated[Optional[EnhancePart], typer.Option("--enhance-part", help="Replace only this part of the embedding by the enhanced one: semantic (the prompt's tokens through end-of-text), padding (the rest), or all (default; the paper's Figure 7).")]
 CfgOption = Annotated[float, typer.Option("--cfg", help="Guidance scale: 1 = unguided (one evaluation per step); >1 = CFG (two).")]
 NegativeOption = Annotated[Optional[str], typer.Option("--negative", help="Negative prompt: CFG's, and the enhancer's second input (default: the cache's, else none).")]
 StepsOption = Annotated[Optional[int], typer.Option("--steps", help=f"Sampler steps {layered(SampleConfig, 'steps')}.")]

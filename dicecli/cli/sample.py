@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from dicecli.cli.app import app, devices, notes, report, show_progress
-from dicecli.cli.options import (AlphaOption, CfgOption, DeviceOption, Dtype, DtypeOption, EnhancerOption, HeightOption,
+from dicecli.cli.options import (CfgOption, EnhancePartOption, DeviceOption, Dtype, DtypeOption, EnhancerOption, HeightOption,
                                  JsonOption, NegativeOption, OptionalModel, PerPromptOption, QuietOption,
                                  SampleBatchOption, SchedulerOption, SeedOption, StepsOption, VaeOption, WidthOption,
                                  value)
@@ -20,7 +20,8 @@ def sample_command(
     output: Annotated[Optional[str], typer.Option("-o", "--output", help="Sample folder (default: samples/MODEL-METHOD-cfgW-aA-sN).")] = None,
     model: OptionalModel = None,
     enhancer: EnhancerOption = None,
-    alpha: AlphaOption = None,
+    alpha: Annotated[Optional[str], typer.Option("--alpha", help="Enhancer strength: c' = c + alpha * E(c, c_neg) (default: the recipe's, else 1); several, comma-separated (0,0.5,1,1.5), sample one folder per strength into -o (a sweep `dice eval` plots).")] = None,
+    enhance_part: EnhancePartOption = None,
     cfg: CfgOption = 1.0,
     negative: NegativeOption = None,
     steps: StepsOption = None,
@@ -38,14 +39,22 @@ def sample_command(
     as_json: JsonOption = False,
 ) -> None:
     """Generate images from embeddings or prompts: unguided, CFG, DICE (--enhancer), or DICE + CFG."""
-    from dicecli.sample import prepare_job
+    from dicecli.sample import parse_alphas, prepare_job, sample_alpha_sweep
     from dicecli.sampling import run_job
 
+    alphas = parse_alphas(alpha)
     torch_device, torch_dtype = devices(device, dtype)
-    job = prepare_job(source, model=model, enhancer=enhancer, alpha=alpha, cfg=cfg, negative=negative, steps=steps,
-                      scheduler=value(scheduler), seed=seed, height=height, width=width, num_per_prompt=num_per_prompt,
-                      device=torch_device, dtype=torch_dtype, vae=vae, batch_size=batch_size, note=notes(quiet),
-                      output=Path(output) if output else None)
+    options = dict(model=model, enhancer=enhancer, cfg=cfg, negative=negative, steps=steps, scheduler=value(scheduler),
+                   seed=seed, height=height, width=width, num_per_prompt=num_per_prompt, device=torch_device,
+                   dtype=torch_dtype, vae=vae, batch_size=batch_size, note=notes(quiet), part=value(enhance_part))
+    if alphas is not None and len(alphas) > 1:
+        sweep = sample_alpha_sweep(source, alphas, Path(output) if output else None, progress=show_progress(quiet),
+                                   compile=compile, **options)
+        report(vars(sweep), as_json, f"{sweep.output}: {len(sweep.folders)} sample folders (alpha "
+               f"{', '.join(f'{a:g}' for a in alphas)}), {sweep.generated} images generated, {sweep.skipped} already "
+               f"there; grid {sweep.grid}.", quiet)
+        return
+    job = prepare_job(source, alpha=alphas and alphas[0], output=Path(output) if output else None, **options)
     if compile:
         job.adapter.compile_denoiser(vae_decoder=True)
     result = run_job(job, Path(output) if output else job.settings.default_folder(), batch_size, progress=show_progress(quiet))

@@ -8,7 +8,8 @@ from typing import Annotated, List
 import typer
 
 from dicecli.cli.app import app, devices, notes, report, show_progress
-from dicecli.cli.options import (AlphaOption, CfgOption, DeviceOption, Dtype, DtypeOption, HeightOption, JsonOption,
+from dicecli.cli.options import (AlphaOption, CfgOption, DeviceOption, Dtype, DtypeOption, EnhancePartOption, HeightOption,
+                                 JsonOption,
                                  NegativeOption, PerPromptOption, QuietOption, SampleBatchOption, SchedulerOption,
                                  SeedOption, StepsOption, WidthOption, value)
 from dicecli.errors import UsageError
@@ -20,6 +21,7 @@ def transfer_command(
     to: Annotated[List[str], typer.Option("--to", help="Target model (repeat, or comma-separate): recipe, hub id, folder, .safetensors.")] = ...,
     output: Annotated[str, typer.Option("-o", "--output", help="Folder for the sample folders, grid.png and the compatibility report.")] = ...,
     alpha: AlphaOption = None,
+    enhance_part: EnhancePartOption = None,
     cfg: CfgOption = 1.0,
     negative: NegativeOption = None,
     steps: StepsOption = None,
@@ -47,6 +49,6 @@ def transfer_command(
     result = transfer(paths[:-1], targets, paths[-1], Path(output), alpha=alpha, cfg=cfg,
                       negative=negative, steps=steps, scheduler=value(scheduler), seed=seed, batch_size=batch_size,
                       height=height, width=width, num_per_prompt=num_per_prompt, device=torch_device,
-                      dtype=torch_dtype, progress=show_progress(quiet), note=notes(quiet))
+                      dtype=torch_dtype, progress=show_progress(quiet), note=notes(quiet), part=value(enhance_part))
     report(vars(result), as_json, f"{result.output}: {len(result.folders)} sample folders, grid {result.grid}, "
            f"report {result.output}/compatibility.md.", quiet)

@@ -34,6 +34,18 @@ class TextSpec:
     # so enhanced padding tokens reach the denoiser). Only matters where `mask` is True.
     enhanced_mask: str = "prompt"
     pooled_width: int | None = None  # a pooled embedding that stays the prompt's own
+    # The text encoders whose outputs are concatenated along the width, as (name, width); () for one encoder.
+    sections: tuple[tuple[str, int], ...] = ()
+
+    def width_sections(self) -> list[tuple[str, slice]]:
+        """(name, columns) of each text encoder's part of the embedding width (SDXL: 768 + 1280)."""
+        if not self.sections:
+            return [("", slice(0, self.width))]
+        out, start = [], 0
+        for name, width in self.sections:
+            out.append((name, slice(start, start + width)))
+            start += width
+        return out
 
 
 @dataclass
@@ -70,6 +82,12 @@ class Conditioning:
         return replace(first, **{
             f.name: torch.cat([getattr(i, f.name) for i in items]) for f in fields(first) if getattr(first, f.name) is not None
         })
+
+    def semantic_positions(self) -> torch.Tensor:
+        """[N, T] bool: the prompt's own tokens, from the first through the end-of-text token (under a mask, the
+        masked-in tokens are exactly these); the rest is the padding part (the paper's section 4.3)."""
+        positions = torch.arange(self.prompt_embeds.shape[1], device=self.prompt_embeds.device)
+        return positions[None, :] <= self.eos_index.to(positions.device)[:, None]
 
     def with_embeds(self, prompt_embeds: torch.Tensor) -> "Conditioning":
         """The same conditioning with another token sequence (the enhanced one); pooled embeds stay."""

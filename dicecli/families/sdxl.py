@@ -18,23 +18,26 @@ class SDXLAdapter(FamilyAdapter):
     pipeline_components = ("vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "unet", "scheduler")
     checkpoint_key_prefix = "conditioner.embedders.1."
     single_file_config = "stabilityai/stable-diffusion-xl-base-1.0"
-    single_file_text = TextSpec(tokens=77, width=2048, pooled_width=1280)
+    single_file_text = TextSpec(tokens=77, width=2048, pooled_width=1280,
+                                sections=(("text_encoder", 768), ("text_encoder_2", 1280)))
     single_file_size = 1024
     # The reference recipe for SDXL (paper and its public code): L2, 4,000 updates, 1024 px.
     defaults = {"distill": {"loss": "l2", "steps": 4000, "resolution": 1024}}
 
     @property
     def text(self) -> TextSpec:
-        width = self.text_encoder.config.hidden_size + self.text_encoder_2.config.hidden_size
-        return TextSpec(tokens=self.tokenizer.model_max_length, width=width,
-                        pooled_width=self.text_encoder_2.config.projection_dim)
+        one, two = self.text_encoder.config.hidden_size, self.text_encoder_2.config.hidden_size
+        return TextSpec(tokens=self.tokenizer.model_max_length, width=one + two,
+                        pooled_width=self.text_encoder_2.config.projection_dim,
+                        sections=(("text_encoder", one), ("text_encoder_2", two)))
 
     @classmethod
     def text_from_configs(cls, source) -> TextSpec:
         one, two = read_json(source, "text_encoder/config.json"), read_json(source, "text_encoder_2/config.json")
         tokenizer = read_json(source, "tokenizer/tokenizer_config.json")
         return TextSpec(tokens=int(tokenizer.get("model_max_length", 77)), width=int(one["hidden_size"]) + int(two["hidden_size"]),
-                        pooled_width=int(two["projection_dim"]))
+                        pooled_width=int(two["projection_dim"]),
+                        sections=(("text_encoder", int(one["hidden_size"])), ("text_encoder_2", int(two["hidden_size"]))))
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> EncodedPrompts:

@@ -1,0 +1,72 @@
+"""The paper's analyses of what an enhancer changes, and where (its section 4.3), and trigger words beyond it.
+
+`embeddings` (`dice inspect`): the semantic and padding parts of original vs enhanced embeddings;
+`attention` (`dice attention`): the denoiser's cross-attention maps per token, original vs enhanced;
+`triggers` (`dice trigger`): a suffix of real words whose plain encoding moves the embedding as the enhancer does.
+Partial enhancement and the strength sweep live where sampling does (`dicecli.method`, `dicecli.sample`), and the
+page that shows it all beside `dice eval`'s table in `dicecli.reportpage`. Details: docs/analyses.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    import torch
+
+    from dicecli.enhancer import Enhancer
+    from dicecli.families import Conditioning, FamilyAdapter
+    from dicecli.preparation import InputData, Prepared
+
+
+@dataclass
+class EnhancedPrompts:
+    """Prompts with their original and enhanced conditioning, on the model's device, in float32."""
+
+    prepared: "Prepared"
+    adapter: "FamilyAdapter"
+    enhancer: "Enhancer"
+    cond: "Conditioning"
+    enhanced: "Conditioning"
+    negative: "Conditioning"  # the enhancer's second input
+
+    @property
+    def prompts(self) -> list[str]:
+        return self.prepared.input.prompts
+
+
+def prepare_analysis(data: "InputData", *, enhancer: str, model: str | None, alpha: float | None,
+                     negative: str | None) -> "Prepared":
+    """The analyses' preparation: the same path as `dice sample` and `dice enhance` (`dicecli.preparation`), so the
+    same files are refused in the same sentences; a cache that is already enhanced has no original to compare.
+    Nothing is loaded yet."""
+    from dicecli.errors import UsageError
+    from dicecli.preparation import open_enhancer, prepare
+    from dicecli.settings import SampleConfig
+
+    if alpha is not None:
+        SampleConfig(alpha=alpha).check(None)
+    if data.enhanced_by:
+        raise UsageError(f"{data.name} is already enhanced (with {data.enhanced_by}); give the prompts or the plain "
+                         "cache from `dice encode`, so the original embeddings can be compared.")
+    return prepare(data, model=model, enhancer=open_enhancer(enhancer), alpha=alpha, negative=negative,
+                   needs_model_for="This analysis of prompts")
+
+
+def enhance_prompts(prepared: "Prepared", device: "torch.device", dtype: "torch.dtype",
+                    note: Callable[[str], None] = lambda _: None, components: tuple[str, ...] = ()) -> EnhancedPrompts:
+    """Load the model (the text side, and `components`) and the enhancer; every prompt's c and c' in float32."""
+    import torch
+
+    from dicecli.method import apply_enhancer, check_enhanced
+
+    adapter = prepared.load(device, dtype, note)
+    if components:
+        adapter.require(*components)
+    net = prepared.enhancer.load(device)
+    with torch.no_grad():
+        cond = prepared.conditioning().to(device, torch.float32)
+        negative_cond = prepared.enhancer_negative().to(device, torch.float32)
+        enhanced = check_enhanced(apply_enhancer(net, cond, negative_cond, prepared.alpha), prepared.alpha)
+    return EnhancedPrompts(prepared, adapter, net, cond, enhanced, negative_cond)
