@@ -152,3 +152,21 @@ def short_distill_guidance_error(dice, tmp_path: Path, model: str, steps: int):
     x0 = torch.randn(len(held_out), 4, 16, 16, generator=torch.Generator().manual_seed(5)) * 0.8
     plain, enhanced = guidance_error(adapter, enhancer, x0, cond, adapter.null(), 5.0, seed=7)
     return read_metadata(out), plain, enhanced
+
+
+def family_enhancer_file(family: str, path: Path, scale: float = 0.1) -> Path:
+    """A non-trivial enhancer (seeded random weights) for the tiny model of `family`, saved at `path`."""
+    import torch
+
+    from dicecli.enhancer import Enhancer, save_enhancer
+    from dicecli.families import FAMILIES
+    from dicecli.refs import resolve_model
+
+    text = FAMILIES[family].text_from_configs(resolve_model(f"tiny-{family}").source)
+    torch.manual_seed(0)
+    enhancer = Enhancer.for_text(text)
+    with torch.no_grad():
+        for p in enhancer.parameters():
+            p.normal_(0, scale)
+    save_enhancer(enhancer, path, family=family, tokens=text.tokens, trained_on=f"tiny-{family}")
+    return path
