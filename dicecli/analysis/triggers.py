@@ -66,7 +66,7 @@ def candidate_words(tokenizer) -> tuple[list[int], list[str]]:
         ids.append(index)
         words.append(match.group(1))
     long = [(i, w) for i, w in zip(ids, words) if len(w) >= SHORTEST]
-    if len(long) >= 64:
+    if len(long) >= 16:
         ids, words = [i for i, _ in long], [w for _, w in long]
     if not ids:
         raise UsageError("This model's tokenizer has no whole-word tokens to build trigger words from.")

@@ -5,6 +5,7 @@
                                                         # returns, with the distill folder's logs in it)
     python scripts/toy/write_report.py --import-rebuild DIR   # first store a rebuild check (run_gpu.sh rebuild)
     python scripts/toy/write_report.py --import-null-share DIR   # first store the null-share runs (run_gpu.sh ablate)
+    python scripts/toy/write_report.py --import-analyses DIR   # first store the analyses (scripts/toy/analyses.py)
 
 Importing computes the toy FID of every setting (clean-fid's Fréchet distance between the evaluator's
 features of the samples and of ground-truth renders of the same prompts) from DIR/toy-features-*.npz
@@ -35,6 +36,7 @@ BUILD_EVALUATOR = RESULTS / f"build-evaluator-{TAG}.json"
 REBUILD = RESULTS / f"rebuild-{TAG}.json"  # run_gpu.sh rebuild: the model built again, Table 1 on it
 NULL_SHARE = RESULTS / f"null-share-{TAG}.json"  # run_gpu.sh ablate DISTILL null0.2 null0.5 null1
 ABLATION_SHORT = RESULTS / f"ablation-1000-steps-{TAG}.json"  # the first ablation: every run stopped at 1,000 steps
+ANALYSES = RESULTS / "analyses-h200-2026-12-01.json"  # scripts/toy/analyses.py: parts, strength, trigger words
 ENHANCER_PARAMETERS = 1_312_000  # Enhancer.for_text at D = 256 (tests/test_toy_model.py checks it)
 # enhancer file, `dice distill` options beyond the toy recipe's (scripts/toy/run_gpu.sh RUNS), run it came from
 ABLATION = {"lr1e-3": ("--lr 1e-3 (the toy recipe's; constant)", "lr1e-3"),
@@ -112,6 +114,121 @@ def import_rebuild(run: Path) -> None:
     build = json.loads((run / "build-model.json").read_text())
     REBUILD.write_text(json.dumps({"device": report["device"], "build": build, "rows": rows}, indent=1) + "\n")
     print(REBUILD)
+
+
+def import_analyses(run: Path) -> None:
+    if not (run / "analyses.json").is_file():
+        raise SystemExit(f"{run} holds no analyses.json; give the folder scripts/toy/analyses.py wrote.")
+    report = json.loads((run / "analyses.json").read_text())
+    with np.load(run / "features.npz") as f:
+        features = {k: f[k] for k in f.files}
+    for row in report["rows"]:
+        row["toy_fid"] = toy_fid(features[row["name"]], features["truth"])
+    ANALYSES.write_text(json.dumps(report, indent=1) + "\n")
+    shutil.copyfile(run / "parts.png", DOCS / "toyworld-parts.png")
+    shutil.copyfile(run / "attention.png", DOCS / "toyworld-attention.png")
+    print(ANALYSES)
+
+
+def analyses_section(w) -> None:
+    """What the enhancer changes (the paper's section 4.3), the strength curve, and trigger words."""
+    a = json.loads(ANALYSES.read_text())
+    rows = {r["name"]: r for r in a["rows"]}
+    low, dice = rows["unguided"]["alignment"], rows["dice-all"]["alignment"]
+
+    def gain(name: str) -> float:
+        return (rows[name]["alignment"] - low) / (dice - low)
+
+    inspect = {s["part"]: s for s in a["inspect"]}
+    w("## What the enhancer changes\n")
+    w(f"The shipped reference enhancer (`--enhancer toy`) on the {a['prompts']:,} held-out-pair prompts, measured "
+      "with `dice inspect`, `dice sample --enhance-part` and `--alpha` sweeps, `dice attention` and `dice trigger` "
+      f"(`scripts/toy/analyses.py`, {a['device']}; Table 1's setting). The paper's SD1.5 figures are beside ours.\n")
+    w("| part | cosine (original, enhanced) | paper, SD1.5 | relative change \\|c' − c\\| / \\|c\\| |")
+    w("|---|---:|---:|---:|")
+    paper = {"semantic": "0.75 ± 0.05", "padding": "0.23 ± 0.02"}
+    for part in ("semantic", "padding"):
+        s = inspect[part]
+        w(f"| {part} | {s['cosine_mean']:.2f} ± {s['cosine_std']:.2f} | {paper[part]} | "
+          f"{s['change_mean']:.2f} ± {s['change_std']:.2f} |")
+    w("")
+    rewrites_semantic = inspect["semantic"]["cosine_mean"] < inspect["padding"]["cosine_mean"]
+    w(claim(rewrites_semantic,
+            "Here the enhancer rewrites the semantic part more than the padding, the reverse of the paper's SD1.5, "
+            "and both far more than there (the change is larger than the embedding itself). ",
+            "As in the paper, the enhancer rewrites the padding more than the semantic part. ")
+      + "The toy text encoder was trained only to state a caption's attributes, and its token states are not "
+      "CLIP's; why its enhancer spreads the change this way was not measured further.\n")
+    w("**Partial enhancement** (the paper's Figure 7): only one part of c replaced by c''s.\n")
+    w("| setting | alignment | share of DICE's gain | toy FID |")
+    w("|---|---:|---:|---:|")
+    for name, title in (("unguided", "Unguided"), ("dice-semantic", "DICE, semantic part only"),
+                        ("dice-padding", "DICE, padding part only"), ("dice-all", "DICE (all)"),
+                        ("cfg5", "CFG w = 5 (40 NFE)")):
+        w(f"| {title} | {pct(rows[name]['alignment'])} | {100 * gain(name):.0f} % | {rows[name]['toy_fid']:.2f} |")
+    w("")
+    padding_more = gain("dice-padding") > gain("dice-semantic")
+    w(claim(padding_more,
+            f"The padding part alone carries {100 * gain('dice-padding'):.0f} % of DICE's gain and the semantic part "
+            f"alone {100 * gain('dice-semantic'):.0f} %: the padding does more of the work, as the paper finds, ",
+            f"The semantic part alone carries {100 * gain('dice-semantic'):.0f} % of DICE's gain and the padding part "
+            f"alone {100 * gain('dice-padding'):.0f} %: unlike the paper, the semantic part does more of the work, ")
+      + "but neither alone gives the whole effect (their shares add up to "
+      f"{100 * (gain('dice-padding') + gain('dice-semantic')):.0f} %)."
+      + (" Although the enhancer changes the semantic part more (above), the denoiser responds more to what it "
+         "writes into the padding." if rewrites_semantic and padding_more else "") + "\n")
+    w("![partial enhancement](toyworld-parts.png)\n")
+    w("Columns: " + ", ".join(a["grid_columns"]) + "; rows: the first six held-out-pair prompts.\n")
+
+    w("**Strength** from 0 (the unguided model: c' = c) to 2, with toy FID:\n")
+    curve = [(0.0, rows["unguided"]), (1.0, rows["dice-all"])] + [
+        (r["alpha"], r) for n, r in rows.items() if n.startswith("dice-alpha")]
+    curve.sort(key=lambda item: item[0])
+    w("| alpha | " + " | ".join(f"{x:g}" for x, _ in curve) + " |")
+    w("|---|" + "---:|" * len(curve))
+    w("| alignment | " + " | ".join(pct(r["alignment"]) for _, r in curve) + " |")
+    w("| toy FID | " + " | ".join(f"{r['toy_fid']:.1f}" for _, r in curve) + " |")
+    w("")
+    best = max(curve, key=lambda item: item[1]["alignment"])
+    best_fid = min(curve, key=lambda item: item[1]["toy_fid"])
+    w(f"Alignment peaks at alpha {best[0]:g} and toy FID is lowest at alpha {best_fid[0]:g}.\n")
+
+    w("**Cross-attention maps** (the paper's Figure 9; `dice attention`): the UNet decoder's maps per word of "
+      f"\"{a['attention']['prompt']}\", original and enhanced, at steps {', '.join(map(str, a['attention']['steps']))} "
+      f"of 20 ({a['attention']['grid'][0]} × {a['attention']['grid'][1]}, the layers closest to 1/16 of the image "
+      "side).\n")
+    w("![attention maps](toyworld-attention.png)\n")
+
+    triggers = a["triggers"]
+    w("## Trigger words\n")
+    w(f"`dice trigger` searched one universal suffix on {a['search_prompts']} training captions (never the "
+      f"evaluation prompts) among the toy vocabulary's {a['candidate_words']} whole words, for up to "
+      f"{a['iterations']} iterations of {a['top_k']} gradient-ranked swaps per position; the suffix was appended "
+      "to the held-out prompts and sampled unguided (scored against what the original prompt states). Distance: "
+      "the relative squared distance to the enhanced embedding (1 = the plain prompt). Target: the suffix "
+      "recovers at least 50 % of DICE's gain over unguided.\n")
+    w("| words | suffix | distance, search prompts | distance, held-out | alignment | share of DICE's gain | "
+      "random words instead |")
+    w("|---:|---|---:|---:|---:|---:|---:|")
+    for t in triggers:
+        share = (t["alignment"] - low) / (dice - low)
+        w(f"| {t['length']} | {t['suffix']} | {t['search_distance']:.3f} | {t['held_out_distance']:.3f} | "
+          f"{pct(t['alignment'])} | {100 * share:.0f} % | {pct(t['random_alignment'])} ({t['random_suffix']}) |")
+    w("")
+    best_share = max((t["alignment"] - low) / (dice - low) for t in triggers)
+    closest = min(t["search_distance"] for t in triggers)
+    w(claim(best_share >= 0.5, f"**Target met**: a suffix recovers {100 * best_share:.0f} % of DICE's gain.",
+            f"**Target missed**: the best suffix recovers {100 * best_share:.0f} % of DICE's gain (unguided "
+            f"{pct(low)}, DICE {pct(dice)}).")
+      + " Why, from these numbers: the search lowers the distance to the enhanced embedding to "
+      f"{closest:.3f} at best, that is by {100 * (1 - closest):.1f} %, because c' lies further from c than c's own "
+      f"size (relative change {inspect['semantic']['change_mean']:.2f} semantic, "
+      f"{inspect['padding']['change_mean']:.2f} padding) while a plain sentence encodes to states the text encoder "
+      "was trained to produce; and every candidate word is one the world's captions use, so a suffix states "
+      "colours, shapes or places that compete with the prompt's (random words cost up to "
+      f"{100 * max(low - t['random_alignment'] for t in triggers):.1f} points). On real models, with 49,408 "
+      "CLIP words and an enhancer that moves mostly the padding (the paper's cosines), the same search has more to "
+      "work with; it was not run on one here (no weights can be downloaded).\n")
 
 
 # -- the formulas ---------------------------------------------------------------------------------
@@ -505,6 +622,9 @@ def write() -> str:
       + "80 % would need a model whose text conditioning steers further (the paper measures 79.6 % on SD1.5 and "
       "85.6 % on SDXL). The evaluator was not changed to fit the method.\n")
 
+    if ANALYSES.exists():
+        analyses_section(w)
+
     w("## Samples\n")
     w("First prompts of the held-out-pairs set; columns: a ground-truth render, then Table 1's settings.\n")
     w("![samples](toyworld-grid.png)\n")
@@ -557,6 +677,7 @@ def main() -> None:
     parser.add_argument("--import", dest="run", type=Path, default=None)
     parser.add_argument("--import-rebuild", dest="rebuild", type=Path, default=None)
     parser.add_argument("--import-null-share", dest="null_share", type=Path, default=None)
+    parser.add_argument("--import-analyses", dest="analyses", type=Path, default=None)
     args = parser.parse_args()
     DOCS.mkdir(exist_ok=True)
     if args.run:
@@ -565,6 +686,8 @@ def main() -> None:
         import_rebuild(args.rebuild)
     if args.null_share:
         import_null_share(args.null_share)
+    if args.analyses:
+        import_analyses(args.analyses)
     (DOCS / "toyworld.md").write_text(write())
     print(DOCS / "toyworld.md")
 
