@@ -8,7 +8,8 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "dicecli"
 COMMAND_MODULES = {"dicecli.encode", "dicecli.distill", "dicecli.enhance", "dicecli.sample", "dicecli.transfer",
-                   "dicecli.evaluate"}
+                   "dicecli.evaluate", "dicecli.analysis.embeddings", "dicecli.analysis.attention",
+                   "dicecli.analysis.triggers"}
 
 
 def modules() -> dict[str, Path]:
@@ -91,4 +92,7 @@ def test_the_enhancer_is_called_only_by_apply_enhancer(dice, prompts_file, enhan
     data = tmp_path / "s"  # a sample folder is distillation data
     assert dice("distill", "--model", "tiny-sd15", "--data", data, "--steps", "2", "--batch-size", "2",
                 "--checkpoint-every", "2", "--work-dir", tmp_path / "w", "-o", tmp_path / "d.safetensors").code == 0
+    assert dice("inspect", enhancer_file, prompts_file).code == 0
+    assert dice("attention", enhancer_file, "a red cat", "--steps", "2", "-o", tmp_path / "maps.png").code == 0
+    assert dice("trigger", enhancer_file, prompts_file, "--length", "1", "--iterations", "1", "--top-k", "2").code == 0
     assert callers == {"dicecli.method.apply_enhancer"}, callers
