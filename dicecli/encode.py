@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import shutil
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from dicecli import distributed, faults
 from dicecli.cache import EMBEDDINGS_FORMAT, CacheWriter, EmbeddingCache, new_header, storage_dtype, write_cache
 from dicecli.errors import IncompatibleError, UsageError
 from dicecli.families import load_adapter
-from dicecli.files import (STDIO, atomic_path, check_output, check_writable, main_lock, remove_stale_temporaries,
+from dicecli.files import (STDIO, check_output, check_writable, main_lock, remove_stale_temporaries,
                            stream_to_stdout)
 from dicecli.prompts import unique
 from dicecli.refs import ModelRef

@@ -12,7 +12,7 @@ import torch
 from dicecli import distributed, faults
 from dicecli.cache import EMBEDDINGS_FORMAT, CacheWriter, new_header, storage_dtype, write_cache
 from dicecli.files import STDIO, check_output, check_writable, main_lock, stream_to_stdout
-from dicecli.method import apply_enhancer, check_enhanced
+from dicecli.method import enhance_conditioning
 from dicecli.preparation import open_enhancer, prepare, read_input
 from dicecli.settings import SampleConfig
 
@@ -69,10 +69,8 @@ def enhance(source: str, output: str, enhancer: str, *, model: str | None, alpha
 
     def fill(writer: CacheWriter, start: int, stop: int):
         for batch, batch_cond in prepared.batches(batch_size, start, stop):
-            with torch.no_grad():
-                enhanced = apply_enhancer(net, batch_cond.to(device, torch.float32), negative_fp32, made_by.alpha,
-                                          made_by.part)
-            writer.append(batch, check_enhanced(enhanced, made_by.alpha, storage))
+            writer.append(batch, enhance_conditioning(net, batch_cond.to(device, torch.float32), negative_fp32,
+                                                      made_by.alpha, made_by.part, storage))
             faults.point("enhance.batch")
             yield len(batch)
 

@@ -51,6 +51,19 @@ class ModelSource(ABC):
 
 
 @dataclass(frozen=True)
+class PipelineSource(ModelSource):
+    """A pipeline object already in memory (the Python API): every component is there, nothing is loaded."""
+
+    location: str
+
+    def load(self, pipeline_class, **kwargs):
+        raise UsageError(f"The pipeline {self.location} lacks a component dicecli needs; give a complete pipeline.")
+
+    def config_file(self, name: str) -> Path:
+        raise UsageError(f"The pipeline {self.location} is in memory; its config files are not read.")
+
+
+@dataclass(frozen=True)
 class FolderSource(ModelSource):
     """A local diffusers folder (model_index.json and one folder per component)."""
 

@@ -43,6 +43,14 @@ def apply_enhancer(enhancer: Enhancer, cond: Conditioning, negative: Conditionin
     return enhanced
 
 
+def enhance_conditioning(enhancer: Enhancer, cond: Conditioning, negative: Conditioning, alpha: float = 1.0,
+                         part: str = "all", dtype: torch.dtype | None = None) -> Conditioning:
+    """c' for sampling (`dice sample`, `dice transfer`, the Python API): `apply_enhancer` without gradients, refused in
+    one sentence when it is not finite in `dtype`."""
+    with torch.no_grad():
+        return check_enhanced(apply_enhancer(enhancer, cond, negative, alpha, part), alpha, dtype)
+
+
 def check_enhanced(enhanced: Conditioning, alpha: float, dtype: torch.dtype | None = None) -> Conditioning:
     """Enhanced embeddings that are not finite (in `dtype`, where they go next) would sample black images or
     write a NaN cache with exit 0: a strength far too large is refused in one sentence instead."""

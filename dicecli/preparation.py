@@ -168,9 +168,10 @@ class Prepared:
         fingerprint = self.adapter.text_encoder_fingerprint()
         if cached not in (None, fingerprint):
             note(other_text_encoder(f"the embeddings in {self.input.name}", self.input.attrs["model"], self.ref.given))
-        if recorded not in (None, fingerprint):
-            note(other_text_encoder(f"enhancer {self.enhancer.name}", self.enhancer.meta.get("trained_on"),
-                                    self.ref.given))
+        if self.enhancer is not None:
+            said = enhancer_note(self.enhancer, self.adapter, self.ref.given)
+            if said:
+                note(said)
         return self.adapter
 
     # -- conditioning -------------------------------------------------------------------
@@ -203,6 +204,15 @@ class Prepared:
         if not self.negative:
             return self.adapter.unconditional("")
         return self.enhancer_negative()
+
+
+def enhancer_note(enhancer: EnhancerChoice, adapter: "FamilyAdapter", model: str) -> str | None:
+    """The text-encoder policy's note for an enhancer trained on another model of the family (None: the same
+    text encoder, or the enhancer does not say)."""
+    recorded = enhancer.meta.get("text_encoder_fingerprint")
+    if recorded is None or recorded == adapter.text_encoder_fingerprint():
+        return None
+    return other_text_encoder(f"enhancer {enhancer.name}", enhancer.meta.get("trained_on"), model)
 
 
 def other_text_encoder(what: str, made_with: str | None, model: str) -> str:

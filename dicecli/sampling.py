@@ -17,7 +17,7 @@ from dicecli import distributed, faults
 from dicecli.errors import DamagedError, UsageError
 from dicecli.families import Conditioning, FamilyAdapter, adapter_class
 from dicecli.files import check_output, main_lock, sha256_of
-from dicecli.method import apply_enhancer, check_enhanced
+from dicecli.method import enhance_conditioning
 from dicecli.samplefolder import (SampleSettings, open_for_writing, read_done, read_metadata_parts, remove_metadata_parts,
                                   save_image,
                                   write_metadata, write_metadata_part)
@@ -130,9 +130,7 @@ def make_job(prepared: "Prepared", *, cfg: float, steps: int | None, scheduler: 
     cond = prepared.conditioning()
     if prepared.enhancer is not None:
         net = enhancer or prepared.enhancer.load(device)
-        with torch.no_grad():
-            cond = check_enhanced(apply_enhancer(net, cond, prepared.enhancer_negative(), prepared.alpha, prepared.part),
-                                  prepared.alpha, dtype)
+        cond = enhance_conditioning(net, cond, prepared.enhancer_negative(), prepared.alpha, prepared.part, dtype)
     made_by = prepared.provenance
     settings = SampleSettings(
         model=ref.given, family=ref.family, enhancer=made_by and made_by.enhancer,

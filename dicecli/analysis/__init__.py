@@ -10,6 +10,7 @@ page that shows it all beside `dice eval`'s table in `dicecli.reportpage`. Detai
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
@@ -37,10 +38,12 @@ class EnhancedPrompts:
 
 
 def prepare_analysis(data: "InputData", *, enhancer: str, model: str | None, alpha: float | None,
-                     negative: str | None) -> "Prepared":
+                     negative: str | None, outputs: list[Path] = ()) -> "Prepared":
     """The analyses' preparation: the same path as `dice sample` and `dice enhance` (`dicecli.preparation`), so the
     same files are refused in the same sentences; a cache that is already enhanced has no original to compare.
-    Nothing is loaded yet."""
+    `outputs` must be writable and replace none of the inputs. Nothing is loaded yet."""
+    from dicecli.files import check_output, check_writable
+
     from dicecli.errors import UsageError
     from dicecli.preparation import open_enhancer, prepare
     from dicecli.settings import SampleConfig
@@ -50,8 +53,18 @@ def prepare_analysis(data: "InputData", *, enhancer: str, model: str | None, alp
     if data.enhanced_by:
         raise UsageError(f"{data.name} is already enhanced (with {data.enhanced_by}); give the prompts or the plain "
                          "cache from `dice encode`, so the original embeddings can be compared.")
-    return prepare(data, model=model, enhancer=open_enhancer(enhancer), alpha=alpha, negative=negative,
-                   needs_model_for="This analysis of prompts")
+    for path in outputs:
+        check_writable(path)
+    prepared = prepare(data, model=model, enhancer=open_enhancer(enhancer), alpha=alpha, negative=negative,
+                       needs_model_for="This analysis of prompts")
+    for path in outputs:
+        check_output(path, prepared.input_paths)
+    return prepared
+
+
+def output_paths(base: "Path | None", suffixes: tuple[str, ...]) -> list[Path]:
+    """BASE + each suffix (none without BASE): an analysis writes its files beside each other."""
+    return [base.with_name(base.name + suffix) for suffix in suffixes] if base else []
 
 
 def enhance_prompts(prepared: "Prepared", device: "torch.device", dtype: "torch.dtype",
@@ -59,7 +72,7 @@ def enhance_prompts(prepared: "Prepared", device: "torch.device", dtype: "torch.
     """Load the model (the text side, and `components`) and the enhancer; every prompt's c and c' in float32."""
     import torch
 
-    from dicecli.method import apply_enhancer, check_enhanced
+    from dicecli.method import enhance_conditioning
 
     adapter = prepared.load(device, dtype, note)
     if components:
@@ -68,5 +81,5 @@ def enhance_prompts(prepared: "Prepared", device: "torch.device", dtype: "torch.
     with torch.no_grad():
         cond = prepared.conditioning().to(device, torch.float32)
         negative_cond = prepared.enhancer_negative().to(device, torch.float32)
-        enhanced = check_enhanced(apply_enhancer(net, cond, negative_cond, prepared.alpha), prepared.alpha)
+    enhanced = enhance_conditioning(net, cond, negative_cond, prepared.alpha)
     return EnhancedPrompts(prepared, adapter, net, cond, enhanced, negative_cond)

@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw
 
 from dicecli.analysis import enhance_prompts, prepare_analysis
 from dicecli.errors import UsageError
-from dicecli.files import atomic_path, check_output, check_writable
+from dicecli.files import atomic_path
 from dicecli.preparation import InputData
 from dicecli.sampling import check_seeds, generate, make_scheduler
 from dicecli.settings import SampleConfig
@@ -184,12 +184,8 @@ def attention_maps(enhancer: str, prompt: str, output: Path, *, model: str | Non
                  steps=1 if steps is None else steps).check(None)
     check_seeds(seed, 1)
     sidecar = output.with_name(output.name + ".json")
-    for path in (output, sidecar):
-        check_writable(path)
     prepared = prepare_analysis(InputData("PROMPT", None, [prompt]), enhancer=enhancer, model=model, alpha=alpha,
-                                negative=negative)
-    for path in (output, sidecar):
-        check_output(path, prepared.input_paths)
+                                negative=negative, outputs=[output, sidecar])
     ref = prepared.ref
     chosen = SampleConfig.resolve(ref.family, ref.recipe, steps=steps, scheduler=scheduler, cfg=cfg, height=height,
                                   width=width)

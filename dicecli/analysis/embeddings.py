@@ -21,8 +21,8 @@ from typing import Callable
 
 import torch
 
-from dicecli.analysis import EnhancedPrompts, enhance_prompts, prepare_analysis
-from dicecli.files import atomic_path, check_output, check_writable
+from dicecli.analysis import EnhancedPrompts, enhance_prompts, output_paths, prepare_analysis
+from dicecli.files import atomic_path
 from dicecli.preparation import read_input
 
 PARTS = ("semantic", "padding")
@@ -111,12 +111,9 @@ def inspect_enhancer(enhancer: str, source: str, output: Path | None, *, model: 
                      note: Callable[[str], None] = lambda _: None) -> InspectReport:
     """Compare original and enhanced embeddings of every prompt of SOURCE; write OUTPUT.json, .csv, -positions.csv
     and .png when OUTPUT is given."""
-    paths = [output.with_name(output.name + s) for s in SUFFIXES] if output else []
-    for path in paths:
-        check_writable(path)
-    prepared = prepare_analysis(read_input(source), enhancer=enhancer, model=model, alpha=alpha, negative=negative)
-    for path in paths:
-        check_output(path, prepared.input_paths)
+    paths = output_paths(output, SUFFIXES)
+    prepared = prepare_analysis(read_input(source), enhancer=enhancer, model=model, alpha=alpha, negative=negative,
+                                outputs=paths)
     prepared_data = enhance_prompts(prepared, device, dtype, note)
     per_prompt, positions, summary = analyse(prepared_data)
     pooled = None

@@ -28,10 +28,10 @@ from typing import Callable
 
 import torch
 
-from dicecli.analysis import EnhancedPrompts, enhance_prompts, prepare_analysis
+from dicecli.analysis import EnhancedPrompts, enhance_prompts, output_paths, prepare_analysis
 from dicecli.errors import UsageError
 from dicecli.families import Conditioning
-from dicecli.files import atomic_path, check_output, check_writable
+from dicecli.files import atomic_path
 from dicecli.preparation import read_input
 
 WORD = re.compile(r"^(?:▁)?([a-z]+)(?:</w>)?$")  # CLIP's "word</w>", T5's "▁word": whole lower-case words
@@ -175,12 +175,9 @@ def find_triggers(enhancer: str, source: str, output: Path | None, *, model: str
     suffix: a prompts file for `dice sample`, with no enhancer) when OUTPUT is given."""
     if length < 1 or iterations < 0 or top_k < 1:
         raise UsageError("--length and --top-k must be at least 1 and --iterations at least 0.")
-    paths = [output.with_name(output.name + s) for s in (".json", ".txt")] if output else []
-    for path in paths:
-        check_writable(path)
-    prepared = prepare_analysis(read_input(source), enhancer=enhancer, model=model, alpha=alpha, negative=negative)
-    for path in paths:
-        check_output(path, prepared.input_paths)
+    paths = output_paths(output, (".json", ".txt"))
+    prepared = prepare_analysis(read_input(source), enhancer=enhancer, model=model, alpha=alpha, negative=negative,
+                                outputs=paths)
     data = enhance_prompts(prepared, device, dtype, note)
     tokenizer = data.adapter.tokenizer
     ids, words = candidate_words(tokenizer)

@@ -24,7 +24,8 @@ class ModelSpec(Protocol):
 
 FAMILIES: dict[str, type[FamilyAdapter]] = {adapter.family: adapter for adapter in (SD15Adapter, SDXLAdapter, PixArtAdapter)}
 
-__all__ = ["FAMILIES", "Conditioning", "EncodedPrompts", "FamilyAdapter", "ModelSpec", "TextSpec", "adapter_class", "load_adapter"]
+__all__ = ["FAMILIES", "Conditioning", "EncodedPrompts", "FamilyAdapter", "ModelSpec", "TextSpec", "adapter_class",
+           "adapter_for_pipeline", "load_adapter"]
 
 
 def adapter_class(family: str, given: str = "") -> type[FamilyAdapter]:
@@ -46,6 +47,26 @@ def load_adapter(ref: ModelSpec, device: torch.device, dtype: torch.dtype) -> Fa
 
 def family_of_pipeline(class_name: str) -> str | None:
     return next((f for f, cls in FAMILIES.items() if cls.pipeline_class_name == class_name), None)
+
+
+def adapter_for_pipeline(pipe) -> FamilyAdapter:
+    """The family adapter around a diffusers pipeline object's own components (nothing is loaded or copied)."""
+    from dicecli.loading import PipelineSource
+
+    name = type(pipe).__name__
+    family = next((f for f, cls in FAMILIES.items() if name in cls.attachable_pipelines), None)
+    if family is None:
+        supported = ", ".join(p for cls in FAMILIES.values() for p in cls.attachable_pipelines)
+        raise UsageError(f"{name} is not a pipeline dicecli can attach an enhancer to; use one of {supported}.")
+    cls = FAMILIES[family]
+    label = getattr(pipe, "name_or_path", None) or name
+    components = Components(PipelineSource(label), cls.pipeline_class_name, cls.all_components, pipe.device, pipe.dtype,
+                            name=label, family=family)
+    for part in cls.all_components:
+        if hasattr(pipe, part):
+            components[part] = getattr(pipe, part)
+    components.pipeline_config = {k: v for k, v in pipe.config.items() if not k.startswith("_")}
+    return cls(components)
 
 
 def family_of_checkpoint(keys: set[str]) -> str | None:

@@ -121,6 +121,10 @@ class FamilyAdapter(ABC):
     load_kwargs: ClassVar[dict] = {}  # extra from_pretrained arguments
     min_sampling_steps: ClassVar[int] = 1  # fewer than the family's pipeline can sample with
     min_sampling_steps_reason: ClassVar[str] = ""
+    # Pipelines an enhancer can be attached to (`dicecli.api.attach`: their `encode_prompt` is the family's), and
+    # where `encode_prompt` returns the prompt's embeddings (and its attention mask or pooled embedding).
+    attachable_pipelines: ClassVar[tuple[str, ...]] = ()
+    encode_prompt_outputs: ClassVar[dict[str, int]] = {"prompt_embeds": 0}
     # The family's tiny random-weight model (`tiny-FAMILY`, built on first use): `tiny_pipeline()` returns the
     # diffusers pipeline, `tiny_version` is bumped when it changes so that stale copies are rebuilt.
     tiny_version: ClassVar[int] = 1

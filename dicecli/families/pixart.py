@@ -25,6 +25,8 @@ class PixArtAdapter(FamilyAdapter):
     family = "pixart"
     pipeline_class_name = "PixArtAlphaPipeline"
     denoiser_name = "transformer"
+    attachable_pipelines = ("PixArtAlphaPipeline",)
+    encode_prompt_outputs = {"prompt_embeds": 0, "attention_mask": 1}
     text_components = ("tokenizer", "text_encoder")
     all_components = ("tokenizer", "text_encoder", "vae", "transformer", "scheduler")
     pipeline_components = all_components

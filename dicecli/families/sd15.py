@@ -12,6 +12,8 @@ class SD15Adapter(FamilyAdapter):
     family = "sd15"
     pipeline_class_name = "StableDiffusionPipeline"
     denoiser_name = "unet"
+    attachable_pipelines = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline")
+    encode_prompt_outputs = {"prompt_embeds": 0}
     text_components = ("tokenizer", "text_encoder")
     all_components = ("tokenizer", "text_encoder", "unet", "vae", "scheduler", "safety_checker", "feature_extractor")
     pipeline_components = ("vae", "text_encoder", "tokenizer", "unet", "scheduler")
