@@ -361,3 +361,24 @@ def test_the_page_in_a_real_browser(report_page, tmp_path):
     assert len(images) == 20 and all(done and width > 0 for done, width in images)
     shot = np.asarray(Image.open(tmp_path / "shot.png").convert("L"), dtype=float)
     assert shot.std() > 10 and shot.shape[0] > 600
+
+
+def test_the_maps_come_from_the_papers_resolution():
+    """SD1.5 at 512 px: the decoder's 32 x 32 layers (of 16, 32 and 64); SDXL at 1024 px: its 64 x 64 ones (of 32, 64);
+    a transformer: its one grid."""
+    from dicecli.analysis.attention import AttentionCapture, resolution_maps
+
+    def captured(latent: int, sides: dict[str, int]) -> AttentionCapture:
+        capture = AttentionCapture(torch.nn.Identity(), list(sides), [1], cfg=False)
+        capture.latent_size = (latent, latent)
+        capture.maps = {(1, layer): torch.rand(1, side * side, 77) for layer, side in sides.items()}
+        return capture
+
+    sd15 = {"up_blocks.1.a.attn2": 16, "up_blocks.2.a.attn2": 32, "up_blocks.2.b.attn2": 32, "up_blocks.3.a.attn2": 64}
+    maps, grid, used = resolution_maps(captured(64, sd15), list(sd15), 512, 512, unet=True)
+    assert grid == (32, 32) and used == ["up_blocks.2.a.attn2", "up_blocks.2.b.attn2"] and maps[1].shape == (32, 32, 77)
+    sdxl = {"up_blocks.0.a.attn2": 32, "up_blocks.1.a.attn2": 64}
+    assert resolution_maps(captured(128, sdxl), list(sdxl), 1024, 1024, unet=True)[1] == (64, 64)
+    pixart = {f"transformer_blocks.{i}.attn2": 64 for i in range(3)}
+    _, grid, used = resolution_maps(captured(128, pixart), list(pixart), 1024, 1024, unet=False)
+    assert grid == (64, 64) and len(used) == 3

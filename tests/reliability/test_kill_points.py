@@ -38,6 +38,7 @@ torch.set_num_threads(1)
 import diffusers, transformers  # noqa: F401  (the imports every run needs, paid once)
 from dicecli.cli import main
 import dicecli.encode, dicecli.enhance, dicecli.sample, dicecli.distill, dicecli.transfer, dicecli.evaluate  # noqa
+import dicecli.analysis.embeddings, dicecli.analysis.attention, dicecli.analysis.triggers, dicecli.reportpage  # noqa
 import tempfile
 # Warm-up: a real command in this process imports what diffusers and transformers load lazily
 # (single-threaded, so no thread pool exists to be lost by forking).
@@ -119,10 +120,18 @@ COMMANDS = {
     "distill": ["distill", "--model", "tiny-sd15", "--data", "images", "--steps", "6", "--checkpoint-every", "2",
                 "--batch-size", "2", "--no-validate", "--work-dir", "work", "-o", "trained.safetensors"],
     "eval": ["eval", "given", "--ref", "given", "--metrics", "fid", "--fid-features", "tiny-random", "-o", "report"],
+    "sweep": ["sample", "prompts.txt", "--enhancer", "enhancer.safetensors", "--alpha", "0,1", "--steps", "2",
+              "--batch-size", "2", "-o", "sweep"],
+    "inspect": ["inspect", "enhancer.safetensors", "prompts.txt", "-o", "insp"],
+    "attention": ["attention", "enhancer.safetensors", "a red cat", "--steps", "3", "-o", "maps.png"],
+    "trigger": ["trigger", "enhancer.safetensors", "prompts.txt", "--length", "2", "--iterations", "2", "--top-k", "4",
+                "-o", "trig"],
 }
 ARTIFACTS = {"encode": ["out.h5"], "encode-append": ["old.h5"], "latents": ["latents.h5"], "enhance": ["enhanced.h5"],
              "sample": ["samples"], "transfer": ["transfer"], "distill": ["trained.safetensors", "work"],
-             "eval": ["report.json", "report.md", "report.csv"]}
+             "eval": ["report.json", "report.md", "report.csv", "report.html"], "sweep": ["sweep"],
+             "inspect": ["insp.json", "insp.csv", "insp-positions.csv", "insp.png"], "attention": ["maps.png", "maps.png.json"],
+             "trigger": ["trig.json", "trig.txt"]}
 RERUN_EXTRA = {"distill": ["--resume"]}  # a killed distillation continues from its checkpoint
 WORK_DIRS = {"distill": "work"}
 # The other families, at the points where they differ most: appending to a cache, sampling, checkpointing.
@@ -140,7 +149,7 @@ for family in ("sdxl", "pixart"):
     RERUN_EXTRA[f"{family}-distill"] = ["--resume"]
     WORK_DIRS[f"{family}-distill"] = f"work-{family}"
 
-# (command, point, signal) on tiny-sd15: 26 SIGKILL points and 7 SIGINT points
+# (command, point, signal) on tiny-sd15: 32 SIGKILL points and 8 SIGINT points
 CASES = [
     ("encode", "start", "KILL"), ("encode", "encode.batch@2", "KILL"), ("encode", "write:out.h5", "KILL"),
     ("encode-append", "encode.batch@1", "KILL"), ("encode-append", "encode.batch@3", "KILL"),
@@ -158,6 +167,10 @@ CASES = [
     ("encode-append", "encode.batch@2", "INT"), ("latents", "write:latents.h5", "INT"),
     ("enhance", "write:enhanced.h5", "INT"), ("sample", "sample.batch@2", "INT"),
     ("transfer", "write:grid.png", "INT"), ("distill", "write:step-0000004", "INT"), ("eval", "write:report.md", "INT"),
+    # the analyses and sweeps
+    ("eval", "write:report.html", "KILL"), ("sweep", "sample.batch@4", "KILL"), ("sweep", "write:dice-sweep.json", "KILL"),
+    ("sweep", "sample.batch@4", "INT"), ("inspect", "write:insp.png", "KILL"), ("attention", "write:maps.png", "KILL"),
+    ("trigger", "write:trig.txt", "KILL"),
 ]
 FAMILY_CASES = [(f"{family}-{command}", point, "KILL") for family in ("sdxl", "pixart") for command, point in
                 (("encode-append", "encode.batch@2"), ("sample", "sample.batch@2"), ("distill", "write:step-0000004"))]
