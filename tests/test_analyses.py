@@ -382,3 +382,17 @@ def test_the_maps_come_from_the_papers_resolution():
     pixart = {f"transformer_blocks.{i}.attn2": 64 for i in range(3)}
     _, grid, used = resolution_maps(captured(128, pixart), list(pixart), 1024, 1024, unet=False)
     assert grid == (64, 64) and len(used) == 3
+
+
+@pytest.mark.reliability("bad input")
+def test_the_analyses_refuse_several_processes(dice, enhancer_file, prompts_file, tmp_path, monkeypatch):
+    import dicecli.distributed
+
+    monkeypatch.setattr(dicecli.distributed, "launched_world", lambda: 2)
+    monkeypatch.setattr(dicecli.distributed, "current", lambda: dicecli.distributed.Group())
+    for argv in (["inspect", enhancer_file, prompts_file, "-o", tmp_path / "i"],
+                 ["trigger", enhancer_file, prompts_file, "-o", tmp_path / "t"],
+                 ["attention", enhancer_file, "a red cat", "-o", tmp_path / "m.png"]):
+        result = dice(*argv)
+        assert result.code == 2 and "run as one process" in result.stderr, result.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["prompts.txt"]  # nothing written

@@ -42,12 +42,15 @@ def prepare_analysis(data: "InputData", *, enhancer: str, model: str | None, alp
     """The analyses' preparation: the same path as `dice sample` and `dice enhance` (`dicecli.preparation`), so the
     same files are refused in the same sentences; a cache that is already enhanced has no original to compare.
     `outputs` must be writable and replace none of the inputs. Nothing is loaded yet."""
-    from dicecli.files import check_output, check_writable
-
+    from dicecli.distributed import launched_world
     from dicecli.errors import UsageError
+    from dicecli.files import check_output, check_writable
     from dicecli.preparation import open_enhancer, prepare
     from dicecli.settings import SampleConfig
 
+    if launched_world() > 1:  # one prompt set, one model: nothing to share out, and one set of files to write
+        raise UsageError("The analyses (dice inspect, attention, trigger) run as one process; run them without "
+                         "torchrun or accelerate launch.")
     if alpha is not None:
         SampleConfig(alpha=alpha).check(None)
     if data.enhanced_by:
