@@ -80,3 +80,10 @@ def test_a_10000_character_prompt_is_truncated_with_a_warning(dice, tmp_path):
     result = dice("encode", prompts, "-o", tmp_path / "long.h5", "--model", "tiny-sd15", "--json")
     assert result.code == 0 and "longer than 77 tokens and were truncated" in result.stderr
     assert json.loads(result.stdout)["truncated"] == 1
+
+
+def test_comfyui_install_into_a_folder_that_is_not_comfyui(dice, tmp_path):
+    (tmp_path / "ComfyUI").mkdir()
+    refused(dice("comfyui", "install", tmp_path / "ComfyUI"), "is not a ComfyUI folder (it has no custom_nodes/)",
+            "give the ComfyUI checkout")
+    assert [p.name for p in (tmp_path / "ComfyUI").iterdir()] == []

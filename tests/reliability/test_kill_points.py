@@ -126,12 +126,13 @@ COMMANDS = {
     "attention": ["attention", "enhancer.safetensors", "a red cat", "--steps", "3", "-o", "maps.png"],
     "trigger": ["trigger", "enhancer.safetensors", "prompts.txt", "--length", "2", "--iterations", "2", "--top-k", "4",
                 "-o", "trig"],
+    "comfyui": ["comfyui", "install", "comfy"],
 }
 ARTIFACTS = {"encode": ["out.h5"], "encode-append": ["old.h5"], "latents": ["latents.h5"], "enhance": ["enhanced.h5"],
              "sample": ["samples"], "transfer": ["transfer"], "distill": ["trained.safetensors", "work"],
              "eval": ["report.json", "report.md", "report.csv", "report.html"], "sweep": ["sweep"],
              "inspect": ["insp.json", "insp.csv", "insp-positions.csv", "insp.png"], "attention": ["maps.png", "maps.png.json"],
-             "trigger": ["trig.json", "trig.txt"]}
+             "trigger": ["trig.json", "trig.txt"], "comfyui": ["comfy"]}
 RERUN_EXTRA = {"distill": ["--resume"]}  # a killed distillation continues from its checkpoint
 WORK_DIRS = {"distill": "work"}
 # The other families, at the points where they differ most: appending to a cache, sampling, checkpointing.
@@ -171,6 +172,7 @@ CASES = [
     ("eval", "write:report.html", "KILL"), ("sweep", "sample.batch@4", "KILL"), ("sweep", "write:dice-sweep.json", "KILL"),
     ("sweep", "sample.batch@4", "INT"), ("inspect", "write:insp.png", "KILL"), ("attention", "write:maps.png", "KILL"),
     ("trigger", "write:trig.txt", "KILL"),
+    ("comfyui", "write:__init__.py", "KILL"),
 ]
 FAMILY_CASES = [(f"{family}-{command}", point, "KILL") for family in ("sdxl", "pixart") for command, point in
                 (("encode-append", "encode.batch@2"), ("sample", "sample.batch@2"), ("distill", "write:step-0000004"))]
@@ -199,6 +201,7 @@ def inputs(tmp_path_factory, enhancer_file) -> Path:
     write_imagefolder(folder / "images", [f"a picture of item {i}" for i in range(6)])
     shutil.copy(enhancer_file, folder / "enhancer.safetensors")
     (folder / "old.txt").write_text("an older prompt\nanother older prompt\n")
+    (folder / "comfy" / "custom_nodes").mkdir(parents=True)  # a ComfyUI folder for `dice comfyui install`
     for model, cache in (("tiny-sd15", "old.h5"), ("tiny-sdxl", "old-sdxl.h5"), ("tiny-pixart", "old-pixart.h5")):
         assert run_dice("encode", folder / "old.txt", "-o", folder / cache, "--model", model).code == 0
     assert run_dice("sample", folder / "prompts.txt", "--model", "tiny-sd15", "--steps", "2", "-o", folder / "given").code == 0
