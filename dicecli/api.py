@@ -242,7 +242,7 @@ def _enhance_outputs(attachment: Attachment, adapter: "FamilyAdapter", out: list
     per_prompt = int(arguments.get("num_images_per_prompt") or 1)
     if prompt is not None:
         prompts = _prompts(prompt)
-        eos = _end_of_text(adapter, prompts, mask, per_prompt)
+        eos = _end_of_text(adapter, prompts, per_prompt)
     else:  # the caller passed prompt_embeds: enhanced as they are, whole (no tokens to split them by)
         if attachment.part != "all":
             raise UsageError(f"An enhancer attached with part={attachment.part!r} needs prompts, not prompt_embeds, "
@@ -259,15 +259,9 @@ def _enhance_outputs(attachment: Attachment, adapter: "FamilyAdapter", out: list
         out[outputs["attention_mask"]] = enhanced.attention_mask
 
 
-def _end_of_text(adapter: "FamilyAdapter", prompts: list[str], mask, per_prompt: int):
-    """Each row's end-of-text position: under a mask its last token, else where the tokenizer puts it (as the
-    family's encoding does)."""
-    if mask is not None:
-        return (mask.sum(1) - 1).cpu()
-    tokenizer = adapter.tokenizer
-    ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                    return_tensors="pt").input_ids
-    return (ids == tokenizer.eos_token_id).int().argmax(dim=1).repeat_interleave(per_prompt)
+def _end_of_text(adapter: "FamilyAdapter", prompts: list[str], per_prompt: int):
+    """Each row's end-of-text position, from the family's tokenization hook (as its encoding finds it)."""
+    return adapter.tokenize(prompts).eos_index.repeat_interleave(per_prompt)
 
 
 def detach(pipe: "DiffusionPipeline") -> None:

@@ -134,8 +134,7 @@ class AttentionResult:
 def token_positions(adapter, prompt: str, words: list[str], eos: int, tokens: int) -> dict[str, list[int]]:
     """Each chosen word's token positions in the prompt's tokenization (a word split into several tokens covers
     them all); `<end>` and `<padding>` name the end-of-text token and the padding after it."""
-    text = prompt.lower().strip() if adapter.family == "pixart" else prompt  # as the family's encode sees it
-    ids = adapter.tokenizer(text, padding="max_length", max_length=tokens, truncation=True).input_ids
+    ids = adapter.tokenize([prompt]).input_ids[0].tolist()  # as the family's encoding tokenizes it
     pieces = [re.sub(r"</w>|▁|Ġ", "", str(t)).lower() for t in adapter.tokenizer.convert_ids_to_tokens(ids)]
     found: dict[str, list[int]] = {}
     for word in words:

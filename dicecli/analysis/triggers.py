@@ -18,7 +18,6 @@ over the tokens the denoiser sees (under a mask, each sequence's own). 1 is no c
 
 from __future__ import annotations
 
-import inspect
 import json
 import random
 import re
@@ -87,7 +86,6 @@ class Searcher:
         self.plain = ((visible(data.cond[rows]) - self.target) ** 2).sum((1, 2)).clamp_min(1e-12)
         self.encoders = [self.adapter.components[name] for name in self.adapter.text_components
                          if isinstance(self.adapter.components[name], torch.nn.Module)]
-        self.encode_with_grad = inspect.unwrap(type(self.adapter).encode)  # encode itself runs under no_grad
 
     def token_embeddings(self) -> list[torch.nn.Module]:
         """Each encoder's token-embedding modules (T5's encoder has its own module sharing the weights)."""
@@ -106,7 +104,7 @@ class Searcher:
     def gradient(self, ids: list[int], words: list[str], allowed: torch.Tensor) -> torch.Tensor:
         """d objective / d one-hot, [suffix length, candidates]: the first-order change of swapping in each word."""
         texts = [with_suffix(p, words) for p in self.prompts]
-        ends = [len(self.adapter.tokenizer(t).input_ids) - 1 for t in texts]  # the end-of-text token's position
+        ends = self.adapter.tokenize(texts).eos_index.tolist()  # the end-of-text token's position
         onehot = torch.zeros(len(ids), len(allowed), device=self.target.device)
         onehot[torch.arange(len(ids)), [allowed.tolist().index(i) for i in ids]] = 1
         onehot.requires_grad_(True)
@@ -122,7 +120,7 @@ class Searcher:
         hooks = [module.register_forward_hook(replace) for module in self.token_embeddings()]
         try:
             with torch.enable_grad():
-                cond = self.encode_with_grad(self.adapter, texts).conditioning
+                cond = self.adapter.encode_differentiable(texts).conditioning
                 embeds = visible(cond.to(self.target.device, torch.float32))
                 loss = (((embeds - self.target) ** 2).sum((1, 2)) / self.plain).mean()
                 (grad,) = torch.autograd.grad(loss, onehot)  # the encoders' own weights get no gradients

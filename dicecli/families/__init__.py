@@ -7,7 +7,7 @@ from typing import Protocol
 import torch
 
 from dicecli.errors import UsageError
-from dicecli.families.base import Conditioning, EncodedPrompts, FamilyAdapter, TextSpec
+from dicecli.families.base import Conditioning, EncodedPrompts, FamilyAdapter, TextSpec, Tokens
 from dicecli.families.pixart import PixArtAdapter
 from dicecli.families.sd15 import SD15Adapter
 from dicecli.families.sdxl import SDXLAdapter
@@ -24,7 +24,7 @@ class ModelSpec(Protocol):
 
 FAMILIES: dict[str, type[FamilyAdapter]] = {adapter.family: adapter for adapter in (SD15Adapter, SDXLAdapter, PixArtAdapter)}
 
-__all__ = ["FAMILIES", "Conditioning", "EncodedPrompts", "FamilyAdapter", "ModelSpec", "TextSpec", "adapter_class",
+__all__ = ["FAMILIES", "Conditioning", "EncodedPrompts", "FamilyAdapter", "ModelSpec", "TextSpec", "Tokens", "adapter_class",
            "adapter_for_pipeline", "load_adapter"]
 
 

@@ -100,6 +100,15 @@ class EncodedPrompts:
     truncated: int  # how many prompts were longer than the token limit
 
 
+@dataclass
+class Tokens:
+    """Prompts as the family's pipeline tokenizes them for its (first) text encoder: the tokenization hook."""
+
+    input_ids: torch.Tensor  # [N, T], padded and truncated as the pipeline does
+    eos_index: torch.Tensor  # [N] position of the first end-of-text token: where the padding part begins
+    truncated: int  # how many prompts were longer than T
+
+
 class FamilyAdapter(ABC):
     """One loaded model of a family and the operations DICE needs from it."""
 
@@ -182,9 +191,45 @@ class FamilyAdapter(ABC):
     def text_without_weights(cls, source: ModelSource) -> TextSpec:
         return cls.single_file_text if source.single_file else cls.text_from_configs(source)
 
+    max_sequence_length: ClassVar[int | None] = None  # tokens per prompt; None: the tokenizer's model_max_length
+
+    def prompt_texts(self, prompts: list[str]) -> list[str]:
+        """The prompts as the pipeline's `encode_prompt` hands them to its tokenizer (PixArt lower-cases them)."""
+        return list(prompts)
+
+    def tokenize(self, prompts: list[str]) -> Tokens:
+        """The one tokenization hook: what `encode` needs beyond the pipeline's own `encode_prompt` (the end-of-text
+        positions, the truncation count), and what the analyses and the Python API read token positions from."""
+        texts, tokenizer = self.prompt_texts(prompts), self.tokenizer
+        length = self.max_sequence_length or tokenizer.model_max_length
+        ids = tokenizer(texts, padding="max_length", max_length=length, truncation=True, return_tensors="pt").input_ids
+        truncated = sum(len(row) > length for row in tokenizer(texts, truncation=False).input_ids)
+        return Tokens(ids, (ids == tokenizer.eos_token_id).int().argmax(dim=1), truncated)
+
+    def text_pipeline(self):
+        """The family's diffusers pipeline over the current text components alone (no denoiser or VAE is loaded).
+        Built for every call (under a millisecond), so a swapped or moved component is always the one used."""
+        self.require(*self.text_components)
+        parts = {name: None for name in self.pipeline_components}
+        parts.update({name: self.components[name] for name in self.text_components})
+        return self.pipeline_class(**parts, **self.pipeline_kwargs())
+
     @abstractmethod
+    def encode_prompt(self, pipe, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """`pipe.encode_prompt` for `prompts`, one image each and no CFG: the `Conditioning` fields it gives (the
+        prompt embeddings, and the pooled embedding or the attention mask where the family has one)."""
+
     def encode(self, prompts: list[str]) -> EncodedPrompts:
-        """Encode prompts exactly as the family's diffusers pipeline does (no CFG duplication)."""
+        """Prompts encoded by the family's own diffusers pipeline (its `encode_prompt`), without gradients."""
+        with torch.no_grad():
+            return self.encode_differentiable(prompts)
+
+    def encode_differentiable(self, prompts: list[str]) -> EncodedPrompts:
+        """`encode` under the caller's autograd mode: `encode_prompt` is not a no-grad function, so trigger search
+        differentiates through the text encoders with it."""
+        tokens = self.tokenize(prompts)
+        fields = self.encode_prompt(self.text_pipeline(), list(prompts))
+        return EncodedPrompts(Conditioning(eos_index=tokens.eos_index, **fields), tokens.truncated)
 
     def encode_batches(self, prompts: list[str], batch_size: int = 64, progress: bool = False,
                        desc: str = "encode") -> Iterator[tuple[list[str], EncodedPrompts]]:

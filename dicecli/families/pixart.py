@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from dicecli.families.base import Conditioning, EncodedPrompts, FamilyAdapter, TextSpec, read_json
+from dicecli.families.base import Conditioning, FamilyAdapter, TextSpec, read_json
 from dicecli.families.tiny import t5_char_tokenizer, tiny_vae
 
 MAX_SEQUENCE_LENGTH = 120  # PixArtAlphaPipeline's max_sequence_length (the PixArt-alpha paper, section 3.1)
@@ -48,21 +48,18 @@ class PixArtAdapter(FamilyAdapter):
     def text_from_configs(cls, source) -> TextSpec:
         return TextSpec(width=int(read_json(source, "text_encoder/config.json")["d_model"]), **TEXT)
 
-    @torch.no_grad()
-    def encode(self, prompts: list[str]) -> EncodedPrompts:
-        # As PixArtAlphaPipeline.encode_prompt with clean_caption=False: lower-cased and stripped, padded
-        # to 120 tokens, T5's last hidden state under the prompt's attention mask. (clean_caption=True
-        # needs beautifulsoup4 and ftfy, and rewrites prompts; dicecli never does.)
-        texts = [p.lower().strip() for p in prompts]
-        tokenizer = self.tokenizer
-        inputs = tokenizer(texts, padding="max_length", max_length=MAX_SEQUENCE_LENGTH, truncation=True,
-                           add_special_tokens=True, return_tensors="pt")
-        truncated = sum(len(ids) > MAX_SEQUENCE_LENGTH for ids in tokenizer(texts, truncation=False).input_ids)
-        ids, mask = inputs.input_ids.to(self.device), inputs.attention_mask.to(self.device)
-        embeds = self.text_encoder(ids, attention_mask=mask)[0]
-        eos_index = (ids == tokenizer.eos_token_id).int().argmax(dim=1)
-        cond = Conditioning(embeds.to(self.text_encoder.dtype), eos_index.cpu(), attention_mask=mask)
-        return EncodedPrompts(cond, truncated)
+    max_sequence_length = MAX_SEQUENCE_LENGTH
+
+    def prompt_texts(self, prompts: list[str]) -> list[str]:
+        # As PixArtAlphaPipeline's text preprocessing with clean_caption=False. (clean_caption=True needs
+        # beautifulsoup4 and ftfy, and rewrites prompts; dicecli never does.)
+        return [p.lower().strip() for p in prompts]
+
+    def encode_prompt(self, pipe, prompts: list[str]) -> dict:
+        # T5's last hidden state under the prompt's attention mask, padded to 120 tokens.
+        embeds, mask, _, _ = pipe.encode_prompt(prompts, do_classifier_free_guidance=False, device=self.device,
+                                                clean_caption=False, max_sequence_length=MAX_SEQUENCE_LENGTH)
+        return {"prompt_embeds": embeds, "attention_mask": mask}
 
     def micro_conditions(self, latents: torch.Tensor, dtype: torch.dtype) -> dict:
         """The transformer's added conditions, as PixArtAlphaPipeline builds them: the image's resolution and

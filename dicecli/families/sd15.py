@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from dicecli.families.base import Conditioning, EncodedPrompts, FamilyAdapter, TextSpec, read_json
+from dicecli.families.base import Conditioning, FamilyAdapter, TextSpec, read_json
 from dicecli.families.tiny import clip_byte_tokenizer, tiny_clip_config, tiny_vae
 
 
@@ -38,20 +38,9 @@ class SD15Adapter(FamilyAdapter):
     def pipeline_kwargs(self) -> dict:
         return {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
 
-    @torch.no_grad()
-    def encode(self, prompts: list[str]) -> EncodedPrompts:
-        # As StableDiffusionPipeline.encode_prompt (clip_skip=None): pad to max length, truncate.
-        tokenizer, text_encoder = self.tokenizer, self.text_encoder
-        tokens = tokenizer.model_max_length
-        inputs = tokenizer(prompts, padding="max_length", max_length=tokens, truncation=True, return_tensors="pt")
-        truncated = sum(len(ids) > tokens for ids in tokenizer(prompts, truncation=False).input_ids)
-        input_ids = inputs.input_ids.to(self.device)
-        attention_mask = None
-        if getattr(text_encoder.config, "use_attention_mask", False):
-            attention_mask = inputs.attention_mask.to(self.device)
-        embeds = text_encoder(input_ids, attention_mask=attention_mask)[0]
-        eos_index = (input_ids == tokenizer.eos_token_id).int().argmax(dim=1)
-        return EncodedPrompts(Conditioning(embeds.to(self.dtype), eos_index.cpu()), truncated)
+    def encode_prompt(self, pipe, prompts: list[str]) -> dict:
+        embeds, _ = pipe.encode_prompt(prompts, self.device, num_images_per_prompt=1, do_classifier_free_guidance=False)
+        return {"prompt_embeds": embeds.to(self.dtype)}
 
     def denoise(self, latents: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         return self.unet(latents, timesteps, encoder_hidden_states=cond.prompt_embeds, return_dict=False)[0]

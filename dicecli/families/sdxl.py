@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from dicecli.families.base import Conditioning, EncodedPrompts, FamilyAdapter, TextSpec, read_json
+from dicecli.families.base import Conditioning, FamilyAdapter, TextSpec, read_json
 from dicecli.families.tiny import clip_byte_tokenizer, tiny_clip_config, tiny_vae
 
 class SDXLAdapter(FamilyAdapter):
@@ -41,25 +41,11 @@ class SDXLAdapter(FamilyAdapter):
                         pooled_width=int(two["projection_dim"]),
                         sections=(("text_encoder", int(one["hidden_size"])), ("text_encoder_2", int(two["hidden_size"]))))
 
-    @torch.no_grad()
-    def encode(self, prompts: list[str]) -> EncodedPrompts:
-        # As StableDiffusionXLPipeline.encode_prompt (clip_skip=None): each encoder's penultimate hidden
-        # states, concatenated; the pooled output of the second encoder.
-        embeds, pooled, first_ids = [], None, None
-        for tokenizer, encoder in ((self.tokenizer, self.text_encoder), (self.tokenizer_2, self.text_encoder_2)):
-            ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
-                            return_tensors="pt").input_ids.to(self.device)
-            output = encoder(ids, output_hidden_states=True)
-            if pooled is None and output[0].ndim == 2:
-                pooled = output[0]
-            embeds.append(output.hidden_states[-2])
-            first_ids = ids if first_ids is None else first_ids
-        tokens = self.tokenizer.model_max_length
-        truncated = sum(len(ids) > tokens for ids in self.tokenizer(prompts, truncation=False).input_ids)
-        eos_index = (first_ids == self.tokenizer.eos_token_id).int().argmax(dim=1)
-        dtype = self.text_encoder_2.dtype
-        cond = Conditioning(torch.cat(embeds, dim=-1).to(dtype), eos_index.cpu(), pooled_prompt_embeds=pooled.to(dtype))
-        return EncodedPrompts(cond, truncated)
+    def encode_prompt(self, pipe, prompts: list[str]) -> dict:
+        # Each encoder's penultimate hidden states, concatenated; the second encoder's pooled output.
+        embeds, _, pooled, _ = pipe.encode_prompt(prompts, device=self.device, num_images_per_prompt=1,
+                                                  do_classifier_free_guidance=False)
+        return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
 
     def unconditional(self, text: str | None) -> Conditioning:
         """No negative prompt: zeros when the model says so (`force_zeros_for_empty_prompt`, True for SDXL
