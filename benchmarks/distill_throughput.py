@@ -27,6 +27,7 @@ from dicecli.data import open_training_data
 from dicecli.distill import distill
 from dicecli.families import adapter_class, load_adapter
 from dicecli.refs import resolve_model
+from dicecli.runtime import Runtime
 from dicecli.settings import DistillConfig
 
 from random_models import DEVICE, DTYPE, NATIVE_SIZE, build, device_name, peak_memory_gb
@@ -85,8 +86,7 @@ def main() -> None:
 
         shutil.rmtree(stale)
     try:
-        result = distill(ref, data, config, work_dir=work, output=args.out / "e.safetensors", resume=False,
-                         device=DEVICE, dtype=DTYPE, progress=False)
+        result = distill(ref, data, config, work, args.out / "e.safetensors", Runtime(DEVICE, DTYPE))
     except torch.OutOfMemoryError:
         print(json.dumps({**row, "oom": True}))
         return

@@ -18,7 +18,7 @@ import inspect
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from dicecli.errors import DamagedError, DiceError, IncompatibleError, UsageError
 
@@ -311,7 +311,7 @@ def read_cache(path: str | Path) -> CachedEmbeddings:
 
 def write_cache(path: str | Path, prompts: list[str], model: str, *, enhancer: str | Path | None = None,
                 negative_prompt: str | None = None, alpha: float | None = None, device: str = "auto",
-                dtype: str = "auto", progress: Callable[[str], None] | None = None) -> CachedEmbeddings:
+                dtype: str = "auto") -> CachedEmbeddings:
     """Encode `prompts` with `model` (a recipe name, hub id, diffusers folder or .safetensors file) into the cache
     at `path`, as `dice encode` does (appending only new prompts), or, with `enhancer`, write an enhanced cache
     as `dice enhance` does; returns the cache read back."""
@@ -320,17 +320,18 @@ def write_cache(path: str | Path, prompts: list[str], model: str, *, enhancer: s
     from dicecli.encode import encode_prompts
     from dicecli.enhance import enhance
     from dicecli.refs import resolve_model
-    from dicecli.runtime import select_device, select_dtype
+    from dicecli.runtime import Runtime, select_device, select_dtype
+    from dicecli.settings import EncodeConfig, SampleOptions
 
     torch_device = select_device(device)
     torch_dtype = select_dtype(dtype, torch_device)
     if enhancer is None:
-        encode_prompts(list(prompts), resolve_model(model), str(path), negative=negative_prompt,
-                       device=torch_device, dtype=torch_dtype)
+        runtime = Runtime(torch_device, torch_dtype, EncodeConfig.batch_size)
+        encode_prompts(list(prompts), resolve_model(model), str(path), runtime, negative_prompt)
     else:
         with tempfile.TemporaryDirectory(prefix="dicecli-api-") as folder:
             listed = Path(folder) / "prompts.txt"
             listed.write_text("".join(p.replace("\n", " ") + "\n" for p in prompts), encoding="utf-8")
-            enhance(str(listed), str(path), str(enhancer), model=model, alpha=alpha, negative=negative_prompt,
-                    batch_size=64, device=torch_device, dtype=torch_dtype, note=progress or (lambda _: None))
+            options = SampleOptions(model=model, enhancer=str(enhancer), alpha=alpha, negative=negative_prompt)
+            enhance(str(listed), str(path), options, Runtime(torch_device, torch_dtype))
     return read_cache(path)

@@ -14,7 +14,7 @@ import copy
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -28,8 +28,9 @@ from dicecli.enhancer import Enhancer, load_enhancer, save_enhancer
 from dicecli.errors import IncompatibleError, UsageError
 from dicecli.families import FamilyAdapter, load_adapter
 from dicecli.files import atomic_path, check_output, check_writable, exclusive_lock
-from dicecli.method import apply_enhancer, dice_loss
+from dicecli.method import TrainingBatch, apply_enhancer, dice_loss
 from dicecli.refs import ModelRef
+from dicecli.runtime import Runtime
 from dicecli.settings import DistillConfig, SampleConfig
 
 CHECKPOINTS_KEPT = 2
@@ -240,7 +241,7 @@ class Distiller:
 
     # -- training -----------------------------------------------------------------------
     def batch(self, step: int, micro: int):
-        """This process's share of a micro-batch: latents, conditioning, negative conditioning, t, noise.
+        """This process's share of a micro-batch (latents, conditioning, negative conditioning, t, noise).
 
         Draws are made for the whole micro-batch of all processes, then sliced, so that N processes
         train exactly like one process with the same total batch.
@@ -264,7 +265,7 @@ class Distiller:
         else:
             cond = adapter.encode([self.data.captions[i] for i in indices]).conditioning.to(adapter.device)
         negative = self.negative_bank[torch.where(use_null, torch.zeros_like(pick), pick).cpu()]
-        return latents, cond, negative, t, noise
+        return TrainingBatch(latents, cond, negative, t, noise)
 
     def cached_captions(self, step: int, micro: int, indices: list[int]):
         """This micro-batch's caption embeddings from the latent cache, read on a thread while the GPU works on the
@@ -307,11 +308,10 @@ class Distiller:
         c = self.config
         total = 0.0
         for micro in range(c.grad_accum):
-            latents, cond, negative, t, noise = self.batch(self.step, micro)
+            batch = self.batch(self.step, micro)
             sync = contextlib.nullcontext() if micro == c.grad_accum - 1 else self.accelerator.no_sync(enhancer)
             with sync, self.autocast():
-                loss = dice_loss(self.adapter, enhancer, self.noise_scheduler, latents, cond, negative, t, noise,
-                                 c.guidance_scale, c.loss)
+                loss = dice_loss(self.adapter, enhancer, self.noise_scheduler, batch, c.guidance_scale, c.loss)
                 self.accelerator.backward(loss / c.grad_accum)
             total += self.accelerator.reduce(loss.detach(), "mean").item() / c.grad_accum
         self.optimizer.step()
@@ -339,6 +339,8 @@ class Distiller:
             raise UsageError(f"--resume: {self.work_dir} already holds step {self.step}; raise --steps above it to train more.")
         self.scheduler = self.lr_scheduler(self.optimizer)
         enhancer, self.optimizer = self.accelerator.prepare(self.enhancer, self.optimizer)
+        if enhancer is not self.enhancer:  # DistributedDataParallel: it must be called (gradients are synced in its
+            enhancer.enhanced_mask = self.enhancer.enhanced_mask  # forward), so it answers what apply_enhancer reads
         enhancer.train()
         log_path = self.work_dir / "train_log.jsonl"
         if self.main:
@@ -391,11 +393,10 @@ class Distiller:
         enhanced = apply_enhancer(self.finished_enhancer(), cond, null)
         seeds = list(range(len(cond)))
         resolution = self.data.resolution or c.resolution  # a latent cache's own size, else the training size
-        size = dict(steps=c.validation_steps, scheduler=SampleConfig.default("scheduler"), seeds=seeds, height=resolution,
-                    width=resolution)
-        columns = [generate(adapter, cond, None, cfg=1.0, **size),
-                   generate(adapter, cond, unconditional, cfg=c.guidance_scale, **size),
-                   generate(adapter, enhanced, None, cfg=1.0, **size)]
+        how = SampleConfig(steps=c.validation_steps, height=resolution, width=resolution)
+        columns = [generate(adapter, cond, None, how, seeds),
+                   generate(adapter, cond, unconditional, replace(how, cfg=c.guidance_scale), seeds),
+                   generate(adapter, enhanced, None, how, seeds)]
         grid = image_grid([list(row) for row in zip(*columns)], ["unguided", f"CFG w={c.guidance_scale:g}", "DICE"])
         with atomic_path(path) as tmp:
             grid.save(tmp, format="PNG")
@@ -416,9 +417,11 @@ def default_paths(ref: ModelRef, work_dir: str | None, output: str | None) -> tu
     return work, out
 
 
-def distill(ref: ModelRef, data: TrainingData, config: DistillConfig, *, work_dir: Path, output: Path, resume: bool,
-            device: torch.device, dtype: torch.dtype, progress: bool, allow_other_vae: bool = False) -> DistillResult:
+def distill(ref: ModelRef, data: TrainingData, config: DistillConfig, work_dir: Path, output: Path, runtime: Runtime,
+            resume: bool = False, allow_other_vae: bool = False) -> DistillResult:
     from accelerate import Accelerator
+
+    device, dtype, progress = runtime.device, runtime.dtype, runtime.progress
 
     if not resume and (work_dir / "checkpoints").is_dir() and any((work_dir / "checkpoints").glob("step-*")):
         raise UsageError(

@@ -9,13 +9,15 @@ from pathlib import Path
 import torch
 
 from dicecli import distributed, faults
-from dicecli.cache import EMBEDDINGS_FORMAT, CacheWriter, EmbeddingCache, new_header, storage_dtype, write_cache
+from dicecli.cache import EMBEDDINGS_FORMAT, CacheWriter, EmbeddingCache, new_header, storage_dtype
+from dicecli.cachejob import CacheJob, run_cache_job
 from dicecli.errors import IncompatibleError, UsageError
 from dicecli.families import load_adapter
 from dicecli.files import (STDIO, check_output, check_writable, main_lock, remove_stale_temporaries,
                            stream_to_stdout)
 from dicecli.prompts import unique
 from dicecli.refs import ModelRef
+from dicecli.runtime import Runtime
 from dicecli.settings import check_multiple_of_8
 
 
@@ -34,23 +36,22 @@ class EncodeResult:
         return asdict(self)
 
 
-def encode_prompts(
-    prompts: list[str], ref: ModelRef, output: str, *, negative: str | None = None, batch_size: int = 64,
-    device: torch.device, dtype: torch.dtype, progress: bool = False, inputs: list[Path] = (),
-) -> EncodeResult:
-    """Encode into OUTPUT, appending to an existing cache. Two runs appending to one cache take
-    turns (an OS lock beside the file): the second reads what the first added, so nothing is lost."""
+def encode_prompts(prompts: list[str], ref: ModelRef, output: str, runtime: Runtime, negative: str | None = None,
+                   inputs: list[Path] = ()) -> EncodeResult:
+    """Encode into OUTPUT (`runtime.batch_size` prompts a batch), appending to an existing cache. Two runs
+    appending to one cache take turns (an OS lock beside the file): the second reads what the first added, so
+    nothing is lost."""
     if output == STDIO:
         distributed.refuse_stdio("-o")
-        return _encode(prompts, ref, output, negative, batch_size, device, dtype, progress)
+        return _encode(prompts, ref, output, negative, runtime)
     check_writable(Path(output))
     check_output(Path(output), [*inputs, *model_paths(ref)])
     with main_lock(Path(output), "Cache", wait=True):
-        return _encode(prompts, ref, output, negative, batch_size, device, dtype, progress)
+        return _encode(prompts, ref, output, negative, runtime)
 
 
-def _encode(prompts: list[str], ref: ModelRef, output: str, negative: str | None, batch_size: int,
-            device: torch.device, dtype: torch.dtype, progress: bool) -> EncodeResult:
+def _encode(prompts: list[str], ref: ModelRef, output: str, negative: str | None, runtime: Runtime) -> EncodeResult:
+    batch_size, device, dtype, progress = runtime.batch_size, runtime.device, runtime.dtype, runtime.progress
     to_stdout = output == STDIO
     out = Path(output)
     existing: dict | None = None
@@ -107,9 +108,9 @@ def _encode(prompts: list[str], ref: ModelRef, output: str, negative: str | None
 
     def write(path: Path) -> None:
         plan = {"prompts": new_prompts, "batch_size": batch_size, "header": {k: v for k, v in header.items() if k != "created"}}
-        truncated = write_cache(path, header, fill, rows=len(new_prompts), batch_size=batch_size, plan=plan,
-                                existing=out if existing is not None else None, finish=finish,
-                                payload=lambda: result.truncated, progress=progress, desc="encode")
+        job = CacheJob(header, fill, len(new_prompts), batch_size, plan, existing=out if existing is not None else None,
+                       finish=finish, payload=lambda: result.truncated, desc="encode")
+        truncated = run_cache_job(path, job, progress)
         result.truncated = sum(truncated)
 
     if to_stdout:
@@ -148,17 +149,16 @@ class LatentsResult:
         return asdict(self)
 
 
-def encode_images(data_spec: str, ref: ModelRef, output: str, *, resolution: int, batch_size: int,
-                  device: torch.device, dtype: torch.dtype, progress: bool = False) -> LatentsResult:
+def encode_images(data_spec: str, ref: ModelRef, output: str, resolution: int, runtime: Runtime) -> LatentsResult:
     """Build a `dice-latents` cache: VAE latent means x scaling factor, captions alongside."""
     out = Path(output)
     check_writable(out)
     with main_lock(out, "Latent cache", wait=True):
-        return _encode_images(data_spec, ref, out, resolution, batch_size, device, dtype, progress)
+        return _encode_images(data_spec, ref, out, resolution, runtime)
 
 
-def _encode_images(data_spec: str, ref: ModelRef, out: Path, resolution: int, batch_size: int, device: torch.device,
-                   dtype: torch.dtype, progress: bool) -> LatentsResult:
+def _encode_images(data_spec: str, ref: ModelRef, out: Path, resolution: int, runtime: Runtime) -> LatentsResult:
+    batch_size, device, dtype, progress = runtime.batch_size, runtime.device, runtime.dtype, runtime.progress
     from dicecli.cache import LATENTS_FORMAT
     from dicecli.data import ImageDataset, open_training_data
 
@@ -199,6 +199,7 @@ def _encode_images(data_spec: str, ref: ModelRef, out: Path, resolution: int, ba
 
     plan = {"source": data.source, "images": len(data), "batch_size": batch_size,
             "header": {k: v for k, v in header.items() if k != "created"}}
-    shapes = write_cache(out, header, fill, rows=len(data), batch_size=batch_size, plan=plan, payload=lambda: shape,
-                         progress=progress, desc="latents", random_access=True)  # distill reads random rows
+    job = CacheJob(header, fill, len(data), batch_size, plan, payload=lambda: shape, desc="latents",
+                   random_access=True)  # distill reads random rows
+    shapes = run_cache_job(out, job, progress)
     return LatentsResult(str(out), ref.given, len(data), next((s for s in shapes if s), shape))

@@ -5,16 +5,16 @@ from __future__ import annotations
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
-
 import torch
 
 from dicecli import distributed, faults
-from dicecli.cache import EMBEDDINGS_FORMAT, CacheWriter, new_header, storage_dtype, write_cache
+from dicecli.cache import EMBEDDINGS_FORMAT, CacheWriter, new_header, storage_dtype
+from dicecli.cachejob import CacheJob, run_cache_job
 from dicecli.files import STDIO, check_output, check_writable, main_lock, stream_to_stdout
 from dicecli.method import enhance_conditioning
 from dicecli.preparation import open_enhancer, prepare, read_input
-from dicecli.settings import SampleConfig
+from dicecli.runtime import Runtime
+from dicecli.settings import EnhanceConfig, SampleConfig, SampleOptions
 
 
 @dataclass
@@ -32,22 +32,24 @@ class EnhanceResult:
         return asdict(self)
 
 
-def enhance(source: str, output: str, enhancer: str, *, model: str | None, alpha: float | None,
-            negative: str | None, batch_size: int, device: torch.device, dtype: torch.dtype,
-            progress: bool = False, note: Callable[[str], None] = lambda _: None, part: str | None = None) -> EnhanceResult:
-    if alpha is not None:
-        SampleConfig(alpha=alpha).check(None)
-    chosen = open_enhancer(enhancer)
+def enhance(source: str, output: str, options: SampleOptions, runtime: Runtime) -> EnhanceResult:
+    """Enhance INPUT into OUTPUT with `options.enhancer` (and its model, strength, part and negative prompt); the
+    batch size is `runtime.batch_size`, else the recipe's [enhance] batch_size, else dicecli's."""
+    if options.alpha is not None:
+        SampleConfig(alpha=options.alpha).check(None)
+    chosen = open_enhancer(options.enhancer)
     if output == STDIO:
         distributed.refuse_stdio("-o")
     if output != STDIO:
         check_writable(Path(output))
         check_output(Path(output), [Path(source), chosen.path] if source != STDIO else [chosen.path])
     data = read_input(source)
-    prepared = prepare(data, model=model, enhancer=chosen, alpha=alpha, negative=negative,
-                       needs_model_for="Enhancing a prompts file", part=part)
+    prepared = prepare(data, options, chosen, needs_model_for="Enhancing a prompts file")
     if output != STDIO:
         check_output(Path(output), prepared.input_paths)
+    batch_size = EnhanceConfig.resolve(prepared.ref.family, prepared.ref.recipe,
+                                       batch_size=runtime.batch_size).batch_size
+    device, dtype, progress, note = runtime.device, runtime.dtype, runtime.progress, runtime.note
     notes: list[str] = []
     adapter = prepared.load(device, dtype, lambda message: (notes.append(message), note(message)))
     net = chosen.load(device)  # only the text encoder is ever loaded from the model
@@ -77,8 +79,9 @@ def enhance(source: str, output: str, enhancer: str, *, model: str | None, alpha
     def write(path: Path) -> None:
         plan = {"input": data.name, "prompts": data.prompts, "batch_size": batch_size,
                 "header": {k: v for k, v in header.items() if k != "created"}}
-        write_cache(path, header, fill, rows=len(data.prompts), batch_size=batch_size, plan=plan, progress=progress,
-                    desc="enhance", finish=lambda writer: writer.append([prepared.negative], neg_cond, prefix="negative_"))
+        job = CacheJob(header, fill, len(data.prompts), batch_size, plan, desc="enhance",
+                       finish=lambda writer: writer.append([prepared.negative], neg_cond, prefix="negative_"))
+        run_cache_job(path, job, progress)
 
     if output == STDIO:
         with tempfile.TemporaryDirectory(prefix="dice-enhance-") as folder:

@@ -15,6 +15,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import torch
 
@@ -131,17 +132,24 @@ class SingleFileSource(ModelSource):
         return folder / name if folder.is_dir() else Path(hub_file(self.config, name))
 
 
+class PipelineLayout(Protocol):
+    """What loading needs to know of a family's pipeline (a `FamilyAdapter` class says it)."""
+
+    pipeline_class_name: str
+    all_components: tuple[str, ...]  # every component of the pipeline; those not asked for are not loaded
+    load_kwargs: dict
+
+
 class Components:
     """The loaded parts of one model, on one device and in one dtype, all frozen."""
 
-    def __init__(self, source: ModelSource, pipeline_class_name: str, names: tuple[str, ...], device: torch.device,
-                 dtype: torch.dtype, load_kwargs: dict | None = None, vae: str | None = None, name: str = "",
-                 family: str = ""):
-        self.source, self.pipeline_class_name, self.names = source, pipeline_class_name, names
+    def __init__(self, source: ModelSource, layout: "PipelineLayout", device: torch.device, dtype: torch.dtype,
+                 vae: str | None = None, name: str = "", family: str = ""):
+        self.source, self.pipeline_class_name, self.names = source, layout.pipeline_class_name, layout.all_components
         self.vae = vae  # a replacement VAE (folder or hub id)
         self.name, self.family = name or source.location, family  # the model as the user named it, for sentences
         self.device, self.dtype = device, dtype
-        self.load_kwargs = load_kwargs or {}
+        self.load_kwargs = dict(layout.load_kwargs)  # extra from_pretrained arguments
         self.modules: dict[str, object] = {}
         self.pipeline_config: dict = {}  # the pipeline's own settings (e.g. force_zeros_for_empty_prompt)
 

@@ -11,6 +11,8 @@ respected without a branch.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -37,8 +39,7 @@ def apply_enhancer(enhancer: Enhancer, cond: Conditioning, negative: Conditionin
         keep = cond.semantic_positions() if part == "semantic" else ~cond.semantic_positions()
         embeds = torch.where(keep[..., None].to(embeds.device), embeds, cond.prompt_embeds)
     enhanced = cond.with_embeds(embeds)
-    module = getattr(enhancer, "module", enhancer)  # under DistributedDataParallel in multi-process training
-    if module.enhanced_mask == "all" and cond.attention_mask is not None and part != "semantic":
+    if enhancer.enhanced_mask == "all" and cond.attention_mask is not None and part != "semantic":
         enhanced.attention_mask = torch.ones_like(cond.attention_mask)
     return enhanced
 
@@ -83,13 +84,25 @@ def student_loss(adapter: FamilyAdapter, x_t: torch.Tensor, t: torch.Tensor, enh
     return F.l1_loss(pred, target) if loss == "l1" else F.mse_loss(pred, target)
 
 
-def dice_loss(adapter: FamilyAdapter, enhancer: Enhancer, noise_scheduler, x0: torch.Tensor, cond: Conditioning,
-              negative: Conditioning, t: torch.Tensor, noise: torch.Tensor, guidance_scale: float,
+@dataclass
+class TrainingBatch:
+    """One micro-batch of the DICE objective: clean latents x0, their captions' conditioning c, the negative
+    conditioning c_neg (one row per image), the timesteps t and the noise."""
+
+    latents: torch.Tensor
+    cond: Conditioning
+    negative: Conditioning
+    t: torch.Tensor
+    noise: torch.Tensor
+
+
+def dice_loss(adapter: FamilyAdapter, enhancer: Enhancer, noise_scheduler, batch: TrainingBatch, guidance_scale: float,
               loss: str) -> torch.Tensor:
-    """The DICE objective on one batch of latents; gradients reach only the enhancer."""
-    x_t = noise_scheduler.add_noise(x0, noise, t).to(adapter.dtype)
-    target = cfg_target(adapter, x_t, t, cond, negative, guidance_scale)
-    return student_loss(adapter, x_t, t, apply_enhancer(enhancer, cond, negative), target, loss)
+    """The DICE objective on one batch of latents; gradients reach only the enhancer (plain or under DDP: the
+    enhancer is only ever called, through `apply_enhancer`)."""
+    x_t = noise_scheduler.add_noise(batch.latents, batch.noise, batch.t).to(adapter.dtype)
+    target = cfg_target(adapter, x_t, batch.t, batch.cond, batch.negative, guidance_scale)
+    return student_loss(adapter, x_t, batch.t, apply_enhancer(enhancer, batch.cond, batch.negative), target, loss)
 
 
 @torch.no_grad()

@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from dicecli.enhancer import Enhancer
     from dicecli.families import Conditioning, FamilyAdapter
     from dicecli.refs import ModelRef
+    from dicecli.settings import SampleOptions
 
 STDIN = "-"
 
@@ -221,16 +222,17 @@ def other_text_encoder(what: str, made_with: str | None, model: str) -> str:
             "as a transfer (docs/architecture.md, \"Preparation\").")
 
 
-def prepare(data: InputData, *, model: str | None, enhancer: EnhancerChoice | None, alpha: float | None,
-            negative: str | None, vae: str | None = None, needs_model_for: str = "this command",
-            part: str | None = None) -> Prepared:
-    """Resolve and check everything from metadata and config files; no weights are loaded."""
+def prepare(data: InputData, options: "SampleOptions", enhancer: EnhancerChoice | None = None,
+            needs_model_for: str = "this command") -> Prepared:
+    """Resolve and check everything from metadata and config files; no weights are loaded. Of `options`, the
+    model, the strength, the part, the negative prompt and the VAE are read here (the enhancer is `enhancer`)."""
     from dicecli.enhancer import check_compatible
     from dicecli.families import adapter_class
     from dicecli.refs import resolve_model
     from dicecli.settings import ENHANCED_PARTS as PARTS
     from dicecli.settings import SampleConfig
 
+    model, alpha, negative, part = options.model, options.alpha, options.negative, options.part
     if part is not None and part not in PARTS:
         raise UsageError(f"--enhance-part {part!r} is not known; use one of {', '.join(PARTS)}.")
     if part not in (None, "all") and enhancer is None:
@@ -249,7 +251,7 @@ def prepare(data: InputData, *, model: str | None, enhancer: EnhancerChoice | No
     if not given:
         raise UsageError(f"{needs_model_for} needs --model with a prompts file (or an --enhancer, whose "
                          "trained_on model is used).")
-    ref = resolve_model(given, vae=vae)
+    ref = resolve_model(given, vae=options.vae)
     family = adapter_class(ref.family, ref.given)
     if enhancer is not None:
         check_compatible(enhancer.meta, enhancer.path, family=ref.family, model=ref.given)  # no config read yet

@@ -1,10 +1,32 @@
-"""Device and precision selection: CUDA + bf16 where available, CPU + fp32 otherwise."""
+"""Device and precision selection (CUDA + bf16 where available, CPU + fp32 otherwise), and the `Runtime` a command
+passes down: where its work runs and how it reports."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 from dicecli.errors import UsageError
+
+
+def _silent(_: str) -> None:
+    pass
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how a command's work runs, resolved once in cli/: device, precision, batch size, and how the
+    command reports (a progress bar on a terminal, one-line notes)."""
+
+    device: torch.device
+    dtype: torch.dtype
+    batch_size: int | None = None  # None: the stage's own default (a recipe's, else dicecli's)
+    progress: bool = False
+    note: Callable[[str], None] = _silent
+    compile: bool = False  # torch.compile the denoiser and the VAE decoder
+
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
           "fp16": torch.float16, "float16": torch.float16}

@@ -6,17 +6,14 @@ import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
-
-import torch
-
 from dicecli import distributed
 from dicecli.errors import UsageError
 from dicecli.files import atomic_path, check_output
 from dicecli.preparation import STDIN, Prepared, open_enhancer, prepare, read_input
 from dicecli.samplefolder import SETTINGS_FILE, image_name, sweep_member, write_sweep
 from dicecli.sampling import SampleJob, SampleResult, image_grid, make_job, open_image, run_job
-from dicecli.settings import SampleConfig
+from dicecli.runtime import Runtime
+from dicecli.settings import SampleConfig, SampleOptions
 
 GRID_PROMPTS = 4  # prompts (rows) in a sweep's grid.png
 
@@ -48,30 +45,19 @@ def parse_alphas(text: str | None) -> list[float] | None:
     return values
 
 
-def prepare_inputs(source: str | None, *, model: str | None, enhancer: str | None, alpha: float | None, cfg: float,
-                   negative: str | None, steps: int | None, height: int | None, width: int | None,
-                   vae: str | None = None, output: Path | None = None, part: str | None = None) -> Prepared:
+def prepare_inputs(source: str | None, options: SampleOptions, output: Path | None = None) -> Prepared:
     """INPUT, model, enhancer, strength and negative prompt, read and checked (no weights loaded)."""
-    SampleConfig(cfg=cfg, alpha=1.0 if alpha is None else alpha, height=height, width=width,
-                 steps=1 if steps is None else steps).check(None)  # numbers first, before any file is read
-    chosen_enhancer = open_enhancer(enhancer) if enhancer else None
+    options.check()  # numbers first, before any file is read
+    chosen_enhancer = open_enhancer(options.enhancer) if options.enhancer else None
     data = read_input(resolve_source(source), empty_stdin=NEEDS_INPUT if source is None else None)
-    prepared = prepare(data, model=model, enhancer=chosen_enhancer, alpha=alpha, negative=negative, vae=vae,
-                       needs_model_for="Sampling a prompts file", part=part)
+    prepared = prepare(data, options, enhancer=chosen_enhancer, needs_model_for="Sampling a prompts file")
     if output is not None:  # before any weights load (run_job checks the default folder)
         check_output(output, prepared.input_paths, folder=True)
     return prepared
 
 
-def prepare_job(source: str | None, *, model: str | None, enhancer: str | None, alpha: float | None, cfg: float,
-                negative: str | None, steps: int | None, scheduler: str | None, seed: int, height: int | None,
-                width: int | None, num_per_prompt: int, device: torch.device, dtype: torch.dtype,
-                vae: str | None = None, batch_size: int = 1, note: Callable[[str], None] = lambda _: None,
-                output: Path | None = None, part: str | None = None) -> SampleJob:
-    prepared = prepare_inputs(source, model=model, enhancer=enhancer, alpha=alpha, cfg=cfg, negative=negative,
-                              steps=steps, height=height, width=width, vae=vae, output=output, part=part)
-    return make_job(prepared, cfg=cfg, steps=steps, scheduler=scheduler, seed=seed, height=height, width=width,
-                    num_per_prompt=num_per_prompt, device=device, dtype=dtype, batch_size=batch_size, note=note)
+def prepare_job(source: str | None, options: SampleOptions, runtime: Runtime, output: Path | None = None) -> SampleJob:
+    return make_job(prepare_inputs(source, options, output), options, runtime)
 
 
 @dataclass
@@ -84,40 +70,33 @@ class SweepResult:
     grid: str | None
 
 
-def sample_alpha_sweep(source: str | None, alphas: list[float], output: Path | None, *, model: str | None,
-                       enhancer: str | None, cfg: float, negative: str | None, steps: int | None,
-                       scheduler: str | None, seed: int, height: int | None, width: int | None, num_per_prompt: int,
-                       device: torch.device, dtype: torch.dtype, batch_size: int, vae: str | None = None,
-                       part: str | None = None, progress: bool = False, compile: bool = False,
-                       note: Callable[[str], None] = lambda _: None) -> SweepResult:
+def sample_alpha_sweep(source: str | None, alphas: list[float], output: Path | None, options: SampleOptions,
+                       runtime: Runtime) -> SweepResult:
     """One sample folder per strength (OUTPUT/alpha-A/), sharing the model, the enhancer and the seeds, with
     OUTPUT/dice-sweep.json (which `dice eval` reads as a curve) and OUTPUT/grid.png (prompts x strengths)."""
-    if not enhancer:
+    if not options.enhancer:
         raise UsageError("--alpha with several strengths needs --enhancer (a sweep of the enhancer's strength).")
     for alpha in alphas:
         SampleConfig(alpha=alpha).check(None)
-    first = prepare_inputs(source, model=model, enhancer=enhancer, alpha=alphas[0], cfg=cfg, negative=negative,
-                           steps=steps, height=height, width=width, vae=vae, output=output, part=part)
-    net = first.enhancer.load(device)
+    first = prepare_inputs(source, dataclasses.replace(options, alpha=alphas[0]), output)
+    net = first.enhancer.load(runtime.device)
     results: list[SampleResult] = []
     for alpha in alphas:
-        job = make_job(dataclasses.replace(first, alpha=alpha), adapter=first.adapter, enhancer=net, cfg=cfg,
-                       steps=steps, scheduler=scheduler, seed=seed, height=height, width=width,
-                       num_per_prompt=num_per_prompt, device=device, dtype=dtype, batch_size=batch_size, note=note)
+        job = make_job(dataclasses.replace(first, alpha=alpha), options, runtime, adapter=first.adapter, enhancer=net)
         if first.adapter is None:  # the first strength loaded the model; the others share it
             first.adapter = job.adapter
-            if compile:
+            if runtime.compile:
                 job.adapter.compile_denoiser(vae_decoder=True)
         output = output or job.settings.default_folder(sweep=True)
         if (output / SETTINGS_FILE).exists():
             raise UsageError(f"{output} is a sample folder; give -o a new folder for the sweep (it holds one sample "
                              "folder per strength).")
-        results.append(run_job(job, output / sweep_member(alpha), batch_size, progress))
+        results.append(run_job(job, output / sweep_member(alpha), runtime.batch_size, runtime.progress))
         del job  # one strength's embeddings in memory at a time
     grid = None
     if distributed.current().main:
         members = [Path(r.output) for r in results]
-        rows = [[open_image(m / image_name(p * num_per_prompt)) for m in members]
+        rows = [[open_image(m / image_name(p * options.num_per_prompt)) for m in members]
                 for p in range(min(GRID_PROMPTS, len(first.input.prompts)))]
         grid = output / "grid.png"
         with atomic_path(grid) as tmp:

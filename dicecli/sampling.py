@@ -7,7 +7,7 @@ import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image, ImageDraw
@@ -22,7 +22,8 @@ from dicecli.samplefolder import (SampleSettings, open_for_writing, read_done, r
                                   save_image,
                                   write_metadata, write_metadata_part)
 from dicecli.schedulers import SCHEDULERS
-from dicecli.settings import SampleConfig
+from dicecli.runtime import Runtime
+from dicecli.settings import SampleConfig, SampleOptions
 
 if TYPE_CHECKING:
     from dicecli.preparation import Prepared
@@ -38,22 +39,23 @@ def make_scheduler(name: str, config):
 
 
 @torch.no_grad()
-def generate(adapter: FamilyAdapter, cond: Conditioning, negative: Conditioning | None, *, cfg: float,
-             steps: int, scheduler: str, seeds: list[int], height: int, width: int, pipe=None) -> list[Image.Image]:
-    """One image per row of `cond`, image i from seed seeds[i]; cfg <= 1 means one evaluation per step.
+def generate(adapter: FamilyAdapter, cond: Conditioning, negative: Conditioning | None, how: "SampleConfig | SampleSettings",
+             seeds: list[int], pipe=None) -> list[Image.Image]:
+    """One image per row of `cond`, image i from seed seeds[i], with `how`'s scheduler, steps, cfg and size (set);
+    cfg <= 1 means one evaluation per step.
 
     `negative` is the CFG negative branch (one row, or one per row), used only when cfg > 1.
 
     `pipe` (from adapter.pipeline()) may be passed to reuse it across calls; it always samples
-    with `scheduler`, whatever scheduler it held before.
+    with `how.scheduler`, whatever scheduler it held before.
     """
     pipe = pipe or adapter.pipeline()
-    pipe.scheduler = make_scheduler(scheduler, adapter.scheduler.config)
-    negative = negative.repeat(len(cond)) if cfg > 1 else None
+    pipe.scheduler = make_scheduler(how.scheduler, adapter.scheduler.config)
+    negative = negative.repeat(len(cond)) if how.cfg > 1 else None
     generators = [torch.Generator(adapter.device).manual_seed(s) for s in seeds]
     images = pipe(
-        **adapter.pipeline_inputs(cond, negative), guidance_scale=cfg,
-        num_inference_steps=steps, height=height, width=width, generator=generators, output_type="pt",
+        **adapter.pipeline_inputs(cond, negative), guidance_scale=how.cfg,
+        num_inference_steps=how.steps, height=how.height, width=how.width, generator=generators, output_type="pt",
     ).images
     if not torch.isfinite(images).all():  # would be written as black images, with exit 0
         raise DamagedError(
@@ -111,19 +113,15 @@ class SampleResult:
     settings: dict = field(repr=False, default_factory=dict)
 
 
-def make_job(prepared: "Prepared", *, cfg: float, steps: int | None, scheduler: str | None, seed: int,
-               height: int | None, width: int | None, num_per_prompt: int, device: torch.device, dtype: torch.dtype,
-               batch_size: int = 1, note: Callable[[str], None] = lambda _: None, adapter=None,
-               enhancer=None) -> SampleJob:
+def make_job(prepared: "Prepared", options: SampleOptions, runtime: Runtime, adapter=None, enhancer=None) -> SampleJob:
     """The images to make from prepared inputs (`adapter` and a loaded `enhancer` may be shared, as transfer does)."""
-    ref = prepared.ref
-    chosen = SampleConfig.resolve(ref.family, ref.recipe, steps=steps, scheduler=scheduler, cfg=cfg, height=height,
-                                  width=width)
-    check_seeds(seed, len(prepared.input.prompts) * num_per_prompt)
+    ref, device, dtype = prepared.ref, runtime.device, runtime.dtype
+    chosen = options.config(ref.family, ref.recipe)
+    check_seeds(options.seed, len(prepared.input.prompts) * options.num_per_prompt)
     native = adapter_class(ref.family).size_without_weights(ref.source)
     height, width = chosen.height or native, chosen.width or native
-    check_size(height, width, native, batch_size, device, dtype, ref.given, note)
-    adapter = prepared.load(device, dtype, note, adapter=adapter)
+    check_size((width, height), native, runtime, ref.given)
+    adapter = prepared.load(device, dtype, runtime.note, adapter=adapter)
     make_scheduler(chosen.scheduler, adapter.scheduler.config)
     check_steps(chosen.steps, adapter.scheduler.config)
     adapter.require(*adapter.pipeline_components)
@@ -134,9 +132,9 @@ def make_job(prepared: "Prepared", *, cfg: float, steps: int | None, scheduler: 
     made_by = prepared.provenance
     settings = SampleSettings(
         model=ref.given, family=ref.family, enhancer=made_by and made_by.enhancer,
-        enhancer_sha256=made_by and made_by.enhancer_sha256, alpha=made_by and made_by.alpha, cfg=float(cfg),
-        negative_prompt=prepared.negative, steps=chosen.steps, scheduler=chosen.scheduler, seed=seed,
-        height=height, width=width, num_per_prompt=num_per_prompt,
+        enhancer_sha256=made_by and made_by.enhancer_sha256, alpha=made_by and made_by.alpha, cfg=float(options.cfg),
+        negative_prompt=prepared.negative, steps=chosen.steps, scheduler=chosen.scheduler, seed=options.seed,
+        height=height, width=width, num_per_prompt=options.num_per_prompt,
         model_hash=sha256_of(ref.source.local_path)[:10] if ref.source.single_file else None,
         enhanced_part=made_by and made_by.part,
     )
@@ -163,14 +161,14 @@ def check_steps(steps: int, scheduler_config) -> None:
         raise UsageError(f"--steps {steps} is more than the model's {limit} training timesteps; use --steps {limit} or fewer.")
 
 
-def check_size(height: int, width: int, native: int | None, batch_size: int, device: torch.device, dtype: torch.dtype,
-               model: str, note: Callable[[str], None]) -> None:
-    """Before any weights load: a size the device cannot hold is refused, one far from the model's native size
-    noted, and a batch that will not fit gets the batch size that would."""
-    from dicecli import runtime
+def check_size(size: tuple[int, int], native: int | None, runtime: Runtime, model: str) -> None:
+    """Before any weights load: a size (width, height) the device cannot hold is refused, one far from the model's
+    native size noted, and a batch that will not fit gets the batch size that would."""
+    from dicecli.runtime import check_fits, device_memory, vae_floor_bytes
 
-    runtime.check_fits(height, width, device, dtype, f"--height {height} --width {width}")
-    memory, per_image = runtime.device_memory(device), runtime.vae_floor_bytes(height, width, dtype)
+    (width, height), device, batch_size, note = size, runtime.device, runtime.batch_size, runtime.note
+    check_fits(height, width, device, runtime.dtype, f"--height {height} --width {width}")
+    memory, per_image = device_memory(device), vae_floor_bytes(height, width, runtime.dtype)
     where = "the GPU" if device.type == "cuda" else "this machine"
     if memory and per_image * batch_size > memory:
         fits = max(1, int(memory // per_image))
@@ -234,9 +232,7 @@ def _run_job(job: SampleJob, folder: Path, batch_size: int, progress: bool, grou
         try:
             for batch in todo:
                 rows = [i // s.num_per_prompt for i in batch]
-                images = generate(job.adapter, job.cond[rows], job.negative, cfg=s.cfg, steps=s.steps,
-                                  scheduler=s.scheduler, seeds=[s.seed + i for i in batch], height=s.height,
-                                  width=s.width, pipe=pipe)
+                images = generate(job.adapter, job.cond[rows], job.negative, s, [s.seed + i for i in batch], pipe)
                 settle()  # the previous batch's files, written while this batch was generated
                 for i, image in zip(batch, images):
                     if i in done:

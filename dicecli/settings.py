@@ -159,6 +159,37 @@ class SampleConfig(StageConfig):
                                  f"use --steps {adapter.min_sampling_steps} or more.")
 
 
+@dataclass(frozen=True)
+class SampleOptions:
+    """What a command line says about sampling, resolved once in cli/ and passed down whole: the model, the
+    enhancer and how it is applied, and how images are made. None: not given, so the recipe's value or
+    dicecli's (`SampleConfig.resolve` layers them; `Prepared` resolves the strength and negative prompt)."""
+
+    model: str | None = None
+    enhancer: str | None = None
+    alpha: float | None = None
+    part: str | None = None  # `ENHANCED_PARTS`
+    negative: str | None = None
+    vae: str | None = None
+    cfg: float = 1.0
+    steps: int | None = None
+    scheduler: str | None = None
+    height: int | None = None
+    width: int | None = None
+    seed: int = 0
+    num_per_prompt: int = 1
+
+    def check(self) -> None:
+        """The numbers, refused before any file is read (the recipe's are checked when they are layered in)."""
+        SampleConfig(cfg=self.cfg, alpha=1.0 if self.alpha is None else self.alpha, height=self.height,
+                     width=self.width, steps=1 if self.steps is None else self.steps).check(None)
+
+    def config(self, family: str | None, recipe=None) -> SampleConfig:
+        """These options over the recipe's [sample] table and the family's defaults."""
+        return SampleConfig.resolve(family, recipe, steps=self.steps, scheduler=self.scheduler, cfg=self.cfg,
+                                    height=self.height, width=self.width)
+
+
 @dataclass
 class DistillConfig(StageConfig):
     """Everything that determines a distillation run (the reference recipe's values as defaults).

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
-
-import torch
 import torch.nn.functional as F
 
 from dicecli import distributed
@@ -18,7 +15,8 @@ from dicecli.preparation import InputData, open_enhancer, prepare, read_input
 from dicecli.refs import resolve_model
 from dicecli.samplefolder import image_name, safe_name
 from dicecli.sampling import image_grid, make_job, open_image, run_job
-from dicecli.settings import SampleConfig
+from dicecli.runtime import Runtime
+from dicecli.settings import SampleOptions
 
 GRID_PROMPTS = 4
 
@@ -39,43 +37,37 @@ def slug(text: str) -> str:
     return safe_name(name) or "model"
 
 
-def transfer(enhancers: list[str], targets: list[str], source: str, output: Path, *, alpha: float | None, cfg: float,
-             negative: str | None, steps: int | None, scheduler: str | None, seed: int, batch_size: int,
-             height: int | None, width: int | None, num_per_prompt: int, device: torch.device, dtype: torch.dtype,
-             progress: bool = False, note: Callable[[str], None] = lambda _: None,
-             part: str | None = None) -> TransferResult:
+def transfer(enhancers: list[str], targets: list[str], source: str, output: Path, options: SampleOptions,
+             runtime: Runtime) -> TransferResult:
+    """Every enhancer on every target model (`options.model` is not read: the targets are the models)."""
     if not enhancers or not targets:
         raise UsageError("dice transfer needs at least one ENHANCER and one --to MODEL.")
-    SampleConfig(cfg=cfg, alpha=1.0 if alpha is None else alpha, height=height, width=width,
-                 steps=1 if steps is None else steps).check(None)
+    options.check()
     chosen = [open_enhancer(e) for e in enhancers]
     group = distributed.current()
     data = read_input(source)
     if data.is_cache:  # each target encodes the prompts with its own text encoder
         data = InputData(data.name, data.path, data.prompts)
     # Every (target, enhancer) pair is prepared and checked from metadata and config files before any weights load.
-    pairs = [[prepare(data, model=target, enhancer=e, alpha=alpha, negative=negative, part=part) for e in chosen]
-             for target in targets]
-    plain = [prepare(data, model=target, enhancer=None, alpha=None, negative=negative) for target in targets]
+    pairs = [[prepare(data, replace(options, model=target), e) for e in chosen] for target in targets]
+    plain = [prepare(data, replace(options, model=target, alpha=None, part=None)) for target in targets]
     for prepared in (*plain, *(p for row in pairs for p in row)):
         check_output(output, prepared.input_paths, folder=True)
     output.mkdir(parents=True, exist_ok=True)
     folders, rows, report = [], [], []
-    options = dict(cfg=cfg, steps=steps, scheduler=scheduler, seed=seed, height=height, width=width,
-                   num_per_prompt=num_per_prompt, device=device, dtype=dtype, batch_size=batch_size)
+    device, dtype, batch_size, progress = runtime.device, runtime.dtype, runtime.batch_size, runtime.progress
     for base, row in zip(plain, pairs):
         ref = base.ref
         adapter = base.load(device, dtype)
         target_dir = output / slug(ref.given)
-        columns = [run_job(make_job(base, adapter=adapter, note=note, **options), target_dir / "unguided", batch_size,
-                           progress)]
+        columns = [run_job(make_job(base, options, runtime, adapter), target_dir / "unguided", batch_size, progress)]
         for prepared in row:
-            job = make_job(prepared, adapter=adapter, note=note, **options)
+            job = make_job(prepared, options, runtime, adapter)
             columns.append(run_job(job, target_dir / slug(prepared.enhancer.name), batch_size, progress))
         folders += [c.output for c in columns]
         if group.main:  # the others' images are in place: each sample job ends when every process is done
             for p in range(min(GRID_PROMPTS, len(data.prompts))):
-                rows.append([open_image(Path(c.output) / image_name(p * num_per_prompt)) for c in columns])
+                rows.append([open_image(Path(c.output) / image_name(p * options.num_per_prompt)) for c in columns])
             report.append(_compatibility(ref, adapter, base.conditioning(), [e.meta for e in chosen], data.prompts,
                                          device, dtype))
         for prepared in (base, *row):

@@ -199,14 +199,15 @@ def test_attention_capture_leaves_the_pixels_and_reproduces_the_layer(family, fa
     from dicecli.families import load_adapter
     from dicecli.refs import resolve_model
     from dicecli.sampling import generate
+    from dicecli.settings import SampleConfig
 
     adapter = load_adapter(resolve_model(f"tiny-{family}"), torch.device("cpu"), torch.float32)
     cond = adapter.encode(["a red cat"]).conditioning
-    options = dict(cfg=3.0, steps=3, scheduler="dpmsolver++", seeds=[5], height=32, width=32)
-    plain = np.asarray(generate(adapter, cond, adapter.unconditional(""), **options)[0])
+    how = SampleConfig(cfg=3.0, steps=3, scheduler="dpmsolver++", height=32, width=32)
+    plain = np.asarray(generate(adapter, cond, adapter.unconditional(""), how, [5])[0])
     layers = cross_attention_layers(adapter.denoiser)
     with AttentionCapture(adapter.denoiser, layers, [1, 3], cfg=True) as capture:
-        captured = np.asarray(generate(adapter, cond, adapter.unconditional(""), **options)[0])
+        captured = np.asarray(generate(adapter, cond, adapter.unconditional(""), how, [5])[0])
     assert np.array_equal(plain, captured)
     assert {step for step, _ in capture.maps} == {1, 3} and {layer for _, layer in capture.maps} == set(layers)
     probabilities = capture.maps[(1, layers[0])]

@@ -96,3 +96,25 @@ def test_the_enhancer_is_called_only_by_apply_enhancer(dice, prompts_file, enhan
     assert dice("attention", enhancer_file, "a red cat", "--steps", "2", "-o", tmp_path / "maps.png").code == 0
     assert dice("trigger", enhancer_file, prompts_file, "--length", "1", "--iterations", "1", "--top-k", "2").code == 0
     assert callers == {"dicecli.method.apply_enhancer"}, callers
+
+
+def parameter_count(node: ast.FunctionDef) -> int:
+    args = node.args
+    names = [*args.posonlyargs, *args.args, *args.kwonlyargs]
+    count = len(names) + (args.vararg is not None) + (args.kwarg is not None)
+    return count - (bool(names) and names[0].arg in ("self", "cls"))
+
+
+def is_command(node: ast.FunctionDef) -> bool:
+    """A Typer command: its parameters are the command's options, one each, by Typer's design."""
+    return any(isinstance(d, ast.Call) and isinstance(d.func, ast.Attribute) and d.func.attr == "command"
+               for d in node.decorator_list)
+
+
+def test_settings_travel_as_objects():
+    """No function takes more than 8 parameters: settings go down as `SampleOptions`, `Runtime`, `*Config` objects."""
+    crowded = [f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name} ({parameter_count(node)})"
+               for path in modules().values() for node in ast.walk(ast.parse(path.read_text()))
+               if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not is_command(node)
+               and parameter_count(node) > 8]
+    assert not crowded, crowded

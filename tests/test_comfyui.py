@@ -146,7 +146,7 @@ def test_refusals_are_one_sentence(pipes, tmp_path):
     data = bytearray(nan.read_bytes())
     data[-4:] = b"\x00\x00\xc0\x7f"
     nan.write_bytes(bytes(data))
-    pixart = random_enhancer_file(tmp_path / "pixart.safetensors", width=32, family="pixart")
+    random_enhancer_file(tmp_path / "pixart.safetensors", width=32, family="pixart")
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
     for name, needle in (("nan", "NaN or infinite weights"), ("pixart", "pixart family"),
                          ("junk", "not a readable .safetensors")):

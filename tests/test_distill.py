@@ -109,10 +109,10 @@ def test_only_the_enhancer_trains():
     config = DistillConfig(steps=1, batch_size=4, negative_prompts="none", validate=False)
     trainer = Distiller(adapter, data, config, work_dir=Path("unused"), output=Path("unused.safetensors"), model_name="tiny-sd15")
     unet_before = {k: v.clone() for k, v in adapter.unet.state_dict().items()}
-    latents, cond, negative, t, noise = trainer.batch(0, 0)
+    batch = trainer.batch(0, 0)
     from dicecli.method import dice_loss
 
-    loss = dice_loss(adapter, trainer.enhancer, trainer.noise_scheduler, latents, cond, negative, t, noise, 5.0, "l1")
+    loss = dice_loss(adapter, trainer.enhancer, trainer.noise_scheduler, batch, 5.0, "l1")
     loss.backward()
     assert all(p.grad is None for p in adapter.unet.parameters())
     assert all(p.grad is None for p in adapter.text_encoder.parameters())

@@ -85,3 +85,27 @@ def test_enhancing_twice_is_refused(dice, prompts_file, enhancer_file, tmp_path)
     assert dice("enhance", prompts_file, "-o", once, "--enhancer", enhancer_file).code == 0
     result = dice("enhance", once, "-o", tmp_path / "twice.h5", "--enhancer", enhancer_file)
     assert result.code == 2 and "already enhanced" in result.stderr
+
+
+def test_a_recipes_enhance_table_sets_the_batch_size(dice, prompts_file, enhancer_file, tiny_sd15_dir, tmp_path,
+                                                     monkeypatch):
+    """[enhance] batch_size of the model's recipe is honoured, --batch-size overrides it; the cache is the same."""
+    import dicecli.enhance
+
+    calls = []
+    original = dicecli.enhance.enhance_conditioning
+    monkeypatch.setattr(dicecli.enhance, "enhance_conditioning", lambda *a, **k: calls.append(len(a[1])) or original(*a, **k))
+    recipe = tmp_path / "mine.toml"
+    recipe.write_text(f'family = "sd15"\n[source]\npath = "{tiny_sd15_dir}"\n[enhance]\nbatch_size = 1\n')
+    runs = {"recipe": [], "option": ["--batch-size", "2"], "default": None}
+    made = {}
+    for name, extra in runs.items():
+        calls.clear()
+        model = tiny_sd15_dir if extra is None else recipe
+        result = dice("enhance", prompts_file, "-o", tmp_path / f"{name}.h5", "--enhancer", enhancer_file,
+                      "--model", model, *(extra or []))
+        assert result.code == 0, result.stderr
+        made[name] = list(calls)
+    assert made == {"recipe": [1, 1, 1], "option": [2, 1], "default": [3]}
+    with h5py.File(tmp_path / "recipe.h5") as a, h5py.File(tmp_path / "default.h5") as b:
+        np.testing.assert_array_equal(a["prompt_embeds"][:], b["prompt_embeds"][:])

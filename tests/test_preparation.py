@@ -112,10 +112,10 @@ def test_the_negative_rule_is_the_same_for_sample_and_enhance(dice, prompts_file
 def test_prepare_checks_before_any_weights_load(prompts_file, enhancer_file, monkeypatch):
     from dicecli.loading import Components
     from dicecli.preparation import open_enhancer, prepare, read_input
+    from dicecli.settings import SampleOptions
 
     monkeypatch.setattr(Components, "_load_pipeline", lambda self, wanted: pytest.fail(f"weights loaded: {wanted}"))
-    prepared = prepare(read_input(str(prompts_file)), model=None, enhancer=open_enhancer(enhancer_file), alpha=None,
-                       negative=None)
+    prepared = prepare(read_input(str(prompts_file)), SampleOptions(), open_enhancer(enhancer_file))
     assert prepared.ref.given == "tiny-sd15" and prepared.alpha == 1.0 and prepared.negative == ""
     assert prepared.input.prompts == ["a red cat", "a blue dog on a beach", "a green house"]
     assert prepared.provenance.enhancer == "tiny-enh.safetensors"

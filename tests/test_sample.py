@@ -17,6 +17,7 @@ def test_generate_uses_the_named_scheduler_with_a_reused_pipeline(tiny_sd15_dir)
     from dicecli.families import load_adapter
     from dicecli.refs import resolve_model
     from dicecli.sampling import generate
+    from dicecli.settings import SampleConfig
 
     adapter = load_adapter(resolve_model(str(tiny_sd15_dir)), torch.device("cpu"), torch.float32)
     cond = adapter.encode(["a red cat", "a green house"]).conditioning
@@ -24,7 +25,8 @@ def test_generate_uses_the_named_scheduler_with_a_reused_pipeline(tiny_sd15_dir)
     pipe = adapter.pipeline()  # holds the model's own scheduler (PNDM)
 
     def images(scheduler, pipe=None):
-        out = generate(adapter, cond, null, cfg=5.0, steps=6, scheduler=scheduler, seeds=[3, 4], height=32, width=32, pipe=pipe)
+        out = generate(adapter, cond, null, SampleConfig(cfg=5.0, steps=6, scheduler=scheduler, height=32, width=32), [3, 4],
+                       pipe)
         return np.stack([np.asarray(i).astype(int) for i in out])
 
     fresh = images("dpmsolver++")

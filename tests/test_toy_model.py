@@ -50,6 +50,7 @@ def test_cfg_beats_unguided_on_held_out_prompts(evaluator):
     from dicecli.families import load_adapter
     from dicecli.refs import resolve_model
     from dicecli.sampling import generate
+    from dicecli.settings import SampleConfig
 
     adapter = load_adapter(resolve_model("toy"), torch.device("cpu"), torch.float32)
     prompts, stated = evaluation_set("held_out_pairs", 32)
@@ -58,8 +59,7 @@ def test_cfg_beats_unguided_on_held_out_prompts(evaluator):
     score = {}
     for cfg in (1.0, 5.0):
         # 10 DPM-Solver++ steps: CFG's lead is the same as at 20 (docs/toyworld.md) at half the CPU time
-        images = generate(adapter, cond, null, cfg=cfg, steps=10, scheduler="dpmsolver++", seeds=list(range(32)),
-                          height=64, width=64)
+        images = generate(adapter, cond, null, SampleConfig(cfg=cfg, steps=10, height=64, width=64), list(range(32)))
         pixels = np.stack([np.asarray(image) for image in images])
         score[cfg] = np.mean([alignment(s, r) for s, r in zip(stated, read(evaluator, pixels, "cpu"))])
     assert score[5.0] >= score[1.0] + 0.08, score  # measured on 48 prompts: 67.1 % -> 84.0 %

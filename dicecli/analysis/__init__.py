@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    import torch
-
     from dicecli.enhancer import Enhancer
     from dicecli.families import Conditioning, FamilyAdapter
     from dicecli.preparation import InputData, Prepared
+    from dicecli.runtime import Runtime
+    from dicecli.settings import SampleOptions
 
 
 @dataclass
@@ -37,8 +37,7 @@ class EnhancedPrompts:
         return self.prepared.input.prompts
 
 
-def prepare_analysis(data: "InputData", *, enhancer: str, model: str | None, alpha: float | None,
-                     negative: str | None, outputs: list[Path] = ()) -> "Prepared":
+def prepare_analysis(data: "InputData", options: "SampleOptions", outputs: list[Path] = ()) -> "Prepared":
     """The analyses' preparation: the same path as `dice sample` and `dice enhance` (`dicecli.preparation`), so the
     same files are refused in the same sentences; a cache that is already enhanced has no original to compare.
     `outputs` must be writable and replace none of the inputs. Nothing is loaded yet."""
@@ -51,15 +50,14 @@ def prepare_analysis(data: "InputData", *, enhancer: str, model: str | None, alp
     if launched_world() > 1:  # one prompt set, one model: nothing to share out, and one set of files to write
         raise UsageError("The analyses (dice inspect, attention, trigger) run as one process; run them without "
                          "torchrun or accelerate launch.")
-    if alpha is not None:
-        SampleConfig(alpha=alpha).check(None)
+    if options.alpha is not None:
+        SampleConfig(alpha=options.alpha).check(None)
     if data.enhanced_by:
         raise UsageError(f"{data.name} is already enhanced (with {data.enhanced_by}); give the prompts or the plain "
                          "cache from `dice encode`, so the original embeddings can be compared.")
     for path in outputs:
         check_writable(path)
-    prepared = prepare(data, model=model, enhancer=open_enhancer(enhancer), alpha=alpha, negative=negative,
-                       needs_model_for="This analysis of prompts")
+    prepared = prepare(data, options, open_enhancer(options.enhancer), needs_model_for="This analysis of prompts")
     for path in outputs:
         check_output(path, prepared.input_paths)
     return prepared
@@ -70,14 +68,14 @@ def output_paths(base: "Path | None", suffixes: tuple[str, ...]) -> list[Path]:
     return [base.with_name(base.name + suffix) for suffix in suffixes] if base else []
 
 
-def enhance_prompts(prepared: "Prepared", device: "torch.device", dtype: "torch.dtype",
-                    note: Callable[[str], None] = lambda _: None, components: tuple[str, ...] = ()) -> EnhancedPrompts:
+def enhance_prompts(prepared: "Prepared", runtime: "Runtime", components: tuple[str, ...] = ()) -> EnhancedPrompts:
     """Load the model (the text side, and `components`) and the enhancer; every prompt's c and c' in float32."""
     import torch
 
     from dicecli.method import enhance_conditioning
 
-    adapter = prepared.load(device, dtype, note)
+    device = runtime.device
+    adapter = prepared.load(device, runtime.dtype, runtime.note)
     if components:
         adapter.require(*components)
     net = prepared.enhancer.load(device)

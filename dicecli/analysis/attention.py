@@ -12,10 +12,8 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
-
 import torch
 from PIL import Image, ImageDraw
 
@@ -24,7 +22,8 @@ from dicecli.errors import UsageError
 from dicecli.files import atomic_path
 from dicecli.preparation import InputData
 from dicecli.sampling import check_seeds, generate, make_scheduler
-from dicecli.settings import SampleConfig
+from dicecli.runtime import Runtime
+from dicecli.settings import SampleOptions
 
 CELL = 96  # pixels per map in the grid
 LABEL = 150  # the row labels' width
@@ -169,32 +168,28 @@ def default_steps(total: int) -> list[int]:
     return sorted({max(1, round(total * f)) for f in (0.25, 0.5, 0.75, 1.0)})
 
 
-def attention_maps(enhancer: str, prompt: str, output: Path, *, model: str | None, words: list[str] | None,
-                   at_steps: list[int] | None, alpha: float | None, negative: str | None, cfg: float, steps: int | None,
-                   scheduler: str | None, seed: int, height: int | None, width: int | None, device: torch.device,
-                   dtype: torch.dtype, note: Callable[[str], None] = lambda _: None) -> AttentionResult:
-    """Sample PROMPT with the original and the enhanced embedding (same seed), capturing the cross-attention maps
-    of the chosen words at the chosen steps; write the labelled grid to OUTPUT (PNG) and OUTPUT.json."""
+def attention_maps(prompt: str, output: Path, options: SampleOptions, runtime: Runtime, words: list[str] | None = None,
+                   at_steps: list[int] | None = None) -> AttentionResult:
+    """Sample PROMPT with the original and the enhanced embedding (`options.enhancer`, same seed), capturing the
+    cross-attention maps of the chosen words at the chosen steps; write the labelled grid to OUTPUT (PNG) and
+    OUTPUT.json."""
     if not prompt.strip():
         raise UsageError("dice attention needs a PROMPT with words to show; give one in quotes.")
     if output.suffix.lower() != ".png":
         raise UsageError(f"-o {output} must be a .png file (the grid of maps).")
-    SampleConfig(cfg=cfg, alpha=1.0 if alpha is None else alpha, height=height, width=width,
-                 steps=1 if steps is None else steps).check(None)
-    check_seeds(seed, 1)
+    options.check()
+    check_seeds(options.seed, 1)
     sidecar = output.with_name(output.name + ".json")
-    prepared = prepare_analysis(InputData("PROMPT", None, [prompt]), enhancer=enhancer, model=model, alpha=alpha,
-                                negative=negative, outputs=[output, sidecar])
-    ref = prepared.ref
-    chosen = SampleConfig.resolve(ref.family, ref.recipe, steps=steps, scheduler=scheduler, cfg=cfg, height=height,
-                                  width=width)
+    prepared = prepare_analysis(InputData("PROMPT", None, [prompt]), options, [output, sidecar])
+    ref, device, dtype = prepared.ref, runtime.device, runtime.dtype
+    chosen = options.config(ref.family, ref.recipe)
     wanted = sorted(set(at_steps or default_steps(chosen.steps)))
     if wanted[0] < 1 or wanted[-1] > chosen.steps:
         raise UsageError(f"--at-steps {','.join(map(str, wanted))} must lie between 1 and --steps {chosen.steps}.")
-    data = enhance_prompts(prepared, device, dtype, note, components=prepared_components(prepared))
+    data = enhance_prompts(prepared, runtime, prepared_components(prepared))
     adapter = data.adapter
     native = adapter.default_size()
-    height, width = chosen.height or native, chosen.width or native
+    chosen = replace(chosen, height=chosen.height or native, width=chosen.width or native)
     make_scheduler(chosen.scheduler, adapter.scheduler.config)
     words = words or default_words(prompt)
     eos = int(data.cond.eos_index[0])
@@ -203,11 +198,11 @@ def attention_maps(enhancer: str, prompt: str, output: Path, *, model: str | Non
     pipe = adapter.pipeline()
     images, maps = {}, {}
     for label, cond in (("original", data.cond), ("enhanced", data.enhanced)):
-        with AttentionCapture(adapter.denoiser, layers, wanted, cfg > 1) as capture:
+        with AttentionCapture(adapter.denoiser, layers, wanted, chosen.cfg > 1) as capture:
             images[label] = generate(adapter, cond.to(device, dtype), data.prepared.cfg_negative().to(device, dtype),
-                                     cfg=cfg, steps=chosen.steps, scheduler=chosen.scheduler, seeds=[seed],
-                                     height=height, width=width, pipe=pipe)[0]
-        maps[label], grid, used = resolution_maps(capture, layers, height, width, adapter.denoiser_name == "unet")
+                                     chosen, [options.seed], pipe)[0]
+        maps[label], grid, used = resolution_maps(capture, layers, chosen.height, chosen.width,
+                                                  adapter.denoiser_name == "unet")
     picture = draw_grid(images, maps, positions, wanted, prompt)
     with atomic_path(output) as tmp:
         picture.save(tmp, format="PNG")

@@ -17,13 +17,13 @@ import io
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
-
 import torch
 
 from dicecli.analysis import EnhancedPrompts, enhance_prompts, output_paths, prepare_analysis
 from dicecli.files import atomic_path
 from dicecli.preparation import read_input
+from dicecli.runtime import Runtime
+from dicecli.settings import SampleOptions
 
 PARTS = ("semantic", "padding")
 SUFFIXES = (".json", ".csv", "-positions.csv", ".png")
@@ -106,15 +106,12 @@ def _std(x: torch.Tensor) -> float:
     return round(x.std(unbiased=False).item(), 6) if len(x) else float("nan")
 
 
-def inspect_enhancer(enhancer: str, source: str, output: Path | None, *, model: str | None, alpha: float | None,
-                     negative: str | None, device: torch.device, dtype: torch.dtype,
-                     note: Callable[[str], None] = lambda _: None) -> InspectReport:
-    """Compare original and enhanced embeddings of every prompt of SOURCE; write OUTPUT.json, .csv, -positions.csv
-    and .png when OUTPUT is given."""
+def inspect_enhancer(source: str, output: Path | None, options: SampleOptions, runtime: Runtime) -> InspectReport:
+    """Compare original and enhanced embeddings (`options.enhancer`) of every prompt of SOURCE; write OUTPUT.json,
+    .csv, -positions.csv and .png when OUTPUT is given."""
     paths = output_paths(output, SUFFIXES)
-    prepared = prepare_analysis(read_input(source), enhancer=enhancer, model=model, alpha=alpha, negative=negative,
-                                outputs=paths)
-    prepared_data = enhance_prompts(prepared, device, dtype, note)
+    prepared = prepare_analysis(read_input(source), options, paths)
+    prepared_data = enhance_prompts(prepared, runtime)
     per_prompt, positions, summary = analyse(prepared_data)
     pooled = None
     if prepared_data.cond.pooled_prompt_embeds is not None:

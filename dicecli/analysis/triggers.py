@@ -32,6 +32,8 @@ from dicecli.errors import UsageError
 from dicecli.families import Conditioning
 from dicecli.files import atomic_path
 from dicecli.preparation import read_input
+from dicecli.runtime import Runtime
+from dicecli.settings import SampleOptions
 
 WORD = re.compile(r"^(?:▁)?([a-z]+)(?:</w>)?$")  # CLIP's "word</w>", T5's "▁word": whole lower-case words
 SHORTEST = 3  # letters in a candidate word, unless the vocabulary has too few such words (tiny test tokenizers)
@@ -165,18 +167,29 @@ def search(searcher: Searcher, allowed: torch.Tensor, words: list[str], length: 
     return [by_id[i] for i in current], best
 
 
-def find_triggers(enhancer: str, source: str, output: Path | None, *, model: str | None, alpha: float | None,
-                  negative: str | None, length: int, iterations: int, top_k: int, per_prompt: bool, seed: int,
-                  device: torch.device, dtype: torch.dtype, note: Callable[[str], None] = lambda _: None,
+@dataclass(frozen=True)
+class TriggerSearch:
+    """How `dice trigger` searches: suffix length, iterations at most, candidates per position, one suffix per prompt
+    or for the whole set, and the seed of the starting suffix and of the random-words baseline."""
+
+    length: int = 4
+    iterations: int = 30
+    top_k: int = 32
+    per_prompt: bool = False
+    seed: int = 0
+
+
+def find_triggers(source: str, output: Path | None, options: SampleOptions, how: TriggerSearch, runtime: Runtime,
                   progress: Callable[[str], None] = lambda _: None) -> TriggerResult:
-    """Search trigger words for the prompts of SOURCE; write OUTPUT.json and OUTPUT.txt (each prompt with its
-    suffix: a prompts file for `dice sample`, with no enhancer) when OUTPUT is given."""
+    """Search trigger words for `options.enhancer` on the prompts of SOURCE; write OUTPUT.json and OUTPUT.txt (each
+    prompt with its suffix: a prompts file for `dice sample`, with no enhancer) when OUTPUT is given."""
+    length, iterations, top_k, per_prompt = how.length, how.iterations, how.top_k, how.per_prompt
     if length < 1 or iterations < 0 or top_k < 1:
         raise UsageError("--length and --top-k must be at least 1 and --iterations at least 0.")
     paths = output_paths(output, (".json", ".txt"))
-    prepared = prepare_analysis(read_input(source), enhancer=enhancer, model=model, alpha=alpha, negative=negative,
-                                outputs=paths)
-    data = enhance_prompts(prepared, device, dtype, note)
+    prepared = prepare_analysis(read_input(source), options, paths)
+    note = runtime.note
+    data = enhance_prompts(prepared, runtime)
     tokenizer = data.adapter.tokenizer
     ids, words = candidate_words(tokenizer)
     if length > len(ids):
@@ -189,7 +202,7 @@ def find_triggers(enhancer: str, source: str, output: Path | None, *, model: str
     if not fits:
         raise UsageError(f"No prompt of {source} leaves room for {length} more tokens; use shorter prompts or --length.")
     allowed = torch.tensor(ids)
-    rng = random.Random(seed)
+    rng = random.Random(how.seed)
     groups = [[i] for i in fits] if per_prompt else [fits]
     suffixes, rows = [], []
     for number, group in enumerate(groups, start=1):

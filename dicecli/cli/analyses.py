@@ -34,10 +34,12 @@ def inspect_command(
     from dataclasses import asdict
 
     from dicecli.analysis.embeddings import inspect_enhancer, summary_table
+    from dicecli.runtime import Runtime
+    from dicecli.settings import SampleOptions
 
-    torch_device, torch_dtype = devices(device, dtype)
-    result = inspect_enhancer(enhancer, source, Path(output) if output else None, model=model, alpha=alpha,
-                              negative=negative, device=torch_device, dtype=torch_dtype, note=notes(quiet))
+    options = SampleOptions(model=model, enhancer=enhancer, alpha=alpha, negative=negative)
+    result = inspect_enhancer(source, Path(output) if output else None, options,
+                              Runtime(*devices(device, dtype), note=notes(quiet)))
     if as_json:
         summary = {k: v for k, v in asdict(result).items() if k not in ("per_prompt", "positions")}
         report(summary, True, "", quiet)
@@ -71,12 +73,15 @@ def attention_command(
     from dataclasses import asdict
 
     from dicecli.analysis.attention import attention_maps
+    from dicecli.runtime import Runtime
+    from dicecli.settings import SampleOptions
 
-    torch_device, torch_dtype = devices(device, dtype)
-    result = attention_maps(enhancer, prompt, Path(output), model=model, words=split(words, "--words"),
-                            at_steps=[number(s, "--at-steps") for s in split(at_steps, "--at-steps") or []] or None,
-                            alpha=alpha, negative=negative, cfg=cfg, steps=steps, scheduler=value(scheduler), seed=seed,
-                            height=height, width=width, device=torch_device, dtype=torch_dtype, note=notes(quiet))
+    chosen_words = split(words, "--words")
+    chosen_steps = [number(s, "--at-steps") for s in split(at_steps, "--at-steps") or []] or None
+    options = SampleOptions(model=model, enhancer=enhancer, alpha=alpha, negative=negative, cfg=cfg, steps=steps,
+                            scheduler=value(scheduler), height=height, width=width, seed=seed)
+    result = attention_maps(prompt, Path(output), options, Runtime(*devices(device, dtype), note=notes(quiet)),
+                            chosen_words, chosen_steps)
     report(asdict(result), as_json, f"{result.output}: maps of {', '.join(result.words)} at steps "
            f"{', '.join(map(str, result.steps))} ({result.grid[0]}x{result.grid[1]}, {len(result.layers)} layers).", quiet)
 
@@ -119,13 +124,15 @@ def trigger_command(
     in any tool that takes a prompt, with no enhancer."""
     from dataclasses import asdict
 
-    from dicecli.analysis.triggers import find_triggers
+    from dicecli.analysis.triggers import TriggerSearch, find_triggers
+    from dicecli.runtime import Runtime
+    from dicecli.settings import SampleOptions
     from dicecli.cli.app import info
 
-    torch_device, torch_dtype = devices(device, dtype)
-    result = find_triggers(enhancer, source, Path(output) if output else None, model=model, alpha=alpha,
-                           negative=negative, length=length, iterations=iterations, top_k=top_k, per_prompt=per_prompt,
-                           seed=seed, device=torch_device, dtype=torch_dtype, note=notes(quiet),
+    options = SampleOptions(model=model, enhancer=enhancer, alpha=alpha, negative=negative)
+    result = find_triggers(source, Path(output) if output else None, options,
+                           TriggerSearch(length, iterations, top_k, per_prompt, seed),
+                           Runtime(*devices(device, dtype), note=notes(quiet)),
                            progress=lambda line: info(line, quiet or as_json))
     shown = repr(result.suffixes[0]) if result.universal else f"{len(result.suffixes)} suffixes (one per prompt)"
     report({k: v for k, v in asdict(result).items() if k != "per_prompt"}, as_json,

@@ -53,6 +53,7 @@ def distill_command(
     from dicecli.distill import default_paths, distill
     from dicecli.recipes import find_recipe
     from dicecli.refs import model_defaults, resolve_model
+    from dicecli.runtime import Runtime
     from dicecli.settings import DistillConfig
 
     ref = resolve_model(model, vae=vae)
@@ -66,8 +67,8 @@ def distill_command(
     )
     training_data = open_training_data(config.data, ref.recipe.name if ref.recipe else "")
     work, out = default_paths(ref, work_dir, output)
-    result = distill(ref, training_data, config, work_dir=work, output=out, resume=resume, device=torch_device,
-                     dtype=torch_dtype, progress=show_progress(quiet), allow_other_vae=allow_other_vae)
+    runtime = Runtime(torch_device, torch_dtype, progress=show_progress(quiet))
+    result = distill(ref, training_data, config, work, out, runtime, resume, allow_other_vae)
     if not result.main_process:
         return  # under `accelerate launch`/torchrun, only the main process reports
     summary = {k: v for k, v in vars(result).items() if k not in ("log", "main_process")}

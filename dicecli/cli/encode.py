@@ -35,6 +35,7 @@ def encode_command(
     from dicecli.encode import encode_images, encode_prompts
     from dicecli.prompts import read_prompts
     from dicecli.refs import model_defaults, resolve_model
+    from dicecli.runtime import Runtime
 
     if (prompts is None) == (images is None):
         raise UsageError("dice encode needs either PROMPTS or --images DATA (not both).")
@@ -42,14 +43,12 @@ def encode_command(
     chosen = EncodeConfig.resolve(ref.family, ref.recipe, model_defaults(ref) if images else None, resolution=resolution)
     torch_device, torch_dtype = devices(device, dtype)
     if images is not None:
-        latents = encode_images(images, ref, output, resolution=chosen.resolution,
-                                batch_size=batch_size or chosen.image_batch_size, device=torch_device,
-                                dtype=torch_dtype, progress=show_progress(quiet))
+        runtime = Runtime(torch_device, torch_dtype, batch_size or chosen.image_batch_size, show_progress(quiet))
+        latents = encode_images(images, ref, output, chosen.resolution, runtime)
         report(latents.as_dict(), as_json, f"{output}: {latents.images} images encoded to latents {latents.latent_shape}.", quiet)
         return
-    result = encode_prompts(read_prompts(prompts), ref, output, negative=negative, batch_size=batch_size or chosen.batch_size,
-                            device=torch_device, dtype=torch_dtype, progress=show_progress(quiet),
-                            inputs=[Path(prompts)] if prompts != "-" else [])
+    runtime = Runtime(torch_device, torch_dtype, batch_size or chosen.batch_size, show_progress(quiet))
+    result = encode_prompts(read_prompts(prompts), ref, output, runtime, negative, [Path(prompts)] if prompts != "-" else [])
     if result.truncated:
         warn(f"{result.truncated} of {result.prompts_new} prompts are longer than {result.tokens} tokens and were truncated.")
     report(

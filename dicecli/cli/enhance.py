@@ -8,8 +8,8 @@ import typer
 
 from dicecli.cli.app import app, devices, notes, report, show_progress
 from dicecli.cli.options import (AlphaOption, DeviceOption, Dtype, DtypeOption, EnhancePartOption, JsonOption, OptionalModel,
-                                 QuietOption, value)
-from dicecli.settings import EnhanceConfig
+                                 QuietOption, layered, value)
+from dicecli.settings import EnhanceConfig, SampleOptions
 
 
 @app.command("enhance")
@@ -21,7 +21,7 @@ def enhance_command(
     alpha: AlphaOption = None,
     enhance_part: EnhancePartOption = None,
     negative: Annotated[Optional[str], typer.Option("--negative", help="Negative prompt given to the enhancer (default: the cache's, else none).")] = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Prompts per batch.")] = EnhanceConfig.batch_size,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", min=1, help=f"Prompts per batch {layered(EnhanceConfig, 'batch_size')}.")] = None,
     device: DeviceOption = "auto",
     dtype: DtypeOption = Dtype.auto,
     quiet: QuietOption = False,
@@ -29,10 +29,10 @@ def enhance_command(
 ) -> None:
     """Apply an enhancer to prompts or an embedding cache; only the text encoder is loaded."""
     from dicecli.enhance import enhance
+    from dicecli.runtime import Runtime
 
-    torch_device, torch_dtype = devices(device, dtype)
-    result = enhance(source, output, enhancer, model=model, alpha=alpha, negative=negative, batch_size=batch_size,
-                     device=torch_device, dtype=torch_dtype, progress=show_progress(quiet), note=notes(quiet),
-                     part=value(enhance_part))
+    options = SampleOptions(model=model, enhancer=enhancer, alpha=alpha, part=value(enhance_part), negative=negative)
+    runtime = Runtime(*devices(device, dtype), batch_size, show_progress(quiet), notes(quiet))
+    result = enhance(source, output, options, runtime)
     report(result.as_dict(), as_json, f"{'stdout' if output == '-' else output}: {result.prompts} prompts enhanced (alpha {result.alpha:g}).",
            quiet, data_on_stdout=output == "-")

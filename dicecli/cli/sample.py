@@ -39,25 +39,27 @@ def sample_command(
     as_json: JsonOption = False,
 ) -> None:
     """Generate images from embeddings or prompts: unguided, CFG, DICE (--enhancer), or DICE + CFG."""
+    from dicecli.runtime import Runtime
     from dicecli.sample import parse_alphas, prepare_job, sample_alpha_sweep
     from dicecli.sampling import run_job
+    from dicecli.settings import SampleOptions
 
     alphas = parse_alphas(alpha)
-    torch_device, torch_dtype = devices(device, dtype)
-    options = dict(model=model, enhancer=enhancer, cfg=cfg, negative=negative, steps=steps, scheduler=value(scheduler),
-                   seed=seed, height=height, width=width, num_per_prompt=num_per_prompt, device=torch_device,
-                   dtype=torch_dtype, vae=vae, batch_size=batch_size, note=notes(quiet), part=value(enhance_part))
+    options = SampleOptions(model=model, enhancer=enhancer, alpha=alphas and alphas[0], part=value(enhance_part),
+                            negative=negative, vae=vae, cfg=cfg, steps=steps, scheduler=value(scheduler),
+                            height=height, width=width, seed=seed, num_per_prompt=num_per_prompt)
+    runtime = Runtime(*devices(device, dtype), batch_size, show_progress(quiet), notes(quiet), compile)
+    output_folder = Path(output) if output else None
     if alphas is not None and len(alphas) > 1:
-        sweep = sample_alpha_sweep(source, alphas, Path(output) if output else None, progress=show_progress(quiet),
-                                   compile=compile, **options)
+        sweep = sample_alpha_sweep(source, alphas, output_folder, options, runtime)
         report(vars(sweep), as_json, f"{sweep.output}: {len(sweep.folders)} sample folders (alpha "
                f"{', '.join(f'{a:g}' for a in alphas)}), {sweep.generated} images generated, {sweep.skipped} already "
                f"there; grid {sweep.grid}.", quiet)
         return
-    job = prepare_job(source, alpha=alphas and alphas[0], output=Path(output) if output else None, **options)
+    job = prepare_job(source, options, runtime, output_folder)
     if compile:
         job.adapter.compile_denoiser(vae_decoder=True)
-    result = run_job(job, Path(output) if output else job.settings.default_folder(), batch_size, progress=show_progress(quiet))
+    result = run_job(job, output_folder or job.settings.default_folder(), batch_size, runtime.progress)
     summary = {k: v for k, v in vars(result).items() if k != "settings"}
     report(summary, as_json, f"{result.output}: {result.generated} images generated, {result.skipped} already there "
            f"({job.settings.method}, {result.nfe_per_image} model evaluations per image).", quiet)

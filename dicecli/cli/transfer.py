@@ -40,15 +40,17 @@ def transfer_command(
 
     One sample folder per (model, enhancer) pair plus the unguided baseline per model.
     """
+    from dicecli.runtime import Runtime
+    from dicecli.settings import SampleOptions
     from dicecli.transfer import transfer
 
     if len(paths) < 2:
         raise UsageError("dice transfer needs ENHANCER... and then INPUT (a prompts file).")
     targets = [t for given in to for t in given.split(",") if t]
-    torch_device, torch_dtype = devices(device, dtype)
-    result = transfer(paths[:-1], targets, paths[-1], Path(output), alpha=alpha, cfg=cfg,
-                      negative=negative, steps=steps, scheduler=value(scheduler), seed=seed, batch_size=batch_size,
-                      height=height, width=width, num_per_prompt=num_per_prompt, device=torch_device,
-                      dtype=torch_dtype, progress=show_progress(quiet), note=notes(quiet), part=value(enhance_part))
+    options = SampleOptions(alpha=alpha, part=value(enhance_part), negative=negative, cfg=cfg, steps=steps,
+                            scheduler=value(scheduler), height=height, width=width, seed=seed,
+                            num_per_prompt=num_per_prompt)
+    runtime = Runtime(*devices(device, dtype), batch_size, show_progress(quiet), notes(quiet))
+    result = transfer(paths[:-1], targets, paths[-1], Path(output), options, runtime)
     report(vars(result), as_json, f"{result.output}: {len(result.folders)} sample folders, grid {result.grid}, "
            f"report {result.output}/compatibility.md.", quiet)

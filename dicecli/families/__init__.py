@@ -40,7 +40,7 @@ def adapter_class(family: str, given: str = "") -> type[FamilyAdapter]:
 def load_adapter(ref: ModelSpec, device: torch.device, dtype: torch.dtype) -> FamilyAdapter:
     """The family adapter for `ref`; its components load on first use."""
     cls = adapter_class(ref.family, ref.given)
-    components = Components(ref.source, cls.pipeline_class_name, cls.all_components, device, dtype, cls.load_kwargs,
+    components = Components(ref.source, cls, device, dtype,
                             vae=ref.vae, name=ref.given, family=ref.family)
     return cls(components)
 
@@ -60,7 +60,7 @@ def adapter_for_pipeline(pipe) -> FamilyAdapter:
         raise UsageError(f"{name} is not a pipeline dicecli can attach an enhancer to; use one of {supported}.")
     cls = FAMILIES[family]
     label = getattr(pipe, "name_or_path", None) or name
-    components = Components(PipelineSource(label), cls.pipeline_class_name, cls.all_components, pipe.device, pipe.dtype,
+    components = Components(PipelineSource(label), cls, pipe.device, pipe.dtype,
                             name=label, family=family)
     for part in cls.all_components:
         if hasattr(pipe, part):

@@ -23,6 +23,7 @@ import os
 import random
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,13 +31,15 @@ import torch
 
 from dicecli.analysis.attention import attention_maps
 from dicecli.analysis.embeddings import inspect_enhancer
-from dicecli.analysis.triggers import candidate_words, find_triggers, with_suffix
+from dicecli.analysis.triggers import TriggerSearch, candidate_words, find_triggers, with_suffix
 from dicecli.enhancer import load_enhancer, resolve_enhancer
 from dicecli.families import load_adapter
 from dicecli.method import apply_enhancer
 from dicecli.plugins.toy.world import ToyWorld, load_evaluator
 from dicecli.refs import resolve_model
+from dicecli.runtime import Runtime
 from dicecli.sampling import generate, image_grid
+from dicecli.settings import SampleConfig, SampleOptions
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from toy_report import BATCH, Protocol  # noqa: E402
@@ -74,9 +77,9 @@ def main() -> None:
         with torch.no_grad():
             for s in range(0, len(cond), BATCH):
                 part = slice(s, min(s + BATCH, len(cond)))
-                images += generate(adapter, cond[part].to(device, dtype), null, cfg=cfg, steps=20,
-                                   scheduler="dpmsolver++", seeds=list(range(part.start, part.stop)), height=64,
-                                   width=64, pipe=pipe)
+                images += generate(adapter, cond[part].to(device, dtype), null,
+                                   SampleConfig(cfg=cfg, steps=20, height=64, width=64),
+                                   list(range(part.start, part.stop)), pipe)
         pixels = np.stack([np.asarray(i) for i in images])
         score, per_attribute = pairs.score(pixels)
         feats[name] = features(evaluator, pixels, device).astype(np.float16)
@@ -93,14 +96,14 @@ def main() -> None:
                                   part)
 
     with torch.no_grad():  # warm-up: kernels and allocator
-        generate(adapter, pairs.cond[:BATCH], null, cfg=5.0, steps=3, scheduler="dpmsolver++",
-                 seeds=list(range(min(BATCH, len(pairs.cond)))), height=64, width=64, pipe=pipe)
+        generate(adapter, pairs.cond[:BATCH], null, SampleConfig(cfg=5.0, steps=3, height=64, width=64),
+                 list(range(min(BATCH, len(pairs.cond)))), pipe)
 
     # the embeddings, part by part (`dice inspect`)
     prompts_file = args.out / "held-out-pairs.txt"
     prompts_file.write_text("".join(p + "\n" for p in pairs.prompts))
-    inspected = inspect_enhancer("toy", str(prompts_file), None, model="toy", alpha=None, negative=None, device=device,
-                                 dtype=dtype)
+    toy = SampleOptions(model="toy", enhancer="toy")
+    inspected = inspect_enhancer(str(prompts_file), None, toy, Runtime(device, dtype))
     inspect_summary = [vars(s) for s in inspected.summary]
 
     # partial enhancement and strength
@@ -121,9 +124,8 @@ def main() -> None:
     _, words = candidate_words(adapter.tokenizer)
     for length in [int(x) for x in args.lengths.split(",")]:
         start = time.perf_counter()
-        found = find_triggers("toy", str(search_file), args.out / f"trigger-{length}", model="toy", alpha=None,
-                              negative=None, length=length, iterations=args.iterations, top_k=args.top_k,
-                              per_prompt=False, seed=0, device=device, dtype=dtype, progress=print)
+        found = find_triggers(str(search_file), args.out / f"trigger-{length}", toy,
+                              TriggerSearch(length, args.iterations, args.top_k), Runtime(device, dtype), progress=print)
         suffix = found.suffixes[0].split()
         with torch.no_grad():
             cond = adapter.encode([with_suffix(p, suffix) for p in pairs.prompts]).conditioning
@@ -144,9 +146,8 @@ def main() -> None:
     columns = ["unguided", "dice-semantic", "dice-padding", "dice-all", "cfg5"] + [f"trigger-{triggers[-1]['length']}"]
     picture = image_grid([[grid[c][i] for c in columns] for i in range(6)], columns)
     picture.resize((picture.width * 2, picture.height * 2), resample=0).save(args.out / "parts.png")
-    attention = attention_maps("toy", pairs.prompts[0], args.out / "attention.png", model="toy", words=None,
-                               at_steps=[1, 5, 10, 20], alpha=None, negative=None, cfg=1.0, steps=20, scheduler=None,
-                               seed=0, height=64, width=64, device=device, dtype=dtype)
+    attention = attention_maps(pairs.prompts[0], args.out / "attention.png",
+                               replace(toy, steps=20, height=64, width=64), Runtime(device, dtype), at_steps=[1, 5, 10, 20])
     setup = {"device": torch.cuda.get_device_name() if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)",
              "torch": torch.__version__, "dtype": str(dtype), "prompts": len(pairs.prompts),
              "search_prompts": len(search_prompts), "search_seed": SEARCH_SEED, "iterations": args.iterations,

@@ -26,6 +26,7 @@ from dicecli.method import cfg_target, student_loss
 from dicecli.plugins.toy.world import alignment, evaluation_set, load_evaluator, read, scene_from_stated
 from dicecli.refs import resolve_model
 from dicecli.sampling import generate
+from dicecli.settings import SampleConfig
 
 RENDERS_PER_PROMPT = 32
 
@@ -105,8 +106,8 @@ def main() -> None:
     def score(c, cfg: float) -> float:
         out = []
         for s in range(0, len(prompts), 256):
-            out += generate(adapter, c[s : s + 256], null, cfg=cfg, steps=20, scheduler="dpmsolver++",
-                            seeds=list(range(s, min(s + 256, len(prompts)))), height=64, width=64)
+            out += generate(adapter, c[s : s + 256], null, SampleConfig(cfg=cfg, steps=20, height=64, width=64),
+                            list(range(s, min(s + 256, len(prompts)))))
         readings = read(evaluator, np.stack([np.asarray(i) for i in out]), device)
         return float(np.mean([alignment(s, r) for s, r in zip(stated, readings)]))
 

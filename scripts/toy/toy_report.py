@@ -34,6 +34,7 @@ from dicecli.plugins.toy.world import (ToyWorld, alignment, attribute_hits, clut
                                        load_evaluator, read, scene_from_stated)
 from dicecli.refs import resolve_model
 from dicecli.sampling import generate, image_grid
+from dicecli.settings import SampleConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from guidance_distill import gd_pipeline  # noqa: E402
@@ -115,9 +116,9 @@ def main() -> None:
         images = []
         for s in range(0, len(c), BATCH):
             part = slice(s, min(s + BATCH, len(c)))
-            images += generate(adapter, c[part], negative[part] if len(negative) > 1 else negative, cfg=cfg,
-                               steps=steps, scheduler=scheduler, seeds=list(range(part.start, part.stop)),
-                               height=64, width=64, pipe=sampler or pipe)
+            images += generate(adapter, c[part], negative[part] if len(negative) > 1 else negative,
+                               SampleConfig(cfg=cfg, steps=steps, scheduler=scheduler, height=64, width=64),
+                               list(range(part.start, part.stop)), sampler or pipe)
         torch.cuda.synchronize() if device.type == "cuda" else None
         seconds = time.perf_counter() - start
         pixels = np.stack([np.asarray(i) for i in images])
@@ -138,8 +139,8 @@ def main() -> None:
 
     warm = min(BATCH, args.prompts)
     for cfg in (1.0, 5.0):  # warm-up: kernels, autotuning and allocator for both batch shapes
-        generate(adapter, pairs.cond[:warm], null, cfg=cfg, steps=5, scheduler="dpmsolver++", seeds=list(range(warm)),
-                 height=64, width=64, pipe=pipe)
+        generate(adapter, pairs.cond[:warm], null, SampleConfig(cfg=cfg, steps=5, height=64, width=64),
+                 list(range(warm)), pipe)
 
     def table(protocol: Protocol, scheduler: str, negative_rows: bool = True) -> None:
         """Table 1: unguided, CFG at 40 and 20 NFE, DICE, GD, and with a negative prompt."""
