@@ -1,5 +1,6 @@
-"""The layering docs/architecture.md describes, checked: no import cycle, the enhancer called from one
-module, no core module that names a plug-in, and commands that do not import each other."""
+"""The layering docs/architecture.md describes, checked: the layer order (no module imports a higher layer), no
+import cycle, the enhancer called from one module, no core module that names a plug-in, commands that do not import
+each other, no family named outside families/, settings passed as objects, and every docs page the code cites."""
 
 import ast
 import inspect
@@ -118,3 +119,71 @@ def test_settings_travel_as_objects():
                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not is_command(node)
                and parameter_count(node) > 8]
     assert not crowded, crowded
+
+
+# docs/architecture.md, "Layers", lowest first: a module imports its own layer or lower ones, never a higher one
+# (at module level, inside functions, or for type checking only). `dicecli` itself is imported for __version__.
+LAYERS = [
+    ("foundation", "errors faults paths schedulers hub runtime distributed plugins plugins.toy.world families.tiny"),
+    ("files", "files"),
+    ("loading", "loading"),
+    ("families", "families families.base families.sd15 families.sdxl families.pixart"),
+    ("settings and formats", "settings enhancer cache cachejob samplefolder"),
+    ("models and data", "builtin recipes refs prompts data plugins.toy"),
+    ("method", "method"),
+    ("preparation", "preparation"),
+    ("sampling and reports", "sampling reportpage"),
+    ("commands", "encode enhance sample transfer distill evaluate analysis analysis.embeddings analysis.attention "
+                 "analysis.triggers"),
+    ("integrations", "api comfyui comfyui.conditioning comfyui.nodes comfyui.install"),
+    ("command line", "cli cli.app cli.options cli.attention cli.comfyui cli.inspect cli.trigger cli.distill cli.encode cli.enhance "
+                     "cli.evaluate cli.recipes cli.sample cli.transfer __main__"),
+]
+
+
+def test_the_layer_order():
+    found = modules()
+    layer_of = {f"dicecli.{name}": rank for rank, (_, names) in enumerate(LAYERS) for name in names.split()}
+    assert set(layer_of) == set(found) - {"dicecli"}, set(found) ^ set(layer_of) - {"dicecli"}
+    upward = [f"{name} ({LAYERS[layer_of[name]][0]}) imports {dep} ({LAYERS[layer_of[dep]][0]})"
+              for name, path in found.items() if name != "dicecli"
+              for dep in imports(path, set(found)) - {"dicecli", name} if layer_of[dep] > layer_of[name]]
+    assert not upward, upward
+
+
+def names_a_family(node: ast.Compare) -> bool:
+    """`x.family == "sd15"`, `family in ("sd15", "sdxl")`, `meta["family"] != "pixart"` and the like."""
+    from dicecli.families import FAMILIES
+
+    def is_family(expr) -> bool:
+        return (isinstance(expr, ast.Attribute) and expr.attr == "family" or isinstance(expr, ast.Name) and expr.id == "family"
+                or isinstance(expr, ast.Subscript) and isinstance(expr.slice, ast.Constant) and expr.slice.value == "family")
+
+    def names(expr) -> bool:
+        items = expr.elts if isinstance(expr, (ast.Tuple, ast.List, ast.Set)) else [expr]
+        return any(isinstance(i, ast.Constant) and i.value in FAMILIES for i in items)
+
+    sides = [node.left, *node.comparators]
+    return any(is_family(a) for a in sides) and any(names(b) for b in sides)
+
+
+def test_no_module_outside_families_names_a_family():
+    """What differs between families is a member of the family adapter, never a comparison in a command."""
+    found = [f"{path.relative_to(PACKAGE.parent)}:{node.lineno}" for name, path in modules().items()
+             if not name.startswith("dicecli.families") for node in ast.walk(ast.parse(path.read_text()))
+             if isinstance(node, ast.Compare) and names_a_family(node)]
+    assert not found, found
+
+
+def test_the_check_for_family_names_sees_them():
+    tree = ast.parse('a.family == "pixart"\nfamily in ("sd15", "x")\nmeta["family"] != "sdxl"\na.family == b.family')
+    assert [names_a_family(n) for n in ast.walk(tree) if isinstance(n, ast.Compare)] == [True, True, True, False]
+
+
+def test_every_docs_page_the_code_names_exists():
+    """Help texts, docstrings and comments name docs/*.md pages; each exists."""
+    root = PACKAGE.parent
+    named = {(page, path.name) for path in PACKAGE.rglob("*.py") for page in re.findall(r"docs/[\w-]+\.md", path.read_text())}
+    assert len(named) >= 10
+    missing = sorted(f"{where} names {page}" for page, where in named if not (root / page).exists())
+    assert not missing, missing

@@ -1,6 +1,8 @@
 """The `dice` command line: parse, call, report. One module per command; no logic of its own."""
 
-from dicecli.cli import analyses, comfyui, distill, encode, enhance, evaluate, recipes, sample, transfer  # noqa: F401 - registers the commands
+# Importing a command's module registers it (in this order in `dice --help`).
+from dicecli.cli import encode, distill, enhance, sample, transfer, evaluate, inspect, attention, trigger  # noqa: F401
+from dicecli.cli import recipes, comfyui  # noqa: F401
 from dicecli.cli.app import app, main
 
 __all__ = ["app", "main"]

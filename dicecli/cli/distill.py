@@ -12,8 +12,8 @@ from dicecli.settings import DistillConfig
 
 
 def family_layered(name: str) -> str:
-    """Settings whose default differs per family (the paper's SD1.5 and SDXL recipes; docs/recipes.md)."""
-    return "(default: the recipe's, else the family's reference recipe: docs/recipes.md)"
+    """Settings whose default differs per family (the paper's SD1.5 and SDXL recipes; docs/models.md, "Recipes, settings and numbers")."""
+    return "(default: the recipe's, else the family's reference recipe: docs/models.md)"
 
 
 @app.command("distill")

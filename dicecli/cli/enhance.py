@@ -16,7 +16,7 @@ from dicecli.settings import EnhanceConfig, SampleOptions
 def enhance_command(
     source: Annotated[str, typer.Argument(metavar="INPUT", help="Prompts file (.txt/.jsonl/.json), embedding cache (.h5), or - for stdin.")],
     output: Annotated[str, typer.Option("-o", "--output", help="Enhanced embedding cache to write (- for stdout).")] = ...,
-    enhancer: Annotated[str, typer.Option("--enhancer", "-e", help="Enhancer .safetensors from `dice distill`, or the name of one a plug-in ships (docs/plugins.md).")] = ...,
+    enhancer: Annotated[str, typer.Option("--enhancer", "-e", help="Enhancer .safetensors from `dice distill`, or the name of one a plug-in ships (docs/architecture.md, \"Plug-ins\").")] = ...,
     model: OptionalModel = None,
     alpha: AlphaOption = None,
     enhance_part: EnhancePartOption = None,

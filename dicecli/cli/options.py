@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from dicecli.errors import UsageError
 from dicecli.schedulers import SCHEDULERS
 from dicecli.settings import ENHANCED_PARTS, FID_FEATURES, LOSSES, SampleConfig
 
@@ -51,7 +52,7 @@ QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress ba
 JsonOption = Annotated[bool, typer.Option("--json", help="Print a machine-readable JSON summary.")]
 
 # Enhancers and sampling (`sample`, `transfer`, `enhance`)
-EnhancerOption = Annotated[Optional[str], typer.Option("--enhancer", "-e", help="Enhancer .safetensors from `dice distill`, or the name of one a plug-in ships (docs/plugins.md).")]
+EnhancerOption = Annotated[Optional[str], typer.Option("--enhancer", "-e", help="Enhancer .safetensors from `dice distill`, or the name of one a plug-in ships (docs/architecture.md, \"Plug-ins\").")]
 AlphaOption = Annotated[Optional[float], typer.Option("--alpha", help=f"Enhancer strength: c' = c + alpha * E(c, c_neg) {layered(SampleConfig, 'alpha')}.")]
 EnhancePartOption = Annotated[Optional[EnhancePart], typer.Option("--enhance-part", help="Replace only this part of the embedding by the enhanced one: semantic (the prompt's tokens through end-of-text), padding (the rest), or all (default; the paper's Figure 7).")]
 CfgOption = Annotated[float, typer.Option("--cfg", help="Guidance scale: 1 = unguided (one evaluation per step); >1 = CFG (two).")]
@@ -71,3 +72,23 @@ FidFeaturesOption = Annotated[FidFeatures, typer.Option("--fid-features", help="
 def value(choice):
     """The plain value of an Enum choice (None stays None)."""
     return None if choice is None else choice.value
+
+
+EnhancerArgument = Annotated[str, typer.Argument(metavar="ENHANCER", help="Enhancer .safetensors from `dice distill`, or the name of one a plug-in ships.")]
+
+
+def comma_list(text: str | None, option: str) -> list[str] | None:
+    """A comma-separated option's items (None: not given); an empty list is refused."""
+    if text is None:
+        return None
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    if not items:
+        raise UsageError(f"{option} is empty; give comma-separated values.")
+    return items
+
+
+def whole_number(text: str, option: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise UsageError(f"{option} {text!r} is not a whole number; give comma-separated step numbers (e.g. 1,10,20).") from None

@@ -18,8 +18,6 @@ import torch
 from dicecli.enhancer import Enhancer
 from dicecli.settings import ENHANCED_PARTS
 
-# The families whose ComfyUI conditioning is 77-token CLIP chunks, as `dice encode` makes them.
-FAMILIES = ("sd15", "sdxl")
 # Which checkpoints make conditioning of a width, for the sentence that refuses a mismatch.
 MAKERS = {768: "an SD1.5", 1024: "an SD2.x", 2048: "an SDXL", 4096: "a T5 (PixArt, Flux, SD3)"}
 MARK = "dice_enhancer"  # the option an enhanced entry carries, so that it is never enhanced twice
@@ -57,9 +55,12 @@ def load(path: Path, device: torch.device | str = "cpu", name: str | None = None
         module, meta = load_enhancer(Path(path), device)
     except DiceError as error:
         raise NodeError(str(error)) from None
-    if meta["family"] not in FAMILIES:
+    from dicecli.families import FAMILIES
+
+    taken = [family for family, adapter in FAMILIES.items() if adapter.comfyui_conditioning]
+    if meta["family"] not in taken:
         raise NodeError(f"Enhancer {name} is for the {meta['family']} family; the DICE nodes take enhancers of the "
-                        f"{' and '.join(FAMILIES)} families (CLIP conditioning): use `dice sample` for this one.")
+                        f"{' and '.join(taken)} families (CLIP conditioning): use `dice sample` for this one.")
     return LoadedEnhancer(module, meta, name)
 
 

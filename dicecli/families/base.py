@@ -133,6 +133,9 @@ class FamilyAdapter(ABC):
     # Pipelines an enhancer can be attached to (`dicecli.api.attach`: their `encode_prompt` is the family's), and
     # where `encode_prompt` returns the prompt's embeddings (and its attention mask or pooled embedding).
     attachable_pipelines: ClassVar[tuple[str, ...]] = ()
+    # ComfyUI's CLIP Text Encode makes this family's conditioning as `encode` does: 77-token CLIP sequences, a long
+    # prompt as several of them (`dicecli.comfyui`).
+    comfyui_conditioning: ClassVar[bool] = False
     encode_prompt_outputs: ClassVar[dict[str, int]] = {"prompt_embeds": 0}
     # The family's tiny random-weight model (`tiny-FAMILY`, built on first use): `tiny_pipeline()` returns the
     # diffusers pipeline, `tiny_version` is bumped when it changes so that stale copies are rebuilt.

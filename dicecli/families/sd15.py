@@ -14,6 +14,7 @@ class SD15Adapter(FamilyAdapter):
     denoiser_name = "unet"
     attachable_pipelines = ("StableDiffusionPipeline", "StableDiffusionImg2ImgPipeline")
     encode_prompt_outputs = {"prompt_embeds": 0}
+    comfyui_conditioning = True
     text_components = ("tokenizer", "text_encoder")
     all_components = ("tokenizer", "text_encoder", "unet", "vae", "scheduler", "safety_checker", "feature_extractor")
     pipeline_components = ("vae", "text_encoder", "tokenizer", "unet", "scheduler")

@@ -14,6 +14,7 @@ class SDXLAdapter(FamilyAdapter):
     denoiser_name = "unet"
     attachable_pipelines = ("StableDiffusionXLPipeline", "StableDiffusionXLImg2ImgPipeline")
     encode_prompt_outputs = {"prompt_embeds": 0, "pooled_prompt_embeds": 2}
+    comfyui_conditioning = True
     text_components = ("tokenizer", "tokenizer_2", "text_encoder", "text_encoder_2")
     all_components = ("tokenizer", "tokenizer_2", "text_encoder", "text_encoder_2", "unet", "vae", "scheduler",
                       "image_encoder", "feature_extractor")

@@ -1,0 +1,43 @@
+"""`dice inspect`: what an enhancer changes, part by part (docs/analyses.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from dicecli.cli.app import app, devices, notes, report
+from dicecli.cli.options import (AlphaOption, DeviceOption, Dtype, DtypeOption, EnhancerArgument, JsonOption,
+                                 NegativeOption, OptionalModel, QuietOption)
+
+
+@app.command("inspect")
+def inspect_command(
+    enhancer: EnhancerArgument,
+    source: Annotated[str, typer.Argument(metavar="INPUT", help="Prompts file, plain embedding cache (.h5), or - for stdin.")],
+    output: Annotated[Optional[str], typer.Option("-o", "--output", help="Write OUTPUT.json, OUTPUT.csv (per prompt), OUTPUT-positions.csv and OUTPUT.png (per token position).")] = None,
+    model: OptionalModel = None,
+    alpha: AlphaOption = None,
+    negative: NegativeOption = None,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = Dtype.auto,
+    quiet: QuietOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """What an enhancer changes: cosine and relative change of the semantic and padding parts, per prompt and per
+    token position (the paper's section 4.3)."""
+    from dataclasses import asdict
+
+    from dicecli.analysis.embeddings import inspect_enhancer, summary_table
+    from dicecli.runtime import Runtime
+    from dicecli.settings import SampleOptions
+
+    options = SampleOptions(model=model, enhancer=enhancer, alpha=alpha, negative=negative)
+    result = inspect_enhancer(source, Path(output) if output else None, options,
+                              Runtime(*devices(device, dtype), note=notes(quiet)))
+    if as_json:
+        summary = {k: v for k, v in asdict(result).items() if k not in ("per_prompt", "positions")}
+        report(summary, True, "", quiet)
+    elif not quiet:
+        typer.echo(summary_table(result), nl=False)
