@@ -100,6 +100,26 @@ def _from_json(text: str, name: str) -> list[str]:
     return [_field(record, name, f" entry {index}") for index, record in enumerate(records)]
 
 
+def negative_corpus(spec: str) -> tuple[list[str], str]:
+    """`--negative-prompts builtin|none|FILE`: (prompts, the name an enhancer's metadata records). A corpus is a
+    prompts file read as every prompts file is, in which lines starting with # are comments and repeats count once."""
+    from importlib import resources
+
+    if spec == "none":
+        return [], "null"
+    if spec == "builtin":
+        path, name = Path(str(resources.files("dicecli.corpora").joinpath("negative_prompts.txt"))), "builtin-v1"
+    else:
+        path, name = Path(spec), Path(spec).name
+        if not path.is_file():
+            raise UsageError(f"--negative-prompts {spec}: no such file; give builtin, none or a .txt file with one "
+                             "prompt per line.")
+    prompts = unique([p for p in read_prompts(str(path), name=f"--negative-prompts file {path}") if not p.startswith("#")])
+    if not prompts:
+        raise UsageError(f"--negative-prompts {spec} holds no prompts; add at least one per line.")
+    return prompts, name
+
+
 def unique(prompts: list[str]) -> list[str]:
     """The prompts in order, each once (a prompt list keys caches and sample folders by text)."""
     return list(dict.fromkeys(prompts))

@@ -128,11 +128,11 @@ LAYERS = [
     ("files", "files"),
     ("loading", "loading"),
     ("families", "families families.base families.sd15 families.sdxl families.pixart"),
-    ("settings and formats", "settings enhancer cache cachejob samplefolder"),
+    ("settings and formats", "settings enhancer cache cachejob samplefolder checkpoints"),
     ("models and data", "builtin recipes refs prompts data plugins.toy"),
-    ("method", "method"),
+    ("method", "method trainbatches"),
     ("preparation", "preparation"),
-    ("sampling and reports", "sampling reportpage"),
+    ("sampling and reports", "sampling reportpage validation"),
     ("commands", "encode enhance sample transfer distill evaluate analysis analysis.embeddings analysis.attention "
                  "analysis.triggers"),
     ("integrations", "api comfyui comfyui.conditioning comfyui.nodes comfyui.install"),
@@ -144,7 +144,7 @@ LAYERS = [
 def test_the_layer_order():
     found = modules()
     layer_of = {f"dicecli.{name}": rank for rank, (_, names) in enumerate(LAYERS) for name in names.split()}
-    assert set(layer_of) == set(found) - {"dicecli"}, set(found) ^ set(layer_of) - {"dicecli"}
+    assert set(layer_of) == set(found) - {"dicecli"}, (set(found) - {"dicecli"}) ^ set(layer_of)  # every module placed
     upward = [f"{name} ({LAYERS[layer_of[name]][0]}) imports {dep} ({LAYERS[layer_of[dep]][0]})"
               for name, path in found.items() if name != "dicecli"
               for dep in imports(path, set(found)) - {"dicecli", name} if layer_of[dep] > layer_of[name]]
@@ -187,3 +187,21 @@ def test_every_docs_page_the_code_names_exists():
     assert len(named) >= 10
     missing = sorted(f"{where} names {page}" for page, where in named if not (root / page).exists())
     assert not missing, missing
+
+
+def test_the_training_loop_is_short_and_its_state_set_up_front():
+    """`Distiller` holds the run (model, enhancer, optimizer, the loop); batches, checkpoints and validation grids
+    are their own modules. Its attributes are all set in __init__."""
+    tree = ast.parse((PACKAGE / "distill.py").read_text())
+    (cls,) = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "Distiller"]
+    assert cls.end_lineno - cls.lineno + 1 < 150
+    set_in = {}
+    for method in (n for n in cls.body if isinstance(n, ast.FunctionDef)):
+        for node in ast.walk(method):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign, ast.NamedExpr)) else []
+            for target in targets:
+                for t in (target.elts if isinstance(target, ast.Tuple) else [target]):
+                    if isinstance(t, ast.Attribute) and isinstance(t.value, ast.Name) and t.value.id == "self":
+                        set_in.setdefault(t.attr, set()).add(method.name)
+    outside = {name for name, methods in set_in.items() if "__init__" not in methods}
+    assert not outside, outside

@@ -93,7 +93,7 @@ def test_caption_embeddings_in_the_latent_cache_train_the_same_enhancer_without_
     adapter = load_adapter(resolve_model("tiny-sd15"), torch.device("cpu"), torch.float32)
     trainer = Distiller(adapter, open_training_data(str(cached)), DistillConfig(steps=1, batch_size=2), work_dir=tmp_path / "w",
                         output=tmp_path / "w.safetensors", model_name="tiny-sd15")
-    assert trainer.caption_cache is not None and adapter.components.modules["text_encoder"] is None
+    assert trainer.batches.caption_cache is not None and adapter.components.modules["text_encoder"] is None
 
 
 def test_only_the_enhancer_trains():
@@ -109,10 +109,10 @@ def test_only_the_enhancer_trains():
     config = DistillConfig(steps=1, batch_size=4, negative_prompts="none", validate=False)
     trainer = Distiller(adapter, data, config, work_dir=Path("unused"), output=Path("unused.safetensors"), model_name="tiny-sd15")
     unet_before = {k: v.clone() for k, v in adapter.unet.state_dict().items()}
-    batch = trainer.batch(0, 0)
+    batch = trainer.batches.draw(0, 0)
     from dicecli.method import dice_loss
 
-    loss = dice_loss(adapter, trainer.enhancer, trainer.noise_scheduler, batch, 5.0, "l1")
+    loss = dice_loss(adapter, trainer.enhancer, trainer.batches.noise_scheduler, batch, 5.0, "l1")
     loss.backward()
     assert all(p.grad is None for p in adapter.unet.parameters())
     assert all(p.grad is None for p in adapter.text_encoder.parameters())
@@ -176,7 +176,7 @@ def test_logit_normal_timesteps_concentrate_mid_range():
         config = DistillConfig(steps=1, batch_size=2, negative_prompts="none", validate=False, timesteps=kind)
         trainer = Distiller(adapter, data, config, work_dir=Path("unused"), output=Path("unused.safetensors"),
                             model_name="tiny-sd15")
-        draws[kind] = trainer.timesteps(20_000, torch.Generator().manual_seed(0)).float()
+        draws[kind] = trainer.batches.timesteps(20_000, torch.Generator().manual_seed(0)).float()
     middle = {k: ((t >= 250) & (t < 750)).float().mean().item() for k, t in draws.items()}
     assert abs(middle["uniform"] - 0.5) < 0.02 and middle["logit-normal"] > 0.7  # P(|N(0,1)| < logit 0.75) = 0.73
     assert draws["logit-normal"].min() >= 0 and draws["logit-normal"].max() <= 999
@@ -202,9 +202,9 @@ def test_batch_not_divisible_by_accumulation(dice, imagefolder, tmp_path):
 
 
 def test_negative_corpus_has_100_distinct_prompts():
-    from dicecli.distill import load_negative_corpus
+    from dicecli.prompts import negative_corpus
 
-    prompts, name = load_negative_corpus("builtin")
+    prompts, name = negative_corpus("builtin")
     assert len(prompts) >= 100 and len(set(prompts)) == len(prompts) and name == "builtin-v1"
     assert "watermark" in prompts and "extra limbs" in prompts
 
