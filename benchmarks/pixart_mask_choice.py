@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from helpers import split_prompts, write_imagefolder  # noqa: E402  (the learning tests' data)
 
 from dicecli.cli import app  # noqa: E402
-from dicecli.enhancer import load_enhancer  # noqa: E402
+from dicecli.enhancer import read_enhancer  # noqa: E402
 from dicecli.families import load_adapter, pixart  # noqa: E402
 from dicecli.method import apply_enhancer, guidance_error  # noqa: E402
 from dicecli.refs import resolve_model  # noqa: E402
@@ -62,7 +62,7 @@ def main() -> None:
         dice("distill", "--model", "tiny-pixart", "--data", work / "latents.h5", "-o", out, "--work-dir", work / out.stem,
              "--steps", args.steps, "--batch-size", 8, "--lr", "5e-3", "--negative-prompts", "none", "--seed", seed,
              "--checkpoint-every", 1000, "--no-validate")
-        enhancer, meta = load_enhancer(out)
+        enhancer, meta = read_enhancer(out)
         assert (meta["keep_first_token"], meta["enhanced_mask"]) == (keep_first, mask)
         errors = []
         for draw in range(4):

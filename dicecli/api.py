@@ -47,7 +47,6 @@ __all__ = [
     "write_cache",
 ]
 
-PARTS = ("all", "semantic", "padding")
 
 
 def load_pipeline(model: str, *, device: str = "auto", dtype: str = "auto", vae: str | None = None) -> "DiffusionPipeline":
@@ -126,11 +125,10 @@ def _enhancer(enhancer: "str | Path | LoadedEnhancer", adapter: "FamilyAdapter")
 
 
 def _check(alpha: float, part: str) -> None:
-    from dicecli.settings import SampleConfig
+    from dicecli.settings import ENHANCED_PARTS, SampleConfig, check_choice
 
     SampleConfig(alpha=alpha).check(None)
-    if part not in PARTS:
-        raise UsageError(f"part {part!r} is not known; use one of {', '.join(PARTS)}.")
+    check_choice("part", part, ENHANCED_PARTS)
 
 
 def _prompts(prompt: str | list[str]) -> list[str]:

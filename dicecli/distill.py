@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from dicecli import faults
 from dicecli.checkpoints import WorkDir, restore_training_state, training_state
 from dicecli.data import TrainingData
-from dicecli.enhancer import Enhancer, load_enhancer, save_enhancer
+from dicecli.enhancer import Enhancer, read_enhancer, save_enhancer
 from dicecli.errors import IncompatibleError, UsageError
 from dicecli.families import FamilyAdapter, load_adapter
 from dicecli.files import check_output, check_writable, exclusive_lock
@@ -123,7 +123,7 @@ class Distiller:
             return 0
         trainer, tensors = WorkDir.read(checkpoint)
         check_resumable(trainer, self.config, self.model_name, self.data.source, self.work.path)
-        self.enhancer.load_state_dict(load_enhancer(checkpoint / "enhancer.safetensors", self.adapter.device)[0].state_dict())
+        self.enhancer.load_state_dict(read_enhancer(checkpoint / "enhancer.safetensors", self.adapter.device)[0].state_dict())
         restore_training_state(tensors, self.optimizer, self.ema)
         self.step = trainer["step"]
         return self.step

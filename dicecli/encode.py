@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from dicecli.cachejob import CacheJob, run_cache_job
 from dicecli.errors import IncompatibleError, UsageError
 from dicecli.families import load_adapter
 from dicecli.files import (STDIO, check_output, check_writable, main_lock, remove_stale_temporaries,
-                           stream_to_stdout)
+                           write_to_stdout)
 from dicecli.prompts import unique
 from dicecli.refs import ModelRef
 from dicecli.runtime import Runtime
@@ -114,10 +113,7 @@ def _encode(prompts: list[str], ref: ModelRef, output: str, negative: str | None
         result.truncated = sum(truncated)
 
     if to_stdout:
-        with tempfile.TemporaryDirectory(prefix="dice-encode-") as folder:
-            tmp = Path(folder) / "out.h5"
-            write(tmp)
-            stream_to_stdout(tmp)
+        write_to_stdout(write)
     else:
         write(out)
     return result

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 import torch
@@ -10,7 +9,7 @@ import torch
 from dicecli import distributed, faults
 from dicecli.cache import EMBEDDINGS_FORMAT, CacheWriter, new_header, storage_dtype
 from dicecli.cachejob import CacheJob, run_cache_job
-from dicecli.files import STDIO, check_output, check_writable, main_lock, stream_to_stdout
+from dicecli.files import STDIO, check_output, check_writable, main_lock, write_to_stdout
 from dicecli.method import enhance_conditioning
 from dicecli.preparation import open_enhancer, prepare, read_input
 from dicecli.runtime import Runtime
@@ -84,10 +83,7 @@ def enhance(source: str, output: str, options: SampleOptions, runtime: Runtime) 
         run_cache_job(path, job, progress)
 
     if output == STDIO:
-        with tempfile.TemporaryDirectory(prefix="dice-enhance-") as folder:
-            tmp = Path(folder) / "out.h5"
-            write(tmp)
-            stream_to_stdout(tmp)
+        write_to_stdout(write)
     else:
         with main_lock(Path(output), "Cache", wait=True):
             write(Path(output))

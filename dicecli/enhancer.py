@@ -195,7 +195,9 @@ def check_compatible(meta: dict, path: Path, *, family: str, context_dim: int | 
         )
 
 
-def load_enhancer(path: Path, device: torch.device | str = "cpu") -> tuple[Enhancer, dict]:
+def read_enhancer(path: Path, device: torch.device | str = "cpu") -> tuple[Enhancer, dict]:
+    """An enhancer file's network (on `device`, frozen) and metadata, checked: metadata, shapes, finite weights.
+    (`dicecli.load_enhancer`, the Python API's, also checks it against a pipeline.)"""
     meta = read_metadata(path)
     mask = meta.get("enhanced_mask", "prompt")  # older files: SD families, which have no mask to widen
     if mask not in ENHANCED_MASKS:

@@ -21,7 +21,9 @@ from PIL import Image
 from dicecli.errors import UsageError
 from dicecli.files import atomic_path
 from dicecli.hub import offline
-from dicecli.samplefolder import METHOD_LABELS, method_key, read_folder, sweep_members
+from dicecli.samplefolder import FolderContents, read_folder, sweep_members
+from dicecli.reportpage import value_text
+from dicecli.settings import FID_FEATURES, check_choice
 
 AESTHETIC_FILE = "sac+logos+ava1-l14-linearMSE.pth"
 CLEANFID_INCEPTION = Path("/tmp/inception-2015-12-05.pt")  # where clean-fid keeps its Inception weights
@@ -38,30 +40,12 @@ def known_metrics() -> dict:
     return {**{name: None for name in BUILTIN_METRICS}, **metrics()}
 
 
-@dataclass
-class SampleFolder:
-    path: Path
-    images: list[Path]
-    prompts: list[str]
-    settings: dict
-
-    @property
-    def label(self) -> dict:
-        """What tells this folder's row apart: the folder itself, its model, method and enhancer."""
-        s = self.settings
-        method = METHOD_LABELS[method_key(s.get("enhancer"), s.get("cfg", 1)) if s else "reference"]
-        nfe = s.get("steps", 0) * (2 if s.get("cfg", 1) > 1 else 1) if s.get("steps") else None
-        part = s.get("enhanced_part") if s.get("enhanced_part") not in (None, "all") else None
-        return {"folder": str(self.path), "model": s.get("model"), "method": method, "enhancer": s.get("enhancer"),
-                "part": part, "cfg": s.get("cfg"), "alpha": s.get("alpha"), "steps": s.get("steps"), "nfe": nfe}
-
-
 def expand_sweeps(folders: list[Path]) -> list[Path]:
     """Folders as given, a sweep folder (`dice sample --alpha 0,0.5,1`) replaced by its sample folders in order."""
     return [member for folder in folders for member in (sweep_members(folder) or [folder])]
 
 
-def open_folder(path: Path) -> SampleFolder:
+def open_folder(path: Path) -> FolderContents:
     if not path.is_dir():
         raise UsageError(f"Image folder {path} does not exist; give a folder of images (a `dice sample` output or reference images).")
     contents = read_folder(path)
@@ -69,7 +53,7 @@ def open_folder(path: Path) -> SampleFolder:
         raise UsageError(f"Sample folder {path} holds no images; run `dice sample` into it first.")
     for image in contents.images:
         check_image(image)
-    return SampleFolder(path, contents.images, contents.prompts, contents.settings)
+    return contents
 
 
 def check_figures(figures: list[Path]) -> None:
@@ -118,7 +102,8 @@ def feature_extractor(name: str, device: torch.device):
         return None, "clean-fid Inception-v3 (clean mode)"
     if name == "tiny-random":
         return TinyRandomFeatures().to(device).eval(), "tiny random conv features (smoke tests only)"
-    raise UsageError(f"--fid-features {name!r} is not known; use inception or tiny-random.")
+    check_choice("--fid-features", name, FID_FEATURES)
+    raise AssertionError(name)  # every name of FID_FEATURES is handled above
 
 
 FEATURE_BATCH = 32  # images per feature batch (clean-fid, CLIP); 64 prompts per CLIP text batch
@@ -356,7 +341,7 @@ def evaluate(folders: list[Path], *, ref: str | None, metrics: list[str], fid_fe
     return EvalReport(rows, settings, notes=notes)
 
 
-def mixed_folder_notes(samples: list[SampleFolder]) -> list[str]:
+def mixed_folder_notes(samples: list[FolderContents]) -> list[str]:
     """What a reader of the table should know: folders of different image sizes, or of different models."""
     notes = []
     sizes = {}
@@ -373,7 +358,7 @@ def mixed_folder_notes(samples: list[SampleFolder]) -> list[str]:
     return notes
 
 
-def few_images_notes(samples: list[SampleFolder]) -> list[str]:
+def few_images_notes(samples: list[FolderContents]) -> list[str]:
     small = [f"{s.path} ({len(s.images)})" for s in samples if len(s.images) < FID_MIN_IMAGES]
     if not small:
         return []
@@ -391,14 +376,6 @@ def columns() -> list[tuple[str, str]]:
     return LABEL_COLUMNS + METRIC_COLUMNS + extra + [("images", "images")]
 
 
-def _cell(value) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, float):
-        return f"{value:.2f}" if abs(value) >= 0.01 or value == 0 else f"{value:.4f}"
-    return str(value)
-
-
 def _shown(report: EvalReport) -> list[tuple[str, str]]:
     """The columns some row has a value for (the folder always)."""
     return [(k, title) for k, title in columns() if k == "folder" or any(row.get(k) is not None for row in report.rows)]
@@ -407,7 +384,7 @@ def _shown(report: EvalReport) -> list[tuple[str, str]]:
 def markdown_table(report: EvalReport) -> str:
     shown = _shown(report)
     lines = ["| " + " | ".join(t for _, t in shown) + " |", "|" + "|".join("---" for _ in shown) + "|"]
-    lines += ["| " + " | ".join(_cell(row.get(k)) for k, _ in shown) + " |" for row in report.rows]
+    lines += ["| " + " | ".join(value_text(row.get(k)) for k, _ in shown) + " |" for row in report.rows]
     return "\n".join(lines) + "\n"
 
 

@@ -10,7 +10,7 @@ import stat
 import sys
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from dicecli import faults
 from dicecli.errors import UsageError
@@ -178,11 +178,15 @@ def _locked_then_met(lock, group, point: str) -> Iterator[None]:
         yield
 
 
-def stream_to_stdout(path: Path) -> None:
-    """Copy a finished file to standard output (for `-o -`)."""
-    with open(path, "rb") as source:
-        shutil.copyfileobj(source, sys.stdout.buffer)
-    sys.stdout.buffer.flush()
+def write_to_stdout(write: Callable[[Path], None], name: str = "out.h5") -> None:
+    """`-o -`: `write(path)` makes the file in a temporary folder (HDF5 needs a seekable file), which is then copied
+    to standard output and removed."""
+    with tempfile.TemporaryDirectory(prefix="dice-stdout-") as folder:
+        path = Path(folder) / name
+        write(path)
+        with open(path, "rb") as source:
+            shutil.copyfileobj(source, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
 
 
 def stdin_to_file(folder: Path | None = None) -> Path:

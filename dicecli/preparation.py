@@ -103,9 +103,9 @@ class EnhancerChoice:
         return self.path.name
 
     def load(self, device) -> "Enhancer":
-        from dicecli.enhancer import load_enhancer
+        from dicecli.enhancer import read_enhancer
 
-        return load_enhancer(self.path, device)[0]
+        return read_enhancer(self.path, device)[0]
 
 
 def open_enhancer(spec: str | Path) -> EnhancerChoice:
@@ -230,11 +230,11 @@ def prepare(data: InputData, options: "SampleOptions", enhancer: EnhancerChoice 
     from dicecli.families import adapter_class
     from dicecli.refs import resolve_model
     from dicecli.settings import ENHANCED_PARTS as PARTS
-    from dicecli.settings import SampleConfig
+    from dicecli.settings import SampleConfig, check_choice
 
     model, alpha, negative, part = options.model, options.alpha, options.negative, options.part
-    if part is not None and part not in PARTS:
-        raise UsageError(f"--enhance-part {part!r} is not known; use one of {', '.join(PARTS)}.")
+    if part is not None:
+        check_choice("--enhance-part", part, PARTS)
     if part not in (None, "all") and enhancer is None:
         raise UsageError("--enhance-part needs --enhancer (an enhanced cache from `dice enhance` already has its part).")
     if data.enhanced_by:

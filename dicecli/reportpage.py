@@ -68,12 +68,17 @@ def column_title(row: dict) -> str:
     return title
 
 
-def cell(value) -> str:
+def value_text(value) -> str:
+    """A report value as the table shows it (Markdown and the page alike): – for none, 2 decimals (4 when small)."""
     if value is None:
         return "–"
     if isinstance(value, float):
         return f"{value:.2f}" if abs(value) >= 0.01 or value == 0 else f"{value:.4f}"
-    return html.escape(str(value))
+    return str(value)
+
+
+def cell(value) -> str:
+    return html.escape(value_text(value))
 
 
 def write_page(report, columns: list[tuple[str, str]], path: Path, figures: list[Path] = (),

@@ -198,6 +198,16 @@ class FolderContents:
     prompts: list[str]
     settings: dict
 
+    @property
+    def label(self) -> dict:
+        """What tells this folder's row apart: the folder itself, its model, method and enhancer."""
+        s = self.settings
+        method = METHOD_LABELS[method_key(s.get("enhancer"), s.get("cfg", 1)) if s else "reference"]
+        nfe = s.get("steps", 0) * (2 if s.get("cfg", 1) > 1 else 1) if s.get("steps") else None
+        part = s.get("enhanced_part") if s.get("enhanced_part") not in (None, "all") else None
+        return {"folder": str(self.path), "model": s.get("model"), "method": method, "enhancer": s.get("enhancer"),
+                "part": part, "cfg": s.get("cfg"), "alpha": s.get("alpha"), "steps": s.get("steps"), "nfe": nfe}
+
 
 def read_folder(folder: Path) -> FolderContents:
     """A sample folder (metadata.jsonl order), or any folder of images (name order, no prompts)."""

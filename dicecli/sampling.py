@@ -23,7 +23,7 @@ from dicecli.samplefolder import (SampleSettings, open_for_writing, read_done, r
                                   write_metadata, write_metadata_part)
 from dicecli.schedulers import SCHEDULERS
 from dicecli.runtime import Runtime
-from dicecli.settings import SampleConfig, SampleOptions
+from dicecli.settings import SampleConfig, SampleOptions, check_choice
 
 if TYPE_CHECKING:
     from dicecli.preparation import Prepared
@@ -32,8 +32,7 @@ if TYPE_CHECKING:
 def make_scheduler(name: str, config):
     import diffusers
 
-    if name not in SCHEDULERS:
-        raise UsageError(f"--scheduler {name!r} is not known; choose one of {', '.join(SCHEDULERS)}.")
+    check_choice("--scheduler", name, SCHEDULERS)
     class_name, extra = SCHEDULERS[name]
     return getattr(diffusers, class_name).from_config(config, **extra)
 

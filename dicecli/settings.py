@@ -101,6 +101,12 @@ def _of_type(value, hint, what: str):
     raise UsageError(f"{what} must be a {names}; fix the file.")
 
 
+def check_choice(option: str, value: str, choices) -> None:
+    """The one refusal of a name that is not one of an option's choices (schedulers, parts, losses, FID features...)."""
+    if value not in choices:
+        raise UsageError(f"{option} {value!r} is not known; use one of {', '.join(choices)}.")
+
+
 def check_multiple_of_8(option: str, value: int | None) -> None:
     """Image sizes: positive multiples of 8 (the VAE's downsampling), the one check for every size option."""
     if value is not None and (value < 8 or value % 8):
@@ -140,8 +146,7 @@ class SampleConfig(StageConfig):
     def check(self, family: str | None) -> None:
         from dicecli.schedulers import SCHEDULERS
 
-        if self.scheduler not in SCHEDULERS:
-            raise UsageError(f"--scheduler {self.scheduler!r} is not known; choose one of {', '.join(SCHEDULERS)}.")
+        check_choice("--scheduler", self.scheduler, SCHEDULERS)
         if not math.isfinite(self.cfg) or self.cfg < 1:
             raise UsageError(f"--cfg {self.cfg} must be a number of at least 1 (1 = unguided, one model evaluation per step).")
         if not math.isfinite(self.alpha):
@@ -230,14 +235,11 @@ class DistillConfig(StageConfig):
         return values
 
     def check(self, family: str | None = None) -> None:
-        if self.loss not in LOSSES:
-            raise UsageError(f"--loss {self.loss!r} is not known; use l1 or l2.")
+        check_choice("--loss", self.loss, LOSSES)
         if not 0 <= self.null_share <= 1:
             raise UsageError("--null-share must be between 0 and 1.")
-        if self.lr_schedule not in LR_SCHEDULES:
-            raise UsageError(f"--lr-schedule {self.lr_schedule!r} is not known; use one of {', '.join(LR_SCHEDULES)}.")
-        if self.timesteps not in TIMESTEP_SAMPLING:
-            raise UsageError(f"--timesteps {self.timesteps!r} is not known; use one of {', '.join(TIMESTEP_SAMPLING)}.")
+        check_choice("--lr-schedule", self.lr_schedule, LR_SCHEDULES)
+        check_choice("--timesteps", self.timesteps, TIMESTEP_SAMPLING)
         if not 0 <= self.ema < 1:
             raise UsageError(f"--ema {self.ema} must be a decay in [0, 1), e.g. 0.999 (0 turns it off).")
         if not 0 <= self.warmup_steps < self.steps:
@@ -279,8 +281,7 @@ class EvalConfig(StageConfig):
     fid_features: str = "inception"
 
     def check(self, family: str | None = None) -> None:
-        if self.fid_features not in FID_FEATURES:
-            raise UsageError(f"--fid-features {self.fid_features!r} is not known; use {' or '.join(FID_FEATURES)}.")
+        check_choice("--fid-features", self.fid_features, FID_FEATURES)
 
 
 @dataclass

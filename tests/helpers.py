@@ -134,7 +134,7 @@ def short_distill_guidance_error(dice, tmp_path: Path, model: str, steps: int):
     training prompts, then the guidance error on the held-out ones: (enhancer metadata, unguided error, DICE error)."""
     import torch
 
-    from dicecli.enhancer import load_enhancer, read_metadata
+    from dicecli.enhancer import read_enhancer, read_metadata
     from dicecli.families import load_adapter
     from dicecli.method import guidance_error
     from dicecli.refs import resolve_model
@@ -147,7 +147,7 @@ def short_distill_guidance_error(dice, tmp_path: Path, model: str, steps: int):
                   "--checkpoint-every", "1000", "--no-validate", "--json")
     assert result.code == 0, result.stderr
     adapter = load_adapter(resolve_model(model), torch.device("cpu"), torch.float32)
-    enhancer, _ = load_enhancer(out)
+    enhancer, _ = read_enhancer(out)
     cond = adapter.encode(held_out).conditioning
     x0 = torch.randn(len(held_out), 4, 16, 16, generator=torch.Generator().manual_seed(5)) * 0.8
     plain, enhanced = guidance_error(adapter, enhancer, x0, cond, adapter.null(), 5.0, seed=7)

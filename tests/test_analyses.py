@@ -31,14 +31,14 @@ def pixels(folder, name="000000.png"):
 # -- partial enhancement ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("family", FAMILY_NAMES)
 def test_partial_enhancement_replaces_only_its_part(family, family_enhancers):
-    from dicecli.enhancer import load_enhancer
+    from dicecli.enhancer import read_enhancer
     from dicecli.families import load_adapter
     from dicecli.method import apply_enhancer
     from dicecli.refs import resolve_model
 
     adapter = load_adapter(resolve_model(f"tiny-{family}"), torch.device("cpu"), torch.float32)
     cond = adapter.encode(["a red cat", "a blue dog on a beach"]).conditioning
-    net, _ = load_enhancer(family_enhancers[family])
+    net, _ = read_enhancer(family_enhancers[family])
     semantic = cond.semantic_positions()
     assert semantic.sum(1).tolist() == (cond.eos_index + 1).tolist()
     full = apply_enhancer(net, cond, adapter.null())
@@ -149,12 +149,12 @@ def test_inspect_reports_each_part_of_each_text_encoder(dice, family, family_enh
     assert len(positions) == 1 + tokens
     assert Image.open(out.parent / "inspect.png").size[0] > 500
     # the first prompt's semantic cosine, computed here from the model and the enhancer
-    from dicecli.enhancer import load_enhancer
+    from dicecli.enhancer import read_enhancer
     from dicecli.families import load_adapter
     from dicecli.refs import resolve_model
 
     adapter = load_adapter(resolve_model(f"tiny-{family}"), torch.device("cpu"), torch.float32)
-    net, _ = load_enhancer(family_enhancers[family])
+    net, _ = read_enhancer(family_enhancers[family])
     cond = adapter.encode(["a red cat"]).conditioning
     null = adapter.null()
     enhanced = net(cond.prompt_embeds, null.prompt_embeds, 1.0, null.attention_mask)
@@ -266,13 +266,13 @@ def test_trigger_words_are_real_words_whose_encoding_gives_the_reported_distance
     lines = (tmp_path / "trig.txt").read_text().splitlines()
     assert lines == [f"{p} {suffix}" for p in ("a red cat", "a blue dog on a beach", "a green house")]
     # the reported distance is what the plain words give, computed here through the family's own encoding
-    from dicecli.enhancer import load_enhancer
+    from dicecli.enhancer import read_enhancer
     from dicecli.families import load_adapter
     from dicecli.method import apply_enhancer
     from dicecli.refs import resolve_model
 
     adapter = load_adapter(resolve_model(f"tiny-{family}"), torch.device("cpu"), torch.float32)
-    net, _ = load_enhancer(family_enhancers[family])
+    net, _ = read_enhancer(family_enhancers[family])
     cond = adapter.encode(["a red cat", "a blue dog on a beach", "a green house"]).conditioning
     target = apply_enhancer(net, cond, adapter.null())
     with_words = adapter.encode(lines).conditioning

@@ -136,14 +136,14 @@ def test_detach_restores_the_pipeline_exactly(enhancers):
 
 
 def test_partial_enhancement_and_strength_through_attach(enhancers):
-    from dicecli.enhancer import load_enhancer
+    from dicecli.enhancer import read_enhancer
     from dicecli.families import adapter_for_pipeline
     from dicecli.method import apply_enhancer
 
     pipe = pipeline("sd15")
     adapter = adapter_for_pipeline(pipe)
     cond = adapter.encode(PROMPTS).conditioning
-    net, _ = load_enhancer(enhancers["sd15"])
+    net, _ = read_enhancer(enhancers["sd15"])
     dicecli.attach(pipe, enhancers["sd15"], alpha=0.7, part="semantic")
     embeds, _ = pipe.encode_prompt(PROMPTS, "cpu", 2, False)
     dicecli.detach(pipe)

@@ -213,7 +213,7 @@ def test_negative_corpus_has_100_distinct_prompts():
 def test_short_distill_recovers_guidance_on_held_out_prompts(dice, tmp_path):
     """DICE on tiny-sd15: |eps(x_t, c') - eps_cfg| at least 30% below |eps(x_t, c) - eps_cfg| on unseen prompts."""
     from dicecli.method import guidance_error
-    from dicecli.enhancer import load_enhancer
+    from dicecli.enhancer import read_enhancer
     from dicecli.families import load_adapter
     from dicecli.refs import resolve_model
 
@@ -231,7 +231,7 @@ def test_short_distill_recovers_guidance_on_held_out_prompts(dice, tmp_path):
     assert np.mean(log[-20:]) < 0.75 * np.mean(log[:5])  # the loss went down
 
     adapter = load_adapter(resolve_model("tiny-sd15"), torch.device("cpu"), torch.float32)
-    enhancer, _ = load_enhancer(out)
+    enhancer, _ = read_enhancer(out)
     cond = adapter.encode(held_out).conditioning
     null = adapter.encode([""]).conditioning
     x0 = torch.randn(len(held_out), 4, 16, 16, generator=torch.Generator().manual_seed(5)) * 0.8

@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from dicecli.enhancer import Enhancer, check_compatible, load_enhancer, parameter_count, read_metadata, save_enhancer
+from dicecli.enhancer import Enhancer, check_compatible, read_enhancer, parameter_count, read_metadata, save_enhancer
 from dicecli.errors import IncompatibleError, UsageError
 
 
@@ -64,7 +64,7 @@ def test_save_load_roundtrip_with_metadata(tmp_path):
                 "trained_on", "guidance_scale", "negative_prompts", "loss", "steps", "batch_size", "dicecli_version", "init"):
         assert key in raw, key
     assert raw["format"] == "dice-enhancer" and json.loads(raw["context_dim"]) == 32
-    loaded, meta = load_enhancer(path)
+    loaded, meta = read_enhancer(path)
     assert meta["family"] == "sd15" and meta["steps"] == 10
     for (name, a), b in zip(enhancer.state_dict().items(), loaded.state_dict().values()):
         torch.testing.assert_close(a, b, msg=name)
@@ -106,5 +106,5 @@ def test_enhancer_files_are_reproducible_byte_for_byte(tmp_path):
     for path in paths:
         subprocess.run([sys.executable, "-c", code, str(path)], check=True, timeout=120)
     assert paths[0].read_bytes() == paths[1].read_bytes()
-    enhancer, meta = load_enhancer(paths[0])
+    enhancer, meta = read_enhancer(paths[0])
     assert meta["family"] == "sd15" and meta["steps"] == 1 and parameter_count(enhancer) == 1025 * 32 + 1_049_600

@@ -140,7 +140,7 @@ def test_denoise_is_the_pipelines_transformer_call_without_the_variance(model, r
 
 
 def test_enhancer_parameter_formula_and_mask_choice_in_metadata(tmp_path):
-    from dicecli.enhancer import Enhancer, load_enhancer, parameter_count, read_metadata
+    from dicecli.enhancer import Enhancer, read_enhancer, parameter_count, read_metadata
 
     for width in (32, 4096):
         assert parameter_count(Enhancer(width)) == 1025 * width + 1_049_600
@@ -148,7 +148,7 @@ def test_enhancer_parameter_formula_and_mask_choice_in_metadata(tmp_path):
     path = save_pixart_enhancer(random_enhancer(mask="all"), tmp_path / "e.safetensors")
     meta = read_metadata(path)
     assert (meta["keep_first_token"], meta["enhanced_mask"]) == (False, "all")
-    assert load_enhancer(path)[0].enhanced_mask == "all"
+    assert read_enhancer(path)[0].enhanced_mask == "all"
 
 
 def test_family_text_spec_records_the_measured_choice(tiny_pixart_dir):

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dicecli.method import guidance_error
-from dicecli.enhancer import load_enhancer, read_metadata, resolve_enhancer
+from dicecli.enhancer import read_enhancer, read_metadata, resolve_enhancer
 from dicecli.plugins.toy.world import ENHANCER_FILE
 from dicecli.plugins.toy.world import evaluation_set, scene_from_stated
 
@@ -47,7 +47,7 @@ def test_shipped_enhancer_is_named_toy(tmp_path, monkeypatch):
 
 def test_shipped_enhancer_reduces_guidance_error(toy, held_out):
     _, cond, null, latents = held_out
-    enhancer, _ = load_enhancer(resolve_enhancer("toy"))
+    enhancer, _ = read_enhancer(resolve_enhancer("toy"))
     for seed in (0, 1):
         before, after = guidance_error(toy, enhancer, latents, cond, null, 5.0, seed=seed)
         assert after <= 0.9 * before, (seed, before, after)  # measured: 22 % and 20 % less
@@ -81,7 +81,7 @@ def test_short_distill_reduces_guidance_error(dice, toy, held_out, tmp_path):
                   "--lr", "3e-3", "--negative-prompts", "none", "--no-validate", "--work-dir", tmp_path / "run",
                   "-o", out, "--quiet")
     assert result.code == 0, result.stderr
-    enhancer, _ = load_enhancer(out)
+    enhancer, _ = read_enhancer(out)
     before, after = guidance_error(toy, enhancer, latents, cond, null, 5.0, seed=0)
     assert after < 0.988 * before, (before, after)  # measured: 2.5 % less
 

@@ -92,11 +92,11 @@ def test_report_enhancer_parameter_count_is_the_shipped_enhancers():
     import importlib.util
     from pathlib import Path
 
-    from dicecli.enhancer import load_enhancer, parameter_count
+    from dicecli.enhancer import read_enhancer, parameter_count
     from dicecli.plugins.toy.world import ENHANCER_FILE
 
     script = Path(__file__).resolve().parents[1] / "scripts" / "toy" / "write_report.py"
     spec = importlib.util.spec_from_file_location("write_report", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    assert parameter_count(load_enhancer(ENHANCER_FILE)[0]) == module.ENHANCER_PARAMETERS
+    assert parameter_count(read_enhancer(ENHANCER_FILE)[0]) == module.ENHANCER_PARAMETERS

@@ -47,12 +47,12 @@ class LoadedEnhancer:
 def load(path: Path, device: torch.device | str = "cpu", name: str | None = None) -> LoadedEnhancer:
     """An enhancer file with `dice`'s own checks (damaged file, NaN weights), refused in one sentence when its
     family's conditioning is not what ComfyUI's CLIP Text Encode makes for SD1.5 and SDXL checkpoints."""
-    from dicecli.enhancer import load_enhancer
+    from dicecli.enhancer import read_enhancer
     from dicecli.errors import DiceError
 
     name = name or Path(path).name
     try:
-        module, meta = load_enhancer(Path(path), device)
+        module, meta = read_enhancer(Path(path), device)
     except DiceError as error:
         raise NodeError(str(error)) from None
     from dicecli.families import FAMILIES

@@ -32,7 +32,7 @@ import torch
 from dicecli.analysis.attention import attention_maps
 from dicecli.analysis.embeddings import inspect_enhancer
 from dicecli.analysis.triggers import TriggerSearch, candidate_words, find_triggers, with_suffix
-from dicecli.enhancer import load_enhancer, resolve_enhancer
+from dicecli.enhancer import read_enhancer, resolve_enhancer
 from dicecli.families import load_adapter
 from dicecli.method import apply_enhancer
 from dicecli.plugins.toy.world import ToyWorld, load_evaluator
@@ -65,7 +65,7 @@ def main() -> None:
     adapter = load_adapter(resolve_model("toy"), device, dtype)
     evaluator = load_evaluator(device)
     pairs = Protocol("held_out_pairs", args.prompts, adapter, evaluator, device)
-    enhancer, _ = load_enhancer(resolve_enhancer("toy"), device)
+    enhancer, _ = read_enhancer(resolve_enhancer("toy"), device)
     null = adapter.encode([""]).conditioning.to(device)
     pipe = adapter.pipeline()
     rows, grid, feats = [], {}, {"truth": pairs.truth_features}

@@ -15,7 +15,7 @@ import json
 import numpy as np
 import torch
 
-from dicecli.enhancer import load_enhancer
+from dicecli.enhancer import read_enhancer
 from dicecli.families import load_adapter
 from dicecli.method import guidance_error
 from dicecli.plugins.toy.world import evaluation_set, scene_from_stated
@@ -39,7 +39,7 @@ def main() -> None:
     result = {"prompts": args.prompts, "guidance_scale": 5.0, "seeds": [0, 1], "enhancers": {}}
     for spec in args.enhancers:
         name, _, path = spec.partition("=")
-        enhancer, meta = load_enhancer(path)
+        enhancer, meta = read_enhancer(path)
         errors = [guidance_error(toy, enhancer, latents, cond, null, 5.0, seed=seed) for seed in (0, 1)]
         result["unguided"] = float(np.mean([before for before, _ in errors]))
         result["enhancers"][name] = {"error": float(np.mean([after for _, after in errors])),

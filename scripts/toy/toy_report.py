@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from dicecli.enhancer import load_enhancer
+from dicecli.enhancer import read_enhancer
 from dicecli.families import Conditioning, load_adapter
 from dicecli.method import apply_enhancer
 from dicecli.plugins.toy.world import (ToyWorld, alignment, attribute_hits, clutter, evaluation_set, features,
@@ -99,8 +99,8 @@ def main() -> None:
     negatives = list(ToyWorld(size=args.prompts, seed=NEGATIVE_SEED)[: args.prompts])
     null = adapter.encode([""]).conditioning.to(device)
     neg = adapter.encode(negatives).conditioning.to(device)
-    plain, _ = load_enhancer(args.enhancer, device)
-    negative_aware, _ = load_enhancer(args.negative_enhancer, device)
+    plain, _ = read_enhancer(args.enhancer, device)
+    negative_aware, _ = read_enhancer(args.negative_enhancer, device)
     pipe = adapter.pipeline()
     gd_pipe = gd_pipeline(adapter, args.gd, GD_SCALE) if args.gd else None
 
@@ -165,11 +165,11 @@ def main() -> None:
         if not args.table_only:  # distillation settings, each at the Table 1 setting (with or without negatives)
             for spec in args.ablation:
                 label, _, path = spec.partition("=")
-                enhancer, _ = load_enhancer(path, device)
+                enhancer, _ = read_enhancer(path, device)
                 run(f"ablation:{label}", "DICE", pairs, dice(pairs, enhancer=enhancer), null, 1.0, 20, alpha=1.0)
             for spec in args.negative_ablation:
                 label, _, path = spec.partition("=")
-                enhancer, _ = load_enhancer(path, device)
+                enhancer, _ = read_enhancer(path, device)
                 run(f"negative-ablation:{label}", "DICE", pairs, dice(pairs, negative=neg, enhancer=enhancer), neg,
                     1.0, 20, alpha=1.0, negative_prompt=True)
         if not (args.table_only or args.ablations_only):
