@@ -37,7 +37,7 @@ def sd15():
     from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
 
-    from dicecli.families.tiny import clip_byte_tokenizer
+    from dicecli.miniatures import clip_byte_tokenizer
 
     tokenizer = clip_byte_tokenizer()
     torch.manual_seed(0)
@@ -55,7 +55,7 @@ def sdxl():
     from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from dicecli.families.tiny import clip_byte_tokenizer
+    from dicecli.miniatures import clip_byte_tokenizer
 
     tokenizer, tokenizer_2 = clip_byte_tokenizer(), clip_byte_tokenizer(pad_token="!")
     torch.manual_seed(0)
@@ -88,7 +88,7 @@ def pixart(sample_size: int = 64):
     from diffusers import DPMSolverMultistepScheduler, PixArtAlphaPipeline, PixArtTransformer2DModel
     from transformers import T5Config, T5EncoderModel
 
-    from dicecli.families.tiny import t5_char_tokenizer
+    from dicecli.miniatures import t5_char_tokenizer
 
     tokenizer = t5_char_tokenizer()
     torch.manual_seed(0)
@@ -113,9 +113,9 @@ def pixart(sample_size: int = 64):
 def _tiny(family: str):
     """The test suite's tiny model of a family: every benchmark runs on it on a CPU (tests/test_benchmarks.py), so
     that a change cannot break a benchmark unseen."""
-    from dicecli.families import adapter_class
+    from dicecli.miniatures import MINIATURES
 
-    return adapter_class(family).tiny_pipeline
+    return MINIATURES[family][0]
 
 
 ARCHITECTURES = {"sd15": sd15, "sdxl": sdxl, "pixart": pixart, "pixart-1024": lambda: pixart(sample_size=128),

@@ -1,7 +1,7 @@
 """Built-in models: each family's random-weight `tiny-FAMILY` pipeline for smoke tests and CI, and the
 trained models that plug-ins ship (`dicecli.plugins`); `BuiltinSource` is their model source.
 
-Tiny models are built from configs with seeded weights on first use (`FamilyAdapter.tiny_pipeline`),
+Tiny models are built from configs with seeded weights on first use (`dicecli.miniatures`),
 saved with `save_pretrained` under the user cache, and then loaded back through the same
 `from_pretrained` code as any downloaded model.
 """
@@ -18,6 +18,7 @@ from pathlib import Path
 from dicecli.errors import UsageError
 from dicecli.families import FAMILIES
 from dicecli.loading import ModelSource
+from dicecli.miniatures import MINIATURES
 from dicecli.paths import builtin_models_dir
 from dicecli.plugins import shipped_models
 from dicecli.runtime import quiet_libraries
@@ -66,7 +67,7 @@ def ensure_builtin(name: str) -> Path:
 
 
 # tiny-FAMILY -> (builder, version), one per registered family
-BUILDERS = {f"tiny-{family}": (cls.tiny_pipeline, cls.tiny_version) for family, cls in FAMILIES.items()}
+BUILDERS = {f"tiny-{family}": MINIATURES[family] for family in FAMILIES}
 
 
 @dataclass(frozen=True)

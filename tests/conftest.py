@@ -77,7 +77,7 @@ def tiny_clip_dir(tmp_path_factory) -> Path:
     import torch
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
 
-    from dicecli.families.tiny import clip_byte_tokenizer
+    from dicecli.miniatures import clip_byte_tokenizer
 
     tokenizer = clip_byte_tokenizer()
     torch.manual_seed(0)

@@ -124,12 +124,12 @@ def test_settings_travel_as_objects():
 # docs/architecture.md, "Layers", lowest first: a module imports its own layer or lower ones, never a higher one
 # (at module level, inside functions, or for type checking only). `dicecli` itself is imported for __version__.
 LAYERS = [
-    ("foundation", "errors faults paths schedulers hub runtime distributed plugins plugins.toy.world families.tiny"),
+    ("foundation", "errors faults paths schedulers hub runtime distributed plugins plugins.toy.world"),
     ("files", "files"),
     ("loading", "loading"),
     ("families", "families families.base families.sd15 families.sdxl families.pixart"),
     ("settings and formats", "settings enhancer cache cachejob samplefolder checkpoints"),
-    ("models and data", "builtin recipes refs prompts data plugins.toy"),
+    ("models and data", "miniatures builtin recipes refs prompts data plugins.toy"),
     ("method", "method trainbatches"),
     ("preparation", "preparation"),
     ("sampling and reports", "sampling reportpage validation"),

@@ -26,10 +26,10 @@ def tiny_pixart_dir(offline_home):
 def pixart_1024_dir(tmp_path_factory, offline_home):
     """A tiny model shaped like PixArt-XL-2-1024-MS: sample size 128 (resolution and aspect-ratio conditions,
     1024-px aspect bins, multiples of 32 px) over an 8x VAE; 4x4 patches keep it near 1,000 tokens."""
-    from dicecli.families.pixart import PixArtAdapter
+    from dicecli.miniatures import tiny_pixart
 
     folder = tmp_path_factory.mktemp("pixart-1024") / "tiny-pixart-1024"
-    PixArtAdapter.tiny_pipeline(sample_size=128, patch_size=4, vae_blocks=4).save_pretrained(folder)
+    tiny_pixart(sample_size=128, patch_size=4, vae_blocks=4).save_pretrained(folder)
     return folder
 
 

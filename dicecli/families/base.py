@@ -137,15 +137,6 @@ class FamilyAdapter(ABC):
     # prompt as several of them (`dicecli.comfyui`).
     comfyui_conditioning: ClassVar[bool] = False
     encode_prompt_outputs: ClassVar[dict[str, int]] = {"prompt_embeds": 0}
-    # The family's tiny random-weight model (`tiny-FAMILY`, built on first use): `tiny_pipeline()` returns the
-    # diffusers pipeline, `tiny_version` is bumped when it changes so that stale copies are rebuilt.
-    tiny_version: ClassVar[int] = 1
-
-    @staticmethod
-    @abstractmethod
-    def tiny_pipeline():
-        """A miniature pipeline of the family with seeded random weights, built from configs."""
-
     def __init__(self, components: Components):
         self.components = components
         self.device, self.dtype = components.device, components.dtype

@@ -6,7 +6,6 @@ from __future__ import annotations
 import torch
 
 from dicecli.families.base import Conditioning, FamilyAdapter, TextSpec, read_json
-from dicecli.families.tiny import t5_char_tokenizer, tiny_vae
 
 MAX_SEQUENCE_LENGTH = 120  # PixArtAlphaPipeline's max_sequence_length (the PixArt-alpha paper, section 3.1)
 BINNED_SAMPLE_SIZES = (32, 64, 128)  # transformers the pipeline snaps sizes to aspect-ratio bins for
@@ -94,45 +93,3 @@ class PixArtAdapter(FamilyAdapter):
         # transformers of other sample sizes (tiny test models) have no bins.
         kwargs["use_resolution_binning"] = self.denoiser.config.sample_size in BINNED_SAMPLE_SIZES
         return kwargs
-
-    # -- the tiny random-weight model for tests and CI (`tiny-pixart`) ---------------------------------------
-    tiny_version = 1  # bump when the builder changes, so stale copies are rebuilt
-
-    @staticmethod
-    def tiny_pipeline(sample_size: int = 16, patch_size: int = 2, vae_blocks: int = 2):
-        """A miniature PixArt-alpha pipeline: a 2-layer T5 encoder (32 wide), a 2-layer PixArt transformer
-        (48 wide) with learned variance (8 output channels) and adaLN-single, PixArt's scheduler config.
-
-        `sample_size` 128 (with a 4-block VAE) gives the 1024 model's resolution/aspect-ratio conditioning.
-        """
-        from diffusers import DPMSolverMultistepScheduler, PixArtAlphaPipeline, PixArtTransformer2DModel
-        from transformers import T5Config, T5EncoderModel
-
-        tokenizer = t5_char_tokenizer()
-        torch.manual_seed(0)
-        text_encoder = T5EncoderModel(T5Config(
-            vocab_size=len(tokenizer), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
-            relative_attention_num_buckets=8, feed_forward_proj="gated-gelu", dropout_rate=0.0,
-            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, decoder_start_token_id=0,
-        ))
-        with torch.no_grad():
-            # As for the tiny CLIP encoders: smaller outputs keep the transformer's cross-attention in the
-            # near-linear regime of trained models, so CFG is distillable (SD15Adapter.tiny_pipeline).
-            text_encoder.encoder.final_layer_norm.weight.mul_(0.2)
-        torch.manual_seed(1)
-        transformer = PixArtTransformer2DModel(
-            # 48 wide: the resolution and aspect-ratio embeddings take a third of the width each
-            num_attention_heads=3, attention_head_dim=16, in_channels=4, out_channels=8, num_layers=2,
-            cross_attention_dim=48, caption_channels=32, sample_size=sample_size, patch_size=patch_size,
-            attention_bias=True, activation_fn="gelu-approximate", num_embeds_ada_norm=1000, norm_type="ada_norm_single",
-            norm_elementwise_affine=False, norm_eps=1e-6,
-        )
-        torch.manual_seed(2)
-        vae = tiny_vae(vae_blocks)
-        # PixArt-XL-2's own scheduler config (DDPM's linear betas, DPM-Solver++ 2M).
-        scheduler = DPMSolverMultistepScheduler(
-            beta_start=0.0001, beta_end=0.02, beta_schedule="linear", num_train_timesteps=1000,
-            prediction_type="epsilon", algorithm_type="dpmsolver++", solver_order=2, lower_order_final=True,
-        )
-        return PixArtAlphaPipeline(tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer,
-                                   scheduler=scheduler)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 
 from dicecli.families.base import Conditioning, FamilyAdapter, TextSpec, read_json
-from dicecli.families.tiny import clip_byte_tokenizer, tiny_clip_config, tiny_vae
 
 
 class SD15Adapter(FamilyAdapter):
@@ -45,40 +44,3 @@ class SD15Adapter(FamilyAdapter):
 
     def denoise(self, latents: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         return self.unet(latents, timesteps, encoder_hidden_states=cond.prompt_embeds, return_dict=False)[0]
-
-    # -- the tiny random-weight model for tests and CI (`tiny-sd15`) ---------------------------------------
-    tiny_version = 2  # bump when the builder changes, so stale copies are rebuilt
-
-    @staticmethod
-    def tiny_pipeline():
-        """A miniature SD1.5 pipeline (`tiny-sd15`): a 32-wide CLIP encoder, a two-block UNet, SD1.5's scheduler config."""
-        from diffusers import PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-        from transformers import CLIPTextModel
-
-        tokenizer = clip_byte_tokenizer()
-        torch.manual_seed(0)
-        text_encoder = CLIPTextModel(tiny_clip_config(tokenizer))
-        with torch.no_grad():
-            # Trained text encoders feed the UNet's cross-attention in a regime where the output moves
-            # almost linearly with the embedding; unit-scale random outputs make the attention far
-            # sharper. Scaling the final norm restores that regime, so CFG is distillable as in real SD.
-            text_encoder.final_layer_norm.weight.mul_(0.2)
-            text_encoder.final_layer_norm.bias.mul_(0.2)
-        torch.manual_seed(1)
-        unet = UNet2DConditionModel(
-            sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
-            block_out_channels=(32, 64), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
-            attention_head_dim=8, norm_num_groups=16,
-        )
-        torch.manual_seed(2)
-        vae = tiny_vae()
-        # SD1.5's own scheduler config.
-        scheduler = PNDMScheduler(
-            beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
-            skip_prk_steps=True, steps_offset=1, set_alpha_to_one=False,
-        )
-        return StableDiffusionPipeline(
-            vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
-            safety_checker=None, feature_extractor=None, requires_safety_checker=False,
-        )

@@ -6,7 +6,6 @@ from __future__ import annotations
 import torch
 
 from dicecli.families.base import Conditioning, FamilyAdapter, TextSpec, read_json
-from dicecli.families.tiny import clip_byte_tokenizer, tiny_clip_config, tiny_vae
 
 class SDXLAdapter(FamilyAdapter):
     family = "sdxl"
@@ -78,43 +77,3 @@ class SDXLAdapter(FamilyAdapter):
         if negative is not None:
             kwargs["negative_pooled_prompt_embeds"] = negative.pooled_prompt_embeds.to(self.device, self.dtype)
         return kwargs
-
-    # -- the tiny random-weight model for tests and CI (`tiny-sdxl`) ---------------------------------------
-    tiny_version = 1  # bump when the builder changes, so stale copies are rebuilt
-
-    @staticmethod
-    def tiny_pipeline():
-        """A miniature SDXL pipeline: two CLIP encoders (32 + 32 wide; the second with a 32-wide pooled
-        projection and SDXL's "!" padding), a UNet with text-time conditioning, SDXL's scheduler config."""
-        from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
-        from transformers import CLIPTextModel, CLIPTextModelWithProjection
-
-        tokenizer, tokenizer_2 = clip_byte_tokenizer(), clip_byte_tokenizer(pad_token="!")
-        torch.manual_seed(0)
-        text_encoder = CLIPTextModel(tiny_clip_config(tokenizer))
-        torch.manual_seed(1)
-        text_encoder_2 = CLIPTextModelWithProjection(tiny_clip_config(tokenizer_2))
-        with torch.no_grad():
-            # In trained SDXL the prompt mostly acts through cross-attention on the token sequence; unit-scale
-            # random pooled embeddings would instead steer this tiny UNet mainly through its time embedding,
-            # which no enhancer of the sequence can reach. A smaller pooled projection restores the balance.
-            text_encoder_2.text_projection.weight.mul_(0.2)
-        torch.manual_seed(2)
-        unet = UNet2DConditionModel(
-            sample_size=16, in_channels=4, out_channels=4, layers_per_block=1, block_out_channels=(32, 64),
-            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-            attention_head_dim=(2, 4), use_linear_projection=True, cross_attention_dim=64, norm_num_groups=16,
-            addition_embed_type="text_time", addition_time_embed_dim=8,
-            projection_class_embeddings_input_dim=6 * 8 + 32,  # six time ids x 8 + the pooled embedding
-        )
-        torch.manual_seed(3)
-        vae = tiny_vae()
-        # SDXL base 1.0's own scheduler config.
-        scheduler = EulerDiscreteScheduler(
-            beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
-            steps_offset=1, timestep_spacing="leading", interpolation_type="linear", prediction_type="epsilon",
-        )
-        return StableDiffusionXLPipeline(
-            vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2, tokenizer=tokenizer,
-            tokenizer_2=tokenizer_2, unet=unet, scheduler=scheduler, force_zeros_for_empty_prompt=True,
-        )

@@ -158,7 +158,7 @@ def build_model(args, device) -> dict:
     from diffusers import AutoencoderKL, DDPMScheduler, PNDMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from dicecli.families.tiny import clip_word_tokenizer
+    from dicecli.miniatures import clip_word_tokenizer
 
     report: dict = {}
     t0 = time.time()
