@@ -247,6 +247,7 @@ def _enhance_outputs(attachment: Attachment, adapter: "FamilyAdapter", out: list
                              "to find the end-of-text token.")
         prompts, eos = [], torch.zeros(len(embeds), dtype=torch.long)
     cond = Conditioning(embeds, eos, attention_mask=mask)
+    adapter.clip_skip = 1 + (arguments.get("clip_skip") or 0)  # the call's clip skip (diffusers counts from 0)
     negative = _negative_for_enhancer(adapter, arguments.get("negative_prompt"), len(prompts) or len(embeds))
     if len(negative) > 1:
         negative = negative[torch.arange(len(negative)).repeat_interleave(per_prompt)]

@@ -52,6 +52,16 @@ def new_header(fmt: str, *, family: str, model: str, model_resolved: str, finger
     }
 
 
+def clip_skip_attrs(clip_skip: int) -> dict:
+    """The attribute a cache (or an enhancer's metadata) records for a clip skip: none for 1, the default."""
+    return {"clip_skip": int(clip_skip)} if clip_skip != 1 else {}
+
+
+def clip_skip_of(attrs: dict) -> int:
+    """The clip skip embeddings were made with (files made before dicecli recorded it: 1)."""
+    return int(attrs.get("clip_skip", 1))
+
+
 class EmbeddingCache:
     """Read access to a `dice-embeddings` (or `dice-latents`) file, checked when opened and as it is read.
 

@@ -35,6 +35,7 @@ class TrainingData:
     render: Callable[[int], Image.Image] | None = None  # images made on the fly (plug-in data)
     # latents: the text encoder whose caption embeddings the cache holds beside them (None: it holds none)
     text_fingerprint: str | None = None
+    text_clip_skip: int = 1  # the clip skip the captions' embeddings were made with
 
     def caption_embeddings(self):
         """The cache's caption embeddings, read by row (`EmbeddingCache.conditioning`), or None."""
@@ -159,4 +160,5 @@ def _latents(path: Path) -> TrainingData:
         encoded = "prompt_embeds" in cache.file
     return TrainingData(captions, latents=latents, source=str(path), vae_fingerprint=attrs.get("vae_fingerprint"),
                         resolution=attrs.get("resolution"),
-                        text_fingerprint=attrs.get("text_encoder_fingerprint") if encoded else None)
+                        text_fingerprint=attrs.get("text_encoder_fingerprint") if encoded else None,
+                        text_clip_skip=int(attrs.get("clip_skip", 1)))

@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from dicecli import faults
+from dicecli.cache import clip_skip_attrs
 from dicecli.checkpoints import WorkDir, restore_training_state, training_state
 from dicecli.data import TrainingData
 from dicecli.enhancer import Enhancer, read_enhancer, save_enhancer
@@ -70,7 +71,8 @@ class Distiller:
         self.fingerprint = adapter.text_encoder_fingerprint()  # for the enhancer's metadata
         # Captions are fixed: a latent cache with this text encoder's caption embeddings spares encoding them at
         # every step (17 % of a PixArt step, with T5-XXL held in memory); the text encoders are then freed.
-        caption_cache = data.caption_embeddings() if data.text_fingerprint == self.fingerprint else None
+        same_text = data.text_fingerprint == self.fingerprint and data.text_clip_skip == adapter.clip_skip
+        caption_cache = data.caption_embeddings() if same_text else None
         self.validation_inputs = None
         if caption_cache is not None:
             if config.validate:
@@ -92,7 +94,8 @@ class Distiller:
     def metadata(self, averaged: bool = False) -> dict:
         """What an enhancer file records; `weights` says whether it holds the trained weights or their --ema average."""
         return {"family": self.adapter.family, "tokens": self.text.tokens, "trained_on": self.model_name,
-                "text_encoder_fingerprint": self.fingerprint, **self.config.marked("record"),
+                "text_encoder_fingerprint": self.fingerprint, **clip_skip_attrs(self.adapter.clip_skip),
+                **self.config.marked("record"),
                 "negative_prompts": self.negatives_name, "steps": self.step,
                 "weights": "ema average" if averaged else "trained"}
 
@@ -113,8 +116,8 @@ class Distiller:
         if self.ema is not None:  # the average too, usable as it stands if the run is never finished
             enhancers["enhancer-ema.safetensors"] = (self.finished_enhancer(), self.metadata(averaged=True))
         tensors = training_state(self.optimizer, self.ema)
-        trainer = {"step": self.step, "samples_seen": self.step * self.config.batch_size,
-                   "config": self.config.as_dict(), "model": self.model_name, "data": self.data.source}
+        trainer = {"step": self.step, "samples_seen": self.step * self.config.batch_size, "config": self.config.as_dict(),
+                   "model": self.model_name, "data": self.data.source, **clip_skip_attrs(self.adapter.clip_skip)}
         return self.work.save(self.step, enhancers, tensors, trainer)
 
     def resume(self) -> int:
@@ -122,7 +125,7 @@ class Distiller:
         if checkpoint is None:
             return 0
         trainer, tensors = WorkDir.read(checkpoint)
-        check_resumable(trainer, self.config, self.model_name, self.data.source, self.work.path)
+        check_resumable(trainer, self.config, (self.model_name, self.adapter.clip_skip), self.data.source, self.work.path)
         self.enhancer.load_state_dict(read_enhancer(checkpoint / "enhancer.safetensors", self.adapter.device)[0].state_dict())
         restore_training_state(tensors, self.optimizer, self.ema)
         self.step = trainer["step"]
@@ -202,8 +205,13 @@ def log_record(step: int, loss: float, lr: float, speed: float | None, device: t
     return record
 
 
-def check_resumable(trainer: dict, config: DistillConfig, model: str, data: str, work_dir: Path) -> None:
-    """A checkpoint continues only the run it came from: the settings marked RESUME, the model and the data."""
+def check_resumable(trainer: dict, config: DistillConfig, model: tuple[str, int], data: str, work_dir: Path) -> None:
+    """A checkpoint continues only the run it came from: the settings marked RESUME, the model (with its clip skip)
+    and the data."""
+    model, clip_skip = model
+    if int(trainer.get("clip_skip", 1)) != clip_skip:
+        raise UsageError(f"--resume: {work_dir} holds a run with clip skip {trainer.get('clip_skip', 1)}, not "
+                         f"{clip_skip}; resume with --clip-skip {trainer.get('clip_skip', 1)} or use another --work-dir.")
     saved = trainer["config"]
     for key, mine in config.marked("resume").items():
         default = DistillConfig.default(key)  # checkpoints of earlier versions lack the newer settings

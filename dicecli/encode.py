@@ -8,7 +8,8 @@ from pathlib import Path
 import torch
 
 from dicecli import distributed, faults
-from dicecli.cache import EMBEDDINGS_FORMAT, CacheWriter, EmbeddingCache, new_header, storage_dtype
+from dicecli.cache import (EMBEDDINGS_FORMAT, CacheWriter, EmbeddingCache, clip_skip_attrs, clip_skip_of, new_header,
+                           storage_dtype)
 from dicecli.cachejob import CacheJob, run_cache_job
 from dicecli.errors import IncompatibleError, UsageError
 from dicecli.families import load_adapter
@@ -75,6 +76,11 @@ def _encode(prompts: list[str], ref: ModelRef, output: str, negative: str | None
 
     adapter = load_adapter(ref, device, dtype)
     fingerprint = adapter.text_encoder_fingerprint()
+    if existing and clip_skip_of(existing) != adapter.clip_skip:
+        raise IncompatibleError(
+            f"{out} holds embeddings made with clip skip {clip_skip_of(existing)}, not {adapter.clip_skip}; write to "
+            f"another file with -o, or append with --clip-skip {clip_skip_of(existing)}."
+        )
     if existing and existing["text_encoder_fingerprint"] != fingerprint:
         raise IncompatibleError(
             f"{out} was encoded with model {existing['model']}, whose text encoder differs from that of "
@@ -92,7 +98,7 @@ def _encode(prompts: list[str], ref: ModelRef, output: str, negative: str | None
     header = existing or new_header(
         EMBEDDINGS_FORMAT, family=ref.family, model=ref.given, model_resolved=ref.resolved, fingerprint=fingerprint,
         dtype=storage_dtype(dtype), tokens=adapter.text.tokens, context_dim=adapter.text.width,
-    )
+    ) | clip_skip_attrs(adapter.clip_skip)
 
     def fill(writer: CacheWriter, start: int, stop: int):
         for batch, encoded in adapter.encode_batches(new_prompts[start:stop], batch_size):
@@ -176,7 +182,7 @@ def _encode_images(data_spec: str, ref: ModelRef, out: Path, resolution: int, ru
         context_dim=adapter.text.width,
     )
     header.update(resolution=resolution, scaling_factor=float(vae.config.scaling_factor), source=data.source,
-                  vae_fingerprint=adapter.vae_fingerprint())
+                  vae_fingerprint=adapter.vae_fingerprint(), **clip_skip_attrs(adapter.clip_skip))
     dataset = ImageDataset(data, resolution)
     shape: list[int] = []
 

@@ -162,6 +162,10 @@ class Prepared:
         from dicecli.families import load_adapter
 
         self.adapter = adapter or load_adapter(self.ref, device, dtype)
+        if self.enhancer is not None and int(self.enhancer.meta.get("clip_skip", 1)) != self.ref.clip_skip:
+            note(f"enhancer {self.enhancer.name} was trained with clip skip {self.enhancer.meta.get('clip_skip', 1)}; "
+                 f"{self.ref.given} is used with clip skip {self.ref.clip_skip}, so it works on other embeddings than it "
+                 "was trained on (as a transfer).")
         cached = (self.input.attrs or {}).get("text_encoder_fingerprint")
         recorded = self.enhancer.meta.get("text_encoder_fingerprint") if self.enhancer else None
         if cached is None and recorded is None:
@@ -226,6 +230,7 @@ def prepare(data: InputData, options: "SampleOptions", enhancer: EnhancerChoice 
             needs_model_for: str = "this command") -> Prepared:
     """Resolve and check everything from metadata and config files; no weights are loaded. Of `options`, the
     model, the strength, the part, the negative prompt and the VAE are read here (the enhancer is `enhancer`)."""
+    from dicecli.cache import clip_skip_of
     from dicecli.enhancer import check_compatible
     from dicecli.families import adapter_class
     from dicecli.refs import resolve_model
@@ -251,7 +256,7 @@ def prepare(data: InputData, options: "SampleOptions", enhancer: EnhancerChoice 
     if not given:
         raise UsageError(f"{needs_model_for} needs --model with a prompts file (or an --enhancer, whose "
                          "trained_on model is used).")
-    ref = resolve_model(given, vae=options.vae)
+    ref = resolve_model(given, vae=options.vae, clip_skip=options.clip_skip)
     family = adapter_class(ref.family, ref.given)
     if enhancer is not None:
         check_compatible(enhancer.meta, enhancer.path, family=ref.family, model=ref.given)  # no config read yet
@@ -260,6 +265,12 @@ def prepare(data: InputData, options: "SampleOptions", enhancer: EnhancerChoice 
         attrs = data.attrs
         if attrs["family"] != ref.family:
             raise IncompatibleError(f"{data.name} holds {attrs['family']} embeddings; --model {ref.given} is {ref.family}.")
+        if clip_skip_of(attrs) != ref.clip_skip:
+            raise IncompatibleError(
+                f"{data.name} holds embeddings made with clip skip {clip_skip_of(attrs)}, but {ref.given} is used with "
+                f"clip skip {ref.clip_skip}; give --clip-skip {clip_skip_of(attrs)}, or encode the prompts again with "
+                f"--clip-skip {ref.clip_skip}."
+            )
         if (int(attrs["tokens"]), int(attrs["context_dim"])) != (text.tokens, text.width):
             raise IncompatibleError(
                 f"{data.name} holds {attrs['tokens']}x{attrs['context_dim']} embeddings but {ref.given} takes "

@@ -30,6 +30,7 @@ class ModelRef:
     family: str
     recipe: Recipe | None = None
     vae: str | None = None  # a replacement VAE (folder or hub id), from --vae or the recipe
+    clip_skip: int = 1  # A1111's "Clip skip": 1 the text encoder's usual output, 2 one layer earlier, ...
 
     @property
     def resolved(self) -> str:
@@ -50,10 +51,13 @@ def model_defaults(ref: ModelRef) -> dict:
         return {}
 
 
-def resolve_model(given: str, family: str | None = None, vae: str | None = None) -> ModelRef:
-    """Resolve `--model` (and `--vae`). Raises UsageError with one actionable sentence when it cannot."""
+def resolve_model(given: str, family: str | None = None, vae: str | None = None, clip_skip: int | None = None) -> ModelRef:
+    """Resolve `--model` (and `--vae`, `--clip-skip`, else the recipe's). Raises UsageError with one actionable
+    sentence when it cannot."""
     ref = _resolve(given, family)
     ref.vae = vae or (ref.recipe.source.get("vae") if ref.recipe else None)
+    chosen = clip_skip if clip_skip is not None else (ref.recipe.source.get("clip_skip", 1) if ref.recipe else 1)
+    ref.clip_skip = FAMILIES[ref.family].checked_clip_skip(chosen, ref.source, ref.given)
     return ref
 
 

@@ -54,6 +54,7 @@ class SampleSettings:
     num_per_prompt: int
     model_hash: str | None = None  # A1111's "Model hash" (sha256[:10] of a single-file checkpoint), where known
     enhanced_part: str | None = None  # with an enhancer: which part of the embedding it replaced (all, semantic, padding)
+    clip_skip: int | None = None  # A1111's "Clip skip" where it is not 1
 
     @property
     def nfe(self) -> int:
@@ -76,6 +77,7 @@ class SampleSettings:
                 "seed": self.seed + index, "model": self.model, "enhancer": self.enhancer, "alpha": self.alpha,
                 "cfg": self.cfg, "steps": self.steps, "scheduler": self.scheduler, "height": self.height,
                 "width": self.width, **({"model_hash": self.model_hash} if self.model_hash else {}),
+                **({"clip_skip": self.clip_skip} if self.clip_skip else {}),
                 **({"enhancer_sha256": self.enhancer_sha256, "enhanced_part": self.enhanced_part or "all"}
                    if self.enhancer else {})}
 
@@ -137,7 +139,8 @@ def a1111_parameters(s: dict) -> str:
         lines.append(f"Negative prompt: {s['negative_prompt']}")
     fields = [("Steps", s["steps"]), ("Sampler", sampler), ("Schedule type", schedule), ("CFG scale", s["cfg"]),
               ("Seed", s["seed"]), ("Size", f"{s['width']}x{s['height']}"), ("Model hash", s.get("model_hash")),
-              ("Model", Path(str(s["model"]).rstrip("/")).stem if s.get("model_hash") else s["model"])]
+              ("Model", Path(str(s["model"]).rstrip("/")).stem if s.get("model_hash") else s["model"]),
+              ("Clip skip", s.get("clip_skip"))]
     if s.get("enhancer"):
         fields += [("DICE enhancer", s["enhancer"]), ("DICE enhancer hash", (s.get("enhancer_sha256") or "")[:10] or None),
                    ("DICE alpha", s["alpha"])]

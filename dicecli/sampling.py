@@ -135,7 +135,7 @@ def make_job(prepared: "Prepared", options: SampleOptions, runtime: Runtime, ada
         negative_prompt=prepared.negative, steps=chosen.steps, scheduler=chosen.scheduler, seed=options.seed,
         height=height, width=width, num_per_prompt=options.num_per_prompt,
         model_hash=sha256_of(ref.source.local_path)[:10] if ref.source.single_file else None,
-        enhanced_part=made_by and made_by.part,
+        enhanced_part=made_by and made_by.part, clip_skip=ref.clip_skip if ref.clip_skip != 1 else None,
     )
     return SampleJob(adapter, prepared.input.prompts, cond.to(device, dtype), prepared.cfg_negative().to(device, dtype),
                      settings, prepared)

@@ -176,6 +176,7 @@ class SampleOptions:
     part: str | None = None  # `ENHANCED_PARTS`
     negative: str | None = None
     vae: str | None = None
+    clip_skip: int | None = None  # A1111's Clip skip (`FamilyAdapter.checked_clip_skip`); None: the recipe's, else 1
     cfg: float = 1.0
     steps: int | None = None
     scheduler: str | None = None

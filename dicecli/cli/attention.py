@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from dicecli.cli.app import app, devices, notes, report
-from dicecli.cli.options import (AlphaOption, CfgOption, DeviceOption, Dtype, DtypeOption, EnhancerArgument,
+from dicecli.cli.options import (ClipSkipOption, AlphaOption, CfgOption, DeviceOption, Dtype, DtypeOption, EnhancerArgument,
                                  HeightOption, JsonOption, NegativeOption, OptionalModel, QuietOption, SchedulerOption,
                                  SeedOption, StepsOption, WidthOption, comma_list, whole_number, value)
 
@@ -19,6 +19,7 @@ def attention_command(
     prompt: Annotated[str, typer.Argument(metavar="PROMPT", help="The prompt, in quotes.")],
     output: Annotated[str, typer.Option("-o", "--output", help="The grid of maps (.png); OUTPUT.json beside it says which tokens and layers.")] = "attention.png",
     model: OptionalModel = None,
+    clip_skip: ClipSkipOption = None,
     words: Annotated[Optional[str], typer.Option("--words", help="Comma-separated words of the prompt to show, and <end> (end-of-text token) or <padding> (default: the prompt's words, <end>, <padding>).")] = None,
     at_steps: Annotated[Optional[str], typer.Option("--at-steps", help="Comma-separated denoising steps to show, 1-based (default: at a quarter, half, three quarters and the end).")] = None,
     alpha: AlphaOption = None,
@@ -44,7 +45,8 @@ def attention_command(
 
     chosen_words = comma_list(words, "--words")
     chosen_steps = [whole_number(s, "--at-steps") for s in comma_list(at_steps, "--at-steps") or []] or None
-    options = SampleOptions(model=model, enhancer=enhancer, alpha=alpha, negative=negative, cfg=cfg, steps=steps,
+    options = SampleOptions(model=model, enhancer=enhancer, alpha=alpha, negative=negative, clip_skip=clip_skip,
+                            cfg=cfg, steps=steps,
                             scheduler=value(scheduler), height=height, width=width, seed=seed)
     result = attention_maps(prompt, Path(output), options, Runtime(*devices(device, dtype), note=notes(quiet)),
                             chosen_words, chosen_steps)

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from dicecli.cli.app import app, devices, report, show_progress
-from dicecli.cli.options import DeviceOption, Dtype, DtypeOption, JsonOption, Loss, QuietOption, VaeOption, layered, value
+from dicecli.cli.options import ClipSkipOption, DeviceOption, Dtype, DtypeOption, JsonOption, Loss, QuietOption, VaeOption, layered, value
 from dicecli.settings import DistillConfig
 
 
@@ -43,6 +43,7 @@ def distill_command(
     validate: Annotated[bool, typer.Option("--validate/--no-validate", help="Write a validation grid at each checkpoint.")] = True,
     allow_other_vae: Annotated[bool, typer.Option("--allow-other-vae", help="Train on a latent cache made with another VAE than MODEL's (refused otherwise).")] = False,
     vae: VaeOption = None,
+    clip_skip: ClipSkipOption = None,
     device: DeviceOption = "auto",
     dtype: DtypeOption = Dtype.auto,
     quiet: QuietOption = False,
@@ -56,7 +57,7 @@ def distill_command(
     from dicecli.runtime import Runtime
     from dicecli.settings import DistillConfig
 
-    ref = resolve_model(model, vae=vae)
+    ref = resolve_model(model, vae=vae, clip_skip=clip_skip)
     torch_device, torch_dtype = devices(device, dtype, join=False)  # accelerate joins the job
     config = DistillConfig.resolve(
         ref.family, find_recipe(recipe) if recipe else ref.recipe, model_defaults(ref), data=data, steps=steps, batch_size=batch_size,

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from dicecli.cli.app import app, devices, report, show_progress, warn
-from dicecli.cli.options import DeviceOption, Dtype, DtypeOption, JsonOption, ModelOption, QuietOption, VaeOption, layered
+from dicecli.cli.options import ClipSkipOption, DeviceOption, Dtype, DtypeOption, JsonOption, ModelOption, QuietOption, VaeOption, layered
 from dicecli.errors import UsageError
 from dicecli.settings import EncodeConfig
 
@@ -23,6 +23,7 @@ def encode_command(
     images: Annotated[Optional[str], typer.Option("--images", help="Instead of prompts: build a latent cache of this imagefolder/COCO data for distill.")] = None,
     resolution: Annotated[Optional[int], typer.Option("--resolution", help="With --images: image size (default: the recipe's, else the size distill trains at).")] = None,
     vae: VaeOption = None,
+    clip_skip: ClipSkipOption = None,
     device: DeviceOption = "auto",
     dtype: DtypeOption = Dtype.auto,
     quiet: QuietOption = False,
@@ -39,7 +40,7 @@ def encode_command(
 
     if (prompts is None) == (images is None):
         raise UsageError("dice encode needs either PROMPTS or --images DATA (not both).")
-    ref = resolve_model(model, vae=vae)
+    ref = resolve_model(model, vae=vae, clip_skip=clip_skip)
     chosen = EncodeConfig.resolve(ref.family, ref.recipe, model_defaults(ref) if images else None, resolution=resolution)
     torch_device, torch_dtype = devices(device, dtype)
     if images is not None:

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from dicecli.cli.app import app, devices, notes, report
-from dicecli.cli.options import (AlphaOption, DeviceOption, Dtype, DtypeOption, EnhancerArgument, JsonOption,
+from dicecli.cli.options import (ClipSkipOption, AlphaOption, DeviceOption, Dtype, DtypeOption, EnhancerArgument, JsonOption,
                                  NegativeOption, OptionalModel, QuietOption)
 
 
@@ -18,6 +18,7 @@ def inspect_command(
     source: Annotated[str, typer.Argument(metavar="INPUT", help="Prompts file, plain embedding cache (.h5), or - for stdin.")],
     output: Annotated[Optional[str], typer.Option("-o", "--output", help="Write OUTPUT.json, OUTPUT.csv (per prompt), OUTPUT-positions.csv and OUTPUT.png (per token position).")] = None,
     model: OptionalModel = None,
+    clip_skip: ClipSkipOption = None,
     alpha: AlphaOption = None,
     negative: NegativeOption = None,
     device: DeviceOption = "auto",
@@ -33,7 +34,7 @@ def inspect_command(
     from dicecli.runtime import Runtime
     from dicecli.settings import SampleOptions
 
-    options = SampleOptions(model=model, enhancer=enhancer, alpha=alpha, negative=negative)
+    options = SampleOptions(model=model, enhancer=enhancer, alpha=alpha, negative=negative, clip_skip=clip_skip)
     result = inspect_enhancer(source, Path(output) if output else None, options,
                               Runtime(*devices(device, dtype), note=notes(quiet)))
     if as_json:

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from dicecli.cli.app import app, devices, notes, report
-from dicecli.cli.options import (AlphaOption, DeviceOption, Dtype, DtypeOption, EnhancerArgument, JsonOption,
+from dicecli.cli.options import (ClipSkipOption, AlphaOption, DeviceOption, Dtype, DtypeOption, EnhancerArgument, JsonOption,
                                  NegativeOption, OptionalModel, QuietOption)
 
 
@@ -18,6 +18,7 @@ def trigger_command(
     source: Annotated[str, typer.Argument(metavar="INPUT", help="Prompts file (the prompt set to search on), plain embedding cache, or - for stdin.")],
     output: Annotated[Optional[str], typer.Option("-o", "--output", help="Write OUTPUT.json (the words, distances) and OUTPUT.txt (the prompts with their suffix, for `dice sample` with no enhancer).")] = None,
     model: OptionalModel = None,
+    clip_skip: ClipSkipOption = None,
     length: Annotated[int, typer.Option("--length", help="Words in the suffix.")] = 4,
     iterations: Annotated[int, typer.Option("--iterations", help="Search iterations at most (each keeps the best single-word swap).")] = 30,
     top_k: Annotated[int, typer.Option("--top-k", help="Gradient-ranked candidate words scored per position and iteration.")] = 32,
@@ -39,7 +40,7 @@ def trigger_command(
     from dicecli.settings import SampleOptions
     from dicecli.cli.app import info
 
-    options = SampleOptions(model=model, enhancer=enhancer, alpha=alpha, negative=negative)
+    options = SampleOptions(model=model, enhancer=enhancer, alpha=alpha, negative=negative, clip_skip=clip_skip)
     result = find_triggers(source, Path(output) if output else None, options,
                            TriggerSearch(length, iterations, top_k, per_prompt, seed),
                            Runtime(*devices(device, dtype), note=notes(quiet)),

@@ -137,8 +137,9 @@ class FamilyAdapter(ABC):
     # prompt as several of them (`dicecli.comfyui`).
     comfyui_conditioning: ClassVar[bool] = False
     encode_prompt_outputs: ClassVar[dict[str, int]] = {"prompt_embeds": 0}
-    def __init__(self, components: Components):
+    def __init__(self, components: Components, clip_skip: int = 1):
         self.components = components
+        self.clip_skip = clip_skip  # A1111's convention (`checked_clip_skip`); 1: the pipeline's own default
         self.device, self.dtype = components.device, components.dtype
         self._null: Conditioning | None = None
         self._text_fingerprint: str | None = None
@@ -186,6 +187,35 @@ class FamilyAdapter(ABC):
         return cls.single_file_text if source.single_file else cls.text_from_configs(source)
 
     max_sequence_length: ClassVar[int | None] = None  # tokens per prompt; None: the tokenizer's model_max_length
+    # CLIP text encoders: how many layers `--clip-skip` may skip back from (A1111's "Clip skip"); None: no clip skip
+    # (T5). The encoders' own configs say it; single-file checkpoints, whose configs are not at hand, this.
+    single_file_clip_layers: ClassVar[int | None] = None
+
+    @classmethod
+    def clip_layers(cls, source: ModelSource) -> int | None:
+        """The number of layers of the (shallowest) CLIP text encoder, from config files; None without clip skip."""
+        return None
+
+    @classmethod
+    def checked_clip_skip(cls, clip_skip: int, source: ModelSource, model: str) -> int:
+        """`--clip-skip` (or a recipe's `clip_skip`) for this model, refused in one sentence where it cannot apply."""
+        if isinstance(clip_skip, bool) or not isinstance(clip_skip, int) or clip_skip < 1:
+            raise UsageError(f"--clip-skip {clip_skip!r} must be a whole number of at least 1 (1: the text encoder's "
+                             "usual output, 2: the penultimate layer, as A1111's Clip skip).")
+        if clip_skip == 1:
+            return 1
+        layers = cls.single_file_clip_layers if source.single_file else cls.clip_layers(source)
+        if layers is None:
+            raise UsageError(f"--clip-skip {clip_skip}: {model} ({cls.family}) has no CLIP text encoder to skip "
+                             "layers of; drop --clip-skip.")
+        if clip_skip > layers:
+            raise UsageError(f"--clip-skip {clip_skip} is beyond {model}'s {layers} text-encoder layers; use 1 to "
+                             f"{layers} (2 is the usual Clip skip 2).")
+        return clip_skip
+
+    def encode_prompt_clip_skip(self) -> int | None:
+        """`clip_skip` as diffusers' `encode_prompt` counts it: layers skipped beyond its default (A1111's 2 is 1)."""
+        return None if self.clip_skip == 1 else self.clip_skip - 1
 
     def prompt_texts(self, prompts: list[str]) -> list[str]:
         """The prompts as the pipeline's `encode_prompt` hands them to its tokenizer (PixArt lower-cases them)."""

@@ -38,9 +38,27 @@ class SD15Adapter(FamilyAdapter):
     def pipeline_kwargs(self) -> dict:
         return {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
 
+    single_file_clip_layers = 12  # CLIP ViT-L/14
+
+    @classmethod
+    def clip_layers(cls, source) -> int:
+        return int(read_json(source, "text_encoder/config.json")["num_hidden_layers"])
+
     def encode_prompt(self, pipe, prompts: list[str]) -> dict:
-        embeds, _ = pipe.encode_prompt(prompts, self.device, num_images_per_prompt=1, do_classifier_free_guidance=False)
+        if self.clip_skip != 1:
+            expose_text_model(pipe.text_encoder)
+        embeds, _ = pipe.encode_prompt(prompts, self.device, num_images_per_prompt=1, do_classifier_free_guidance=False,
+                                       clip_skip=self.encode_prompt_clip_skip())
         return {"prompt_embeds": embeds.to(self.dtype)}
 
     def denoise(self, latents: torch.Tensor, timesteps: torch.Tensor, cond: Conditioning) -> torch.Tensor:
         return self.unet(latents, timesteps, encoder_hidden_states=cond.prompt_embeds, return_dict=False)[0]
+
+
+def expose_text_model(text_encoder) -> None:
+    """StableDiffusionPipeline.encode_prompt with `clip_skip` applies `text_encoder.text_model.final_layer_norm`
+    (diffusers 0.42.1), but transformers 5 laid CLIPTextModel out flat (its final_layer_norm is its own child), so
+    that attribute is missing. Point it at the model itself: a plain attribute, not a registered submodule, so
+    weights, state_dict and saving are untouched."""
+    if not hasattr(text_encoder, "text_model") and hasattr(text_encoder, "final_layer_norm"):
+        object.__setattr__(text_encoder, "text_model", text_encoder)

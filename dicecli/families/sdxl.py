@@ -41,10 +41,19 @@ class SDXLAdapter(FamilyAdapter):
                         pooled_width=int(two["projection_dim"]),
                         sections=(("text_encoder", int(one["hidden_size"])), ("text_encoder_2", int(two["hidden_size"]))))
 
+    single_file_clip_layers = 12  # CLIP ViT-L (OpenCLIP bigG has 32)
+
+    @classmethod
+    def clip_layers(cls, source) -> int:
+        # SDXL already reads each encoder's penultimate layer; clip skip N reads N layers before the last.
+        return min(int(read_json(source, f"{name}/config.json")["num_hidden_layers"]) for name in ("text_encoder", "text_encoder_2"))
+
     def encode_prompt(self, pipe, prompts: list[str]) -> dict:
-        # Each encoder's penultimate hidden states, concatenated; the second encoder's pooled output.
+        # Each encoder's penultimate hidden states (with clip skip, earlier ones), concatenated; the second encoder's
+        # pooled output.
         embeds, _, pooled, _ = pipe.encode_prompt(prompts, device=self.device, num_images_per_prompt=1,
-                                                  do_classifier_free_guidance=False)
+                                                  do_classifier_free_guidance=False,
+                                                  clip_skip=self.encode_prompt_clip_skip())
         return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
 
     def unconditional(self, text: str | None) -> Conditioning:
