@@ -52,9 +52,20 @@ def new_header(fmt: str, *, family: str, model: str, model_resolved: str, finger
     }
 
 
-def clip_skip_attrs(clip_skip: int) -> dict:
-    """The attribute a cache (or an enhancer's metadata) records for a clip skip: none for 1, the default."""
-    return {"clip_skip": int(clip_skip)} if clip_skip != 1 else {}
+def text_attrs(clip_skip: int, embeddings=()) -> dict:
+    """What a cache (or an enhancer's metadata) records of how its text was encoded beyond the model: the clip skip
+    (none for 1, the default) and the textual-inversion embeddings loaded (JSON: token, file, sha256)."""
+    import json
+
+    out = {"clip_skip": int(clip_skip)} if clip_skip != 1 else {}
+    if embeddings:
+        out["embeddings"] = json.dumps([e.record for e in embeddings])
+    return out
+
+
+def text_attrs_of(attrs: dict) -> dict:
+    """The same attributes, copied from another cache's."""
+    return {k: attrs[k] for k in ("clip_skip", "embeddings") if k in attrs}
 
 
 def clip_skip_of(attrs: dict) -> int:

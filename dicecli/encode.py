@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from dicecli import distributed, faults
-from dicecli.cache import (EMBEDDINGS_FORMAT, CacheWriter, EmbeddingCache, clip_skip_attrs, clip_skip_of, new_header,
+from dicecli.cache import (EMBEDDINGS_FORMAT, CacheWriter, EmbeddingCache, text_attrs, clip_skip_of, new_header,
                            storage_dtype)
 from dicecli.cachejob import CacheJob, run_cache_job
 from dicecli.errors import IncompatibleError, UsageError
@@ -98,7 +98,7 @@ def _encode(prompts: list[str], ref: ModelRef, output: str, negative: str | None
     header = existing or new_header(
         EMBEDDINGS_FORMAT, family=ref.family, model=ref.given, model_resolved=ref.resolved, fingerprint=fingerprint,
         dtype=storage_dtype(dtype), tokens=adapter.text.tokens, context_dim=adapter.text.width,
-    ) | clip_skip_attrs(adapter.clip_skip)
+    ) | text_attrs(adapter.clip_skip, adapter.embeddings)
 
     def fill(writer: CacheWriter, start: int, stop: int):
         for batch, encoded in adapter.encode_batches(new_prompts[start:stop], batch_size):
@@ -182,7 +182,7 @@ def _encode_images(data_spec: str, ref: ModelRef, out: Path, resolution: int, ru
         context_dim=adapter.text.width,
     )
     header.update(resolution=resolution, scaling_factor=float(vae.config.scaling_factor), source=data.source,
-                  vae_fingerprint=adapter.vae_fingerprint(), **clip_skip_attrs(adapter.clip_skip))
+                  vae_fingerprint=adapter.vae_fingerprint(), **text_attrs(adapter.clip_skip, adapter.embeddings))
     dataset = ImageDataset(data, resolution)
     shape: list[int] = []
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from dicecli import distributed, faults
-from dicecli.cache import EMBEDDINGS_FORMAT, CacheWriter, clip_skip_attrs, clip_skip_of, new_header, storage_dtype
+from dicecli.cache import EMBEDDINGS_FORMAT, CacheWriter, new_header, storage_dtype, text_attrs, text_attrs_of
 from dicecli.cachejob import CacheJob, run_cache_job
 from dicecli.files import STDIO, check_output, check_writable, main_lock, write_to_stdout
 from dicecli.method import enhance_conditioning
@@ -59,7 +59,7 @@ def enhance(source: str, output: str, options: SampleOptions, runtime: Runtime) 
         model_resolved=attrs["model_resolved"] if attrs else ref.resolved,
         fingerprint=attrs["text_encoder_fingerprint"] if attrs else adapter.text_encoder_fingerprint(),
         dtype=storage_dtype(dtype) if attrs is None else attrs["dtype"], tokens=text.tokens, context_dim=text.width,
-    ) | clip_skip_attrs(clip_skip_of(attrs) if attrs else adapter.clip_skip)
+    ) | (text_attrs_of(attrs) if attrs else text_attrs(adapter.clip_skip, adapter.embeddings))
     made_by = prepared.provenance
     header.update(enhancer=made_by.enhancer, enhancer_sha256=made_by.enhancer_sha256, alpha=made_by.alpha,
                   enhancer_trained_on=str(chosen.meta.get("trained_on", "")), enhanced_part=made_by.part)

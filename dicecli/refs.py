@@ -31,6 +31,7 @@ class ModelRef:
     recipe: Recipe | None = None
     vae: str | None = None  # a replacement VAE (folder or hub id), from --vae or the recipe
     clip_skip: int = 1  # A1111's "Clip skip": 1 the text encoder's usual output, 2 one layer earlier, ...
+    embeddings: tuple = ()  # textual-inversion embeddings (`dicecli.textual_inversion.Embedding`), from --embedding
 
     @property
     def resolved(self) -> str:
@@ -51,13 +52,20 @@ def model_defaults(ref: ModelRef) -> dict:
         return {}
 
 
-def resolve_model(given: str, family: str | None = None, vae: str | None = None, clip_skip: int | None = None) -> ModelRef:
-    """Resolve `--model` (and `--vae`, `--clip-skip`, else the recipe's). Raises UsageError with one actionable
-    sentence when it cannot."""
+def resolve_model(given: str, family: str | None = None, vae: str | None = None, clip_skip: int | None = None,
+                  embeddings: tuple[str, ...] = ()) -> ModelRef:
+    """Resolve `--model` (and `--vae`, `--clip-skip`, else the recipe's, and `--embedding` files). Raises UsageError
+    with one actionable sentence when it cannot."""
+    from dicecli.textual_inversion import read_embedding
+
     ref = _resolve(given, family)
     ref.vae = vae or (ref.recipe.source.get("vae") if ref.recipe else None)
+    adapter = FAMILIES[ref.family]
     chosen = clip_skip if clip_skip is not None else (ref.recipe.source.get("clip_skip", 1) if ref.recipe else 1)
-    ref.clip_skip = FAMILIES[ref.family].checked_clip_skip(chosen, ref.source, ref.given)
+    ref.clip_skip = adapter.checked_clip_skip(chosen, ref.source, ref.given)
+    ref.embeddings = tuple(read_embedding(path) for path in embeddings)
+    for embedding in ref.embeddings:
+        adapter.check_embedding(embedding, adapter.text_without_weights(ref.source), ref.given)
     return ref
 
 

@@ -55,6 +55,7 @@ class SampleSettings:
     model_hash: str | None = None  # A1111's "Model hash" (sha256[:10] of a single-file checkpoint), where known
     enhanced_part: str | None = None  # with an enhancer: which part of the embedding it replaced (all, semantic, padding)
     clip_skip: int | None = None  # A1111's "Clip skip" where it is not 1
+    embeddings: list | None = None  # textual-inversion embeddings loaded (token, file, sha256), where any
 
     @property
     def nfe(self) -> int:
@@ -78,6 +79,7 @@ class SampleSettings:
                 "cfg": self.cfg, "steps": self.steps, "scheduler": self.scheduler, "height": self.height,
                 "width": self.width, **({"model_hash": self.model_hash} if self.model_hash else {}),
                 **({"clip_skip": self.clip_skip} if self.clip_skip else {}),
+                **({"embeddings": self.embeddings} if self.embeddings else {}),
                 **({"enhancer_sha256": self.enhancer_sha256, "enhanced_part": self.enhanced_part or "all"}
                    if self.enhancer else {})}
 
@@ -140,7 +142,8 @@ def a1111_parameters(s: dict) -> str:
     fields = [("Steps", s["steps"]), ("Sampler", sampler), ("Schedule type", schedule), ("CFG scale", s["cfg"]),
               ("Seed", s["seed"]), ("Size", f"{s['width']}x{s['height']}"), ("Model hash", s.get("model_hash")),
               ("Model", Path(str(s["model"]).rstrip("/")).stem if s.get("model_hash") else s["model"]),
-              ("Clip skip", s.get("clip_skip"))]
+              ("Clip skip", s.get("clip_skip")),
+              ("TI hashes", ", ".join(f"{e['token']}: {e['sha256'][:10]}" for e in s["embeddings"]) if s.get("embeddings") else None)]
     if s.get("enhancer"):
         fields += [("DICE enhancer", s["enhancer"]), ("DICE enhancer hash", (s.get("enhancer_sha256") or "")[:10] or None),
                    ("DICE alpha", s["alpha"])]

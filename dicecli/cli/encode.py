@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from dicecli.cli.app import app, devices, report, show_progress, warn
-from dicecli.cli.options import ClipSkipOption, DeviceOption, Dtype, DtypeOption, JsonOption, ModelOption, QuietOption, VaeOption, layered
+from dicecli.cli.options import ClipSkipOption, EmbeddingOption, DeviceOption, Dtype, DtypeOption, JsonOption, ModelOption, QuietOption, VaeOption, layered
 from dicecli.errors import UsageError
 from dicecli.settings import EncodeConfig
 
@@ -24,6 +24,7 @@ def encode_command(
     resolution: Annotated[Optional[int], typer.Option("--resolution", help="With --images: image size (default: the recipe's, else the size distill trains at).")] = None,
     vae: VaeOption = None,
     clip_skip: ClipSkipOption = None,
+    embedding: EmbeddingOption = None,
     device: DeviceOption = "auto",
     dtype: DtypeOption = Dtype.auto,
     quiet: QuietOption = False,
@@ -40,7 +41,7 @@ def encode_command(
 
     if (prompts is None) == (images is None):
         raise UsageError("dice encode needs either PROMPTS or --images DATA (not both).")
-    ref = resolve_model(model, vae=vae, clip_skip=clip_skip)
+    ref = resolve_model(model, vae=vae, clip_skip=clip_skip, embeddings=tuple(embedding or ()))
     chosen = EncodeConfig.resolve(ref.family, ref.recipe, model_defaults(ref) if images else None, resolution=resolution)
     torch_device, torch_dtype = devices(device, dtype)
     if images is not None:

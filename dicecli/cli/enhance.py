@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from dicecli.cli.app import app, devices, notes, report, show_progress
-from dicecli.cli.options import (ClipSkipOption, AlphaOption, DeviceOption, Dtype, DtypeOption, EnhancePartOption, JsonOption, OptionalModel,
+from dicecli.cli.options import (ClipSkipOption, EmbeddingOption, AlphaOption, DeviceOption, Dtype, DtypeOption, EnhancePartOption, JsonOption, OptionalModel,
                                  QuietOption, layered, value)
 from dicecli.settings import EnhanceConfig, SampleOptions
 
@@ -19,6 +19,7 @@ def enhance_command(
     enhancer: Annotated[str, typer.Option("--enhancer", "-e", help="Enhancer .safetensors from `dice distill`, or the name of one a plug-in ships (docs/architecture.md, \"Plug-ins\").")] = ...,
     model: OptionalModel = None,
     clip_skip: ClipSkipOption = None,
+    embedding: EmbeddingOption = None,
     alpha: AlphaOption = None,
     enhance_part: EnhancePartOption = None,
     negative: Annotated[Optional[str], typer.Option("--negative", help="Negative prompt given to the enhancer (default: the cache's, else none).")] = None,
@@ -33,7 +34,7 @@ def enhance_command(
     from dicecli.runtime import Runtime
 
     options = SampleOptions(model=model, enhancer=enhancer, alpha=alpha, part=value(enhance_part), negative=negative,
-                            clip_skip=clip_skip)
+                            clip_skip=clip_skip, embeddings=tuple(embedding or ()))
     runtime = Runtime(*devices(device, dtype), batch_size, show_progress(quiet), notes(quiet))
     result = enhance(source, output, options, runtime)
     report(result.as_dict(), as_json, f"{'stdout' if output == '-' else output}: {result.prompts} prompts enhanced (alpha {result.alpha:g}).",

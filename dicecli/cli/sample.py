@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from dicecli.cli.app import app, devices, notes, report, show_progress
-from dicecli.cli.options import (ClipSkipOption, CfgOption, EnhancePartOption, DeviceOption, Dtype, DtypeOption, EnhancerOption, HeightOption,
+from dicecli.cli.options import (ClipSkipOption, EmbeddingOption, CfgOption, EnhancePartOption, DeviceOption, Dtype, DtypeOption, EnhancerOption, HeightOption,
                                  JsonOption, NegativeOption, OptionalModel, PerPromptOption, QuietOption,
                                  SampleBatchOption, SchedulerOption, SeedOption, StepsOption, VaeOption, WidthOption,
                                  value)
@@ -34,6 +34,7 @@ def sample_command(
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the denoiser and VAE decoder (worth it for hundreds of images).")] = False,
     vae: VaeOption = None,
     clip_skip: ClipSkipOption = None,
+    embedding: EmbeddingOption = None,
     device: DeviceOption = "auto",
     dtype: DtypeOption = Dtype.auto,
     quiet: QuietOption = False,
@@ -47,7 +48,7 @@ def sample_command(
 
     alphas = parse_alphas(alpha)
     options = SampleOptions(model=model, enhancer=enhancer, alpha=alphas and alphas[0], part=value(enhance_part),
-                            negative=negative, vae=vae, clip_skip=clip_skip, cfg=cfg, steps=steps, scheduler=value(scheduler),
+                            negative=negative, vae=vae, clip_skip=clip_skip, embeddings=tuple(embedding or ()), cfg=cfg, steps=steps, scheduler=value(scheduler),
                             height=height, width=width, seed=seed, num_per_prompt=num_per_prompt)
     runtime = Runtime(*devices(device, dtype), batch_size, show_progress(quiet), notes(quiet), compile)
     output_folder = Path(output) if output else None

@@ -137,9 +137,11 @@ class FamilyAdapter(ABC):
     # prompt as several of them (`dicecli.comfyui`).
     comfyui_conditioning: ClassVar[bool] = False
     encode_prompt_outputs: ClassVar[dict[str, int]] = {"prompt_embeds": 0}
-    def __init__(self, components: Components, clip_skip: int = 1):
+    def __init__(self, components: Components, clip_skip: int = 1, embeddings: tuple = ()):
         self.components = components
         self.clip_skip = clip_skip  # A1111's convention (`checked_clip_skip`); 1: the pipeline's own default
+        self.embeddings = tuple(embeddings)  # textual-inversion embeddings (`dicecli.textual_inversion.Embedding`)
+        self._embeddings_loaded = not self.embeddings
         self.device, self.dtype = components.device, components.dtype
         self._null: Conditioning | None = None
         self._text_fingerprint: str | None = None
@@ -213,6 +215,44 @@ class FamilyAdapter(ABC):
                              f"{layers} (2 is the usual Clip skip 2).")
         return clip_skip
 
+    # Textual inversion: the text encoders (tokenizer, encoder) an embedding file's vectors go to, by the file's key;
+    # None: the family takes no embeddings (T5).
+    embedding_encoders: ClassVar[dict[str, tuple[str, str]] | None] = None
+
+    @classmethod
+    def check_embedding(cls, embedding, text: TextSpec, model: str) -> None:
+        """Refuse, in one sentence and from config files only, an embedding made for another family or width."""
+        from dicecli.errors import IncompatibleError
+
+        if cls.embedding_encoders is None:
+            raise UsageError(f"--embedding {embedding.path}: {model} ({cls.family}) takes no textual-inversion embeddings "
+                             "(they are made for CLIP text encoders); drop --embedding.")
+        if set(embedding.vectors) != set(cls.embedding_encoders):
+            made_for = "SDXL (clip_l + clip_g)" if "clip_g" in embedding.vectors else "SD1.5 (one CLIP encoder)"
+            raise IncompatibleError(f"--embedding {embedding.path} is made for {made_for} text encoders, not {model}'s "
+                                    f"({cls.family}); use an embedding made for {cls.family} models.")
+        widths = {name: part.stop - part.start for name, part in text.width_sections()}
+        for key, (_, encoder) in cls.embedding_encoders.items():
+            width = widths.get(encoder, text.width)
+            if embedding.vectors[key].shape[1] != width:
+                raise IncompatibleError(f"--embedding {embedding.path} has {embedding.vectors[key].shape[1]}-wide vectors "
+                                        f"but {model}'s {encoder} is {width} wide; use an embedding made for this model.")
+
+    def load_embeddings(self) -> None:
+        """The textual-inversion embeddings into their text encoders, once, by the pipeline's own
+        `load_textual_inversion` (which adds each token to the tokenizer and its vectors to the encoder)."""
+        if self._embeddings_loaded:
+            return
+        self._embeddings_loaded = True
+        pipe = self._text_pipeline()
+        for embedding in self.embeddings:
+            for key, (tokenizer, encoder) in self.embedding_encoders.items():
+                pipe.load_textual_inversion(embedding.vectors[key], token=embedding.token,
+                                            tokenizer=self.components[tokenizer], text_encoder=self.components[encoder])
+        for name in self.text_components:  # resizing the token embeddings made a new, trainable matrix: freeze it
+            if isinstance(self.components[name], torch.nn.Module):
+                self.components[name].requires_grad_(False)
+
     def encode_prompt_clip_skip(self) -> int | None:
         """`clip_skip` as diffusers' `encode_prompt` counts it: layers skipped beyond its default (A1111's 2 is 1)."""
         return None if self.clip_skip == 1 else self.clip_skip - 1
@@ -225,14 +265,22 @@ class FamilyAdapter(ABC):
         """The one tokenization hook: what `encode` needs beyond the pipeline's own `encode_prompt` (the end-of-text
         positions, the truncation count), and what the analyses and the Python API read token positions from."""
         texts, tokenizer = self.prompt_texts(prompts), self.tokenizer
+        pipe = self.text_pipeline()
+        if hasattr(pipe, "maybe_convert_prompt"):  # a multi-vector embedding's token becomes its N tokens, as encode_prompt does
+            texts = pipe.maybe_convert_prompt(texts, tokenizer)
         length = self.max_sequence_length or tokenizer.model_max_length
         ids = tokenizer(texts, padding="max_length", max_length=length, truncation=True, return_tensors="pt").input_ids
         truncated = sum(len(row) > length for row in tokenizer(texts, truncation=False).input_ids)
         return Tokens(ids, (ids == tokenizer.eos_token_id).int().argmax(dim=1), truncated)
 
     def text_pipeline(self):
-        """The family's diffusers pipeline over the current text components alone (no denoiser or VAE is loaded).
-        Built for every call (under a millisecond), so a swapped or moved component is always the one used."""
+        """The family's diffusers pipeline over the current text components alone (no denoiser or VAE is loaded), with
+        the textual-inversion embeddings loaded. Built for every call (under a millisecond), so a swapped or moved
+        component is always the one used."""
+        self.load_embeddings()
+        return self._text_pipeline()
+
+    def _text_pipeline(self):
         self.require(*self.text_components)
         parts = {name: None for name in self.pipeline_components}
         parts.update({name: self.components[name] for name in self.text_components})
@@ -285,6 +333,7 @@ class FamilyAdapter(ABC):
         """A dtype-independent hash of the text encoder(s) and tokenizer vocabularies (caches and enhancers
         record it; `dicecli.preparation` compares it)."""
         if self._text_fingerprint is None:  # the weights are frozen: hash them once per loaded model
+            self.load_embeddings()  # an embedding's vectors and token are part of what the text encoder is
             self._text_fingerprint = fingerprint({name: self.components[name] for name in self.text_components})
         return self._text_fingerprint
 

@@ -39,6 +39,7 @@ class SD15Adapter(FamilyAdapter):
         return {"safety_checker": None, "feature_extractor": None, "requires_safety_checker": False}
 
     single_file_clip_layers = 12  # CLIP ViT-L/14
+    embedding_encoders = {"emb_params": ("tokenizer", "text_encoder")}
 
     @classmethod
     def clip_layers(cls, source) -> int:

@@ -42,6 +42,7 @@ class SDXLAdapter(FamilyAdapter):
                         sections=(("text_encoder", int(one["hidden_size"])), ("text_encoder_2", int(two["hidden_size"]))))
 
     single_file_clip_layers = 12  # CLIP ViT-L (OpenCLIP bigG has 32)
+    embedding_encoders = {"clip_l": ("tokenizer", "text_encoder"), "clip_g": ("tokenizer_2", "text_encoder_2")}
 
     @classmethod
     def clip_layers(cls, source) -> int:
