@@ -52,20 +52,21 @@ def new_header(fmt: str, *, family: str, model: str, model_resolved: str, finger
     }
 
 
-def text_attrs(clip_skip: int, embeddings=()) -> dict:
-    """What a cache (or an enhancer's metadata) records of how its text was encoded beyond the model: the clip skip
-    (none for 1, the default) and the textual-inversion embeddings loaded (JSON: token, file, sha256)."""
+def text_attrs(adapter) -> dict:
+    """What a cache (or an enhancer's metadata) records of how a family adapter encodes beyond its model: the clip
+    skip (none for 1, the default), and the textual-inversion embeddings and LoRAs loaded (JSON lists)."""
     import json
 
-    out = {"clip_skip": int(clip_skip)} if clip_skip != 1 else {}
-    if embeddings:
-        out["embeddings"] = json.dumps([e.record for e in embeddings])
+    out = {"clip_skip": int(adapter.clip_skip)} if adapter.clip_skip != 1 else {}
+    for name in ("embeddings", "loras"):
+        if getattr(adapter, name):
+            out[name] = json.dumps([item.record for item in getattr(adapter, name)])
     return out
 
 
 def text_attrs_of(attrs: dict) -> dict:
     """The same attributes, copied from another cache's."""
-    return {k: attrs[k] for k in ("clip_skip", "embeddings") if k in attrs}
+    return {k: attrs[k] for k in ("clip_skip", "embeddings", "loras") if k in attrs}
 
 
 def clip_skip_of(attrs: dict) -> int:

@@ -94,7 +94,7 @@ class Distiller:
     def metadata(self, averaged: bool = False) -> dict:
         """What an enhancer file records; `weights` says whether it holds the trained weights or their --ema average."""
         return {"family": self.adapter.family, "tokens": self.text.tokens, "trained_on": self.model_name,
-                "text_encoder_fingerprint": self.fingerprint, **text_attrs(self.adapter.clip_skip, self.adapter.embeddings),
+                "text_encoder_fingerprint": self.fingerprint, **text_attrs(self.adapter),
                 **self.config.marked("record"),
                 "negative_prompts": self.negatives_name, "steps": self.step,
                 "weights": "ema average" if averaged else "trained"}
@@ -117,7 +117,7 @@ class Distiller:
             enhancers["enhancer-ema.safetensors"] = (self.finished_enhancer(), self.metadata(averaged=True))
         tensors = training_state(self.optimizer, self.ema)
         trainer = {"step": self.step, "samples_seen": self.step * self.config.batch_size, "config": self.config.as_dict(),
-                   "model": self.model_name, "data": self.data.source, **text_attrs(self.adapter.clip_skip, self.adapter.embeddings)}
+                   "model": self.model_name, "data": self.data.source, **text_attrs(self.adapter)}
         return self.work.save(self.step, enhancers, tensors, trainer)
 
     def resume(self) -> int:

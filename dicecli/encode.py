@@ -98,7 +98,7 @@ def _encode(prompts: list[str], ref: ModelRef, output: str, negative: str | None
     header = existing or new_header(
         EMBEDDINGS_FORMAT, family=ref.family, model=ref.given, model_resolved=ref.resolved, fingerprint=fingerprint,
         dtype=storage_dtype(dtype), tokens=adapter.text.tokens, context_dim=adapter.text.width,
-    ) | text_attrs(adapter.clip_skip, adapter.embeddings)
+    ) | text_attrs(adapter)
 
     def fill(writer: CacheWriter, start: int, stop: int):
         for batch, encoded in adapter.encode_batches(new_prompts[start:stop], batch_size):
@@ -182,7 +182,7 @@ def _encode_images(data_spec: str, ref: ModelRef, out: Path, resolution: int, ru
         context_dim=adapter.text.width,
     )
     header.update(resolution=resolution, scaling_factor=float(vae.config.scaling_factor), source=data.source,
-                  vae_fingerprint=adapter.vae_fingerprint(), **text_attrs(adapter.clip_skip, adapter.embeddings))
+                  vae_fingerprint=adapter.vae_fingerprint(), **text_attrs(adapter))
     dataset = ImageDataset(data, resolution)
     shape: list[int] = []
 

@@ -59,7 +59,7 @@ def enhance(source: str, output: str, options: SampleOptions, runtime: Runtime) 
         model_resolved=attrs["model_resolved"] if attrs else ref.resolved,
         fingerprint=attrs["text_encoder_fingerprint"] if attrs else adapter.text_encoder_fingerprint(),
         dtype=storage_dtype(dtype) if attrs is None else attrs["dtype"], tokens=text.tokens, context_dim=text.width,
-    ) | (text_attrs_of(attrs) if attrs else text_attrs(adapter.clip_skip, adapter.embeddings))
+    ) | (text_attrs_of(attrs) if attrs else text_attrs(adapter))
     made_by = prepared.provenance
     header.update(enhancer=made_by.enhancer, enhancer_sha256=made_by.enhancer_sha256, alpha=made_by.alpha,
                   enhancer_trained_on=str(chosen.meta.get("trained_on", "")), enhanced_part=made_by.part)

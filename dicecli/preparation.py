@@ -256,7 +256,8 @@ def prepare(data: InputData, options: "SampleOptions", enhancer: EnhancerChoice 
     if not given:
         raise UsageError(f"{needs_model_for} needs --model with a prompts file (or an --enhancer, whose "
                          "trained_on model is used).")
-    ref = resolve_model(given, vae=options.vae, clip_skip=options.clip_skip, embeddings=options.embeddings)
+    ref = resolve_model(given, vae=options.vae, clip_skip=options.clip_skip, embeddings=options.embeddings,
+                        loras=options.loras)
     family = adapter_class(ref.family, ref.given)
     if enhancer is not None:
         check_compatible(enhancer.meta, enhancer.path, family=ref.family, model=ref.given)  # no config read yet

@@ -32,6 +32,7 @@ class ModelRef:
     vae: str | None = None  # a replacement VAE (folder or hub id), from --vae or the recipe
     clip_skip: int = 1  # A1111's "Clip skip": 1 the text encoder's usual output, 2 one layer earlier, ...
     embeddings: tuple = ()  # textual-inversion embeddings (`dicecli.textual_inversion.Embedding`), from --embedding
+    loras: tuple = ()  # LoRAs (`dicecli.lora.LoRA`), from --lora
 
     @property
     def resolved(self) -> str:
@@ -53,9 +54,10 @@ def model_defaults(ref: ModelRef) -> dict:
 
 
 def resolve_model(given: str, family: str | None = None, vae: str | None = None, clip_skip: int | None = None,
-                  embeddings: tuple[str, ...] = ()) -> ModelRef:
+                  embeddings: tuple[str, ...] = (), loras: tuple[str, ...] = ()) -> ModelRef:
     """Resolve `--model` (and `--vae`, `--clip-skip`, else the recipe's, and `--embedding` files). Raises UsageError
     with one actionable sentence when it cannot."""
+    from dicecli.lora import read_lora
     from dicecli.textual_inversion import read_embedding
 
     ref = _resolve(given, family)
@@ -64,6 +66,9 @@ def resolve_model(given: str, family: str | None = None, vae: str | None = None,
     chosen = clip_skip if clip_skip is not None else (ref.recipe.source.get("clip_skip", 1) if ref.recipe else 1)
     ref.clip_skip = adapter.checked_clip_skip(chosen, ref.source, ref.given)
     ref.embeddings = tuple(read_embedding(path) for path in embeddings)
+    ref.loras = tuple(read_lora(spec) for spec in loras)
+    if ref.loras and not adapter.lora_components:
+        raise UsageError(f"--lora: dicecli applies LoRAs to SD1.5 and SDXL models, not to {ref.given} ({ref.family}).")
     for embedding in ref.embeddings:
         adapter.check_embedding(embedding, adapter.text_without_weights(ref.source), ref.given)
     return ref

@@ -56,6 +56,7 @@ class SampleSettings:
     enhanced_part: str | None = None  # with an enhancer: which part of the embedding it replaced (all, semantic, padding)
     clip_skip: int | None = None  # A1111's "Clip skip" where it is not 1
     embeddings: list | None = None  # textual-inversion embeddings loaded (token, file, sha256), where any
+    loras: list | None = None  # LoRAs applied (name, file, sha256, scale), where any
 
     @property
     def nfe(self) -> int:
@@ -80,6 +81,7 @@ class SampleSettings:
                 "width": self.width, **({"model_hash": self.model_hash} if self.model_hash else {}),
                 **({"clip_skip": self.clip_skip} if self.clip_skip else {}),
                 **({"embeddings": self.embeddings} if self.embeddings else {}),
+                **({"loras": self.loras} if self.loras else {}),
                 **({"enhancer_sha256": self.enhancer_sha256, "enhanced_part": self.enhanced_part or "all"}
                    if self.enhancer else {})}
 
@@ -143,6 +145,7 @@ def a1111_parameters(s: dict) -> str:
               ("Seed", s["seed"]), ("Size", f"{s['width']}x{s['height']}"), ("Model hash", s.get("model_hash")),
               ("Model", Path(str(s["model"]).rstrip("/")).stem if s.get("model_hash") else s["model"]),
               ("Clip skip", s.get("clip_skip")),
+              ("Lora hashes", ", ".join(f"{e['name']}: {e['sha256'][:12]}" for e in s["loras"]) if s.get("loras") else None),
               ("TI hashes", ", ".join(f"{e['token']}: {e['sha256'][:10]}" for e in s["embeddings"]) if s.get("embeddings") else None)]
     if s.get("enhancer"):
         fields += [("DICE enhancer", s["enhancer"]), ("DICE enhancer hash", (s.get("enhancer_sha256") or "")[:10] or None),

@@ -136,7 +136,7 @@ def make_job(prepared: "Prepared", options: SampleOptions, runtime: Runtime, ada
         height=height, width=width, num_per_prompt=options.num_per_prompt,
         model_hash=sha256_of(ref.source.local_path)[:10] if ref.source.single_file else None,
         enhanced_part=made_by and made_by.part, clip_skip=ref.clip_skip if ref.clip_skip != 1 else None,
-        embeddings=[e.record for e in ref.embeddings] or None,
+        embeddings=[e.record for e in ref.embeddings] or None, loras=[lora.record for lora in ref.loras] or None,
     )
     return SampleJob(adapter, prepared.input.prompts, cond.to(device, dtype), prepared.cfg_negative().to(device, dtype),
                      settings, prepared)

@@ -178,6 +178,7 @@ class SampleOptions:
     vae: str | None = None
     clip_skip: int | None = None  # A1111's Clip skip (`FamilyAdapter.checked_clip_skip`); None: the recipe's, else 1
     embeddings: tuple[str, ...] = ()  # textual-inversion embedding files (--embedding)
+    loras: tuple[str, ...] = ()  # LoRA files, FILE or FILE:SCALE (--lora)
     cfg: float = 1.0
     steps: int | None = None
     scheduler: str | None = None

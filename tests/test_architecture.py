@@ -128,7 +128,7 @@ LAYERS = [
     ("files", "files"),
     ("loading", "loading"),
     ("families", "families families.base families.sd15 families.sdxl families.pixart"),
-    ("settings and formats", "settings enhancer cache cachejob samplefolder checkpoints textual_inversion"),
+    ("settings and formats", "settings enhancer cache cachejob samplefolder checkpoints textual_inversion lora"),
     ("models and data", "miniatures builtin recipes refs prompts data plugins.toy"),
     ("method", "method trainbatches"),
     ("preparation", "preparation"),

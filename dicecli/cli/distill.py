@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from dicecli.cli.app import app, devices, report, show_progress
-from dicecli.cli.options import ClipSkipOption, EmbeddingOption, DeviceOption, Dtype, DtypeOption, JsonOption, Loss, QuietOption, VaeOption, layered, value
+from dicecli.cli.options import ClipSkipOption, EmbeddingOption, LoraOption, DeviceOption, Dtype, DtypeOption, JsonOption, Loss, QuietOption, VaeOption, layered, value
 from dicecli.settings import DistillConfig
 
 
@@ -45,6 +45,7 @@ def distill_command(
     vae: VaeOption = None,
     clip_skip: ClipSkipOption = None,
     embedding: EmbeddingOption = None,
+    lora: LoraOption = None,
     device: DeviceOption = "auto",
     dtype: DtypeOption = Dtype.auto,
     quiet: QuietOption = False,
@@ -58,7 +59,8 @@ def distill_command(
     from dicecli.runtime import Runtime
     from dicecli.settings import DistillConfig
 
-    ref = resolve_model(model, vae=vae, clip_skip=clip_skip, embeddings=tuple(embedding or ()))
+    ref = resolve_model(model, vae=vae, clip_skip=clip_skip, embeddings=tuple(embedding or ()),
+                        loras=tuple(lora or ()))
     torch_device, torch_dtype = devices(device, dtype, join=False)  # accelerate joins the job
     config = DistillConfig.resolve(
         ref.family, find_recipe(recipe) if recipe else ref.recipe, model_defaults(ref), data=data, steps=steps, batch_size=batch_size,

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from dicecli.cli.app import app, devices, report, show_progress, warn
-from dicecli.cli.options import ClipSkipOption, EmbeddingOption, DeviceOption, Dtype, DtypeOption, JsonOption, ModelOption, QuietOption, VaeOption, layered
+from dicecli.cli.options import ClipSkipOption, EmbeddingOption, LoraOption, DeviceOption, Dtype, DtypeOption, JsonOption, ModelOption, QuietOption, VaeOption, layered
 from dicecli.errors import UsageError
 from dicecli.settings import EncodeConfig
 
@@ -25,6 +25,7 @@ def encode_command(
     vae: VaeOption = None,
     clip_skip: ClipSkipOption = None,
     embedding: EmbeddingOption = None,
+    lora: LoraOption = None,
     device: DeviceOption = "auto",
     dtype: DtypeOption = Dtype.auto,
     quiet: QuietOption = False,
@@ -41,7 +42,8 @@ def encode_command(
 
     if (prompts is None) == (images is None):
         raise UsageError("dice encode needs either PROMPTS or --images DATA (not both).")
-    ref = resolve_model(model, vae=vae, clip_skip=clip_skip, embeddings=tuple(embedding or ()))
+    ref = resolve_model(model, vae=vae, clip_skip=clip_skip, embeddings=tuple(embedding or ()),
+                        loras=tuple(lora or ()))
     chosen = EncodeConfig.resolve(ref.family, ref.recipe, model_defaults(ref) if images else None, resolution=resolution)
     torch_device, torch_dtype = devices(device, dtype)
     if images is not None:

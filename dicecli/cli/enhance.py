@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from dicecli.cli.app import app, devices, notes, report, show_progress
-from dicecli.cli.options import (ClipSkipOption, EmbeddingOption, AlphaOption, DeviceOption, Dtype, DtypeOption, EnhancePartOption, JsonOption, OptionalModel,
+from dicecli.cli.options import (ClipSkipOption, EmbeddingOption, LoraOption, AlphaOption, DeviceOption, Dtype, DtypeOption, EnhancePartOption, JsonOption, OptionalModel,
                                  QuietOption, layered, value)
 from dicecli.settings import EnhanceConfig, SampleOptions
 
@@ -20,6 +20,7 @@ def enhance_command(
     model: OptionalModel = None,
     clip_skip: ClipSkipOption = None,
     embedding: EmbeddingOption = None,
+    lora: LoraOption = None,
     alpha: AlphaOption = None,
     enhance_part: EnhancePartOption = None,
     negative: Annotated[Optional[str], typer.Option("--negative", help="Negative prompt given to the enhancer (default: the cache's, else none).")] = None,
@@ -34,7 +35,7 @@ def enhance_command(
     from dicecli.runtime import Runtime
 
     options = SampleOptions(model=model, enhancer=enhancer, alpha=alpha, part=value(enhance_part), negative=negative,
-                            clip_skip=clip_skip, embeddings=tuple(embedding or ()))
+                            clip_skip=clip_skip, embeddings=tuple(embedding or ()), loras=tuple(lora or ()))
     runtime = Runtime(*devices(device, dtype), batch_size, show_progress(quiet), notes(quiet))
     result = enhance(source, output, options, runtime)
     report(result.as_dict(), as_json, f"{'stdout' if output == '-' else output}: {result.prompts} prompts enhanced (alpha {result.alpha:g}).",

@@ -44,6 +44,7 @@ def layered(config, name: str) -> str:
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="Recipe name, hub id, diffusers folder or .safetensors file.")]
 OptionalModel = Annotated[Optional[str], typer.Option("--model", "-m", help="Recipe name, hub id, diffusers folder or .safetensors file (default: the cache's model, else the enhancer's trained_on).")]
 EmbeddingOption = Annotated[Optional[List[str]], typer.Option("--embedding", metavar="FILE", help="A textual-inversion embedding (.safetensors, A1111 or diffusers format; repeat for several): its file name (or the token a diffusers file names) works as a word in prompts and negative prompts.")]
+LoraOption = Annotated[Optional[List[str]], typer.Option("--lora", metavar="FILE[:SCALE]", help="A LoRA (.safetensors, kohya/A1111 or diffusers format; repeat for several), at SCALE (default 1), on the text encoders and the denoiser.")]
 ClipSkipOption = Annotated[Optional[int], typer.Option("--clip-skip", metavar="N", help="Clip skip as A1111 counts it: the text encoder's output N-1 layers before its last (1: the model's usual output; 2: the penultimate layer, as many anime models ask). CLIP families only (default: the recipe's, else 1).")]
 VaeOption = Annotated[Optional[str], typer.Option("--vae", help="Replacement VAE: a diffusers VAE folder or hub id, e.g. an fp16-fix SDXL VAE (default: the recipe's, else the model's own).")]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:N.")]

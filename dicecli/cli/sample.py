@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from dicecli.cli.app import app, devices, notes, report, show_progress
-from dicecli.cli.options import (ClipSkipOption, EmbeddingOption, CfgOption, EnhancePartOption, DeviceOption, Dtype, DtypeOption, EnhancerOption, HeightOption,
+from dicecli.cli.options import (ClipSkipOption, EmbeddingOption, LoraOption, CfgOption, EnhancePartOption, DeviceOption, Dtype, DtypeOption, EnhancerOption, HeightOption,
                                  JsonOption, NegativeOption, OptionalModel, PerPromptOption, QuietOption,
                                  SampleBatchOption, SchedulerOption, SeedOption, StepsOption, VaeOption, WidthOption,
                                  value)
@@ -35,6 +35,7 @@ def sample_command(
     vae: VaeOption = None,
     clip_skip: ClipSkipOption = None,
     embedding: EmbeddingOption = None,
+    lora: LoraOption = None,
     device: DeviceOption = "auto",
     dtype: DtypeOption = Dtype.auto,
     quiet: QuietOption = False,
@@ -48,7 +49,8 @@ def sample_command(
 
     alphas = parse_alphas(alpha)
     options = SampleOptions(model=model, enhancer=enhancer, alpha=alphas and alphas[0], part=value(enhance_part),
-                            negative=negative, vae=vae, clip_skip=clip_skip, embeddings=tuple(embedding or ()), cfg=cfg, steps=steps, scheduler=value(scheduler),
+                            negative=negative, vae=vae, clip_skip=clip_skip, embeddings=tuple(embedding or ()),
+                            loras=tuple(lora or ()), cfg=cfg, steps=steps, scheduler=value(scheduler),
                             height=height, width=width, seed=seed, num_per_prompt=num_per_prompt)
     runtime = Runtime(*devices(device, dtype), batch_size, show_progress(quiet), notes(quiet), compile)
     output_folder = Path(output) if output else None

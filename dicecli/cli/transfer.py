@@ -8,7 +8,7 @@ from typing import Annotated, List
 import typer
 
 from dicecli.cli.app import app, devices, notes, report, show_progress
-from dicecli.cli.options import (ClipSkipOption, EmbeddingOption, AlphaOption, CfgOption, DeviceOption, Dtype, DtypeOption, EnhancePartOption, HeightOption,
+from dicecli.cli.options import (ClipSkipOption, EmbeddingOption, LoraOption, AlphaOption, CfgOption, DeviceOption, Dtype, DtypeOption, EnhancePartOption, HeightOption,
                                  JsonOption,
                                  NegativeOption, PerPromptOption, QuietOption, SampleBatchOption, SchedulerOption,
                                  SeedOption, StepsOption, WidthOption, value)
@@ -24,6 +24,7 @@ def transfer_command(
     enhance_part: EnhancePartOption = None,
     clip_skip: ClipSkipOption = None,
     embedding: EmbeddingOption = None,
+    lora: LoraOption = None,
     cfg: CfgOption = 1.0,
     negative: NegativeOption = None,
     steps: StepsOption = None,
@@ -49,7 +50,8 @@ def transfer_command(
     if len(paths) < 2:
         raise UsageError("dice transfer needs ENHANCER... and then INPUT (a prompts file).")
     targets = [t for given in to for t in given.split(",") if t]
-    options = SampleOptions(alpha=alpha, part=value(enhance_part), negative=negative, clip_skip=clip_skip, embeddings=tuple(embedding or ()), cfg=cfg, steps=steps,
+    options = SampleOptions(alpha=alpha, part=value(enhance_part), negative=negative, clip_skip=clip_skip, embeddings=tuple(embedding or ()),
+                            loras=tuple(lora or ()), cfg=cfg, steps=steps,
                             scheduler=value(scheduler), height=height, width=width, seed=seed,
                             num_per_prompt=num_per_prompt)
     runtime = Runtime(*devices(device, dtype), batch_size, show_progress(quiet), notes(quiet))

@@ -42,7 +42,7 @@ def load_adapter(ref: ModelSpec, device: torch.device, dtype: torch.dtype) -> Fa
     cls = adapter_class(ref.family, ref.given)
     components = Components(ref.source, cls, device, dtype,
                             vae=ref.vae, name=ref.given, family=ref.family)
-    return cls(components, getattr(ref, "clip_skip", 1), getattr(ref, "embeddings", ()))
+    return cls(components, getattr(ref, "clip_skip", 1), getattr(ref, "embeddings", ()), getattr(ref, "loras", ()))
 
 
 def family_of_pipeline(class_name: str) -> str | None:

@@ -137,8 +137,10 @@ class FamilyAdapter(ABC):
     # prompt as several of them (`dicecli.comfyui`).
     comfyui_conditioning: ClassVar[bool] = False
     encode_prompt_outputs: ClassVar[dict[str, int]] = {"prompt_embeds": 0}
-    def __init__(self, components: Components, clip_skip: int = 1, embeddings: tuple = ()):
+    def __init__(self, components: Components, clip_skip: int = 1, embeddings: tuple = (), loras: tuple = ()):
         self.components = components
+        self.loras = tuple(loras)  # LoRAs (`dicecli.lora.LoRA`), applied once the model's parts are loaded
+        self._loras_applied = not self.loras
         self.clip_skip = clip_skip  # A1111's convention (`checked_clip_skip`); 1: the pipeline's own default
         self.embeddings = tuple(embeddings)  # textual-inversion embeddings (`dicecli.textual_inversion.Embedding`)
         self._embeddings_loaded = not self.embeddings
@@ -149,6 +151,39 @@ class FamilyAdapter(ABC):
     # -- components -------------------------------------------------------------------
     def require(self, *names: str) -> None:
         self.components.require(*names)
+        self.apply_loras()
+
+    # A LoRA can touch the text encoders and the denoiser: those are loaded together when a LoRA is given.
+    lora_components: ClassVar[tuple[str, ...]] = ()
+
+    def apply_loras(self) -> None:
+        """The LoRAs into the text encoders and the denoiser, once, by the pipeline's own `load_lora_weights` (every
+        layout diffusers reads) and `set_adapters` (their scales); everything stays frozen."""
+        if self._loras_applied:
+            return
+        self._loras_applied = True
+        self.components.require(*self.lora_components)
+        parts = {name: None for name in self.pipeline_components}
+        parts.update({name: self.components[name] for name in self.lora_components})
+        pipe = self.pipeline_class(**parts, **self.pipeline_kwargs())
+        names = [f"lora{i}" for i in range(len(self.loras))]
+        for name, lora in zip(names, self.loras):
+            try:
+                pipe.load_lora_weights(dict(lora.tensors), adapter_name=name)
+            except ValueError as error:
+                if "version of PEFT" in str(error):  # transformers' own check, for the text-encoder part
+                    raise UsageError(f"--lora {lora.path} has text-encoder weights, which transformers loads only with "
+                                     f"a newer peft ({str(error).split('>=')[-1].strip()} or later); install it "
+                                     "(`pip install -U peft`), or use a LoRA for the UNet only.") from None
+                raise UsageError(f"--lora {lora.path} does not fit {self.components.name} ({self.family}): "
+                                 f"{str(error).splitlines()[0][:160]}; use a LoRA made for this model's family.") from None
+            except (KeyError, RuntimeError) as error:
+                raise UsageError(f"--lora {lora.path} does not fit {self.components.name} ({self.family}): "
+                                 f"{str(error).splitlines()[0][:160]}; use a LoRA made for this model's family.") from None
+        pipe.set_adapters(names, adapter_weights=[lora.scale for lora in self.loras])
+        for name in self.lora_components:
+            if isinstance(self.components[name], torch.nn.Module):
+                self.components[name].requires_grad_(False)
 
     def __getattr__(self, name: str):
         if name in type(self).all_components:

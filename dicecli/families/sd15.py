@@ -40,6 +40,7 @@ class SD15Adapter(FamilyAdapter):
 
     single_file_clip_layers = 12  # CLIP ViT-L/14
     embedding_encoders = {"emb_params": ("tokenizer", "text_encoder")}
+    lora_components = ("tokenizer", "text_encoder", "unet")
 
     @classmethod
     def clip_layers(cls, source) -> int:

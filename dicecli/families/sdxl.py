@@ -43,6 +43,7 @@ class SDXLAdapter(FamilyAdapter):
 
     single_file_clip_layers = 12  # CLIP ViT-L (OpenCLIP bigG has 32)
     embedding_encoders = {"clip_l": ("tokenizer", "text_encoder"), "clip_g": ("tokenizer_2", "text_encoder_2")}
+    lora_components = ("tokenizer", "tokenizer_2", "text_encoder", "text_encoder_2", "unet")
 
     @classmethod
     def clip_layers(cls, source) -> int:
