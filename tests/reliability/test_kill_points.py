@@ -127,12 +127,19 @@ COMMANDS = {
     "trigger": ["trigger", "enhancer.safetensors", "prompts.txt", "--length", "2", "--iterations", "2", "--top-k", "4",
                 "-o", "trig"],
     "comfyui": ["comfyui", "install", "comfy"],
+    # what SD users bring: a LoRA, a textual-inversion embedding and clip skip 2 (docs/commands.md)
+    "habits-encode": ["encode", "prompts.txt", "-o", "habits.h5", "--model", "tiny-sd15", "--batch-size", "2",
+                      "--embedding", "mytok.safetensors", "--clip-skip", "2", "--lora", "style.safetensors:0.5"],
+    "habits-sample": ["sample", "prompts.txt", "--model", "tiny-sd15", "--steps", "2", "--batch-size", "2",
+                      "--embedding", "mytok.safetensors", "--clip-skip", "2", "--lora", "style.safetensors:0.5",
+                      "--negative", "mytok", "--cfg", "3", "-o", "habits"],
 }
 ARTIFACTS = {"encode": ["out.h5"], "encode-append": ["old.h5"], "latents": ["latents.h5"], "enhance": ["enhanced.h5"],
              "sample": ["samples"], "transfer": ["transfer"], "distill": ["trained.safetensors", "work"],
              "eval": ["report.json", "report.md", "report.csv", "report.html"], "sweep": ["sweep"],
              "inspect": ["insp.json", "insp.csv", "insp-positions.csv", "insp.png"], "attention": ["maps.png", "maps.png.json"],
-             "trigger": ["trig.json", "trig.txt"], "comfyui": ["comfy"]}
+             "trigger": ["trig.json", "trig.txt"], "comfyui": ["comfy"], "habits-encode": ["habits.h5"],
+             "habits-sample": ["habits"]}
 RERUN_EXTRA = {"distill": ["--resume"]}  # a killed distillation continues from its checkpoint
 WORK_DIRS = {"distill": "work"}
 # The other families, at the points where they differ most: appending to a cache, sampling, checkpointing.
@@ -173,6 +180,7 @@ CASES = [
     ("sweep", "sample.batch@4", "INT"), ("inspect", "write:insp.png", "KILL"), ("attention", "write:maps.png", "KILL"),
     ("trigger", "write:trig.txt", "KILL"),
     ("comfyui", "write:__init__.py", "KILL"),
+    ("habits-encode", "encode.batch@2", "KILL"), ("habits-sample", "sample.batch@2", "KILL"),
 ]
 FAMILY_CASES = [(f"{family}-{command}", point, "KILL") for family in ("sdxl", "pixart") for command, point in
                 (("encode-append", "encode.batch@2"), ("sample", "sample.batch@2"), ("distill", "write:step-0000004"))]
@@ -202,10 +210,29 @@ def inputs(tmp_path_factory, enhancer_file) -> Path:
     shutil.copy(enhancer_file, folder / "enhancer.safetensors")
     (folder / "old.txt").write_text("an older prompt\nanother older prompt\n")
     (folder / "comfy" / "custom_nodes").mkdir(parents=True)  # a ComfyUI folder for `dice comfyui install`
+    write_habits(folder)
     for model, cache in (("tiny-sd15", "old.h5"), ("tiny-sdxl", "old-sdxl.h5"), ("tiny-pixart", "old-pixart.h5")):
         assert run_dice("encode", folder / "old.txt", "-o", folder / cache, "--model", model).code == 0
     assert run_dice("sample", folder / "prompts.txt", "--model", "tiny-sd15", "--steps", "2", "-o", folder / "given").code == 0
     return folder
+
+
+def write_habits(folder: Path) -> None:
+    """A random UNet LoRA (peft) and a two-vector textual-inversion embedding for tiny-sd15."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+    from safetensors.torch import save_file
+
+    from dicecli.builtin import ensure_builtin
+
+    pipe = StableDiffusionPipeline.from_pretrained(ensure_builtin("tiny-sd15"))
+    torch.manual_seed(0)
+    pipe.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False, target_modules=["to_q", "to_v"]))
+    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=get_peft_model_state_dict(pipe.unet),
+                                              weight_name="style.safetensors")
+    save_file({"emb_params": torch.randn(2, 32) * 0.5}, str(folder / "mytok.safetensors"))
 
 
 @pytest.fixture(scope="module")
