@@ -5,9 +5,10 @@
     python scripts/artifact_digests.py /tmp/before /tmp/after [--json OUT]
 
 Files are matched by their path under the base temp folder (pytest names each test's folder after the test, so
-the same test writes the same paths). PNGs and .safetensors files are compared byte for byte; HDF5 caches by their
-datasets and attributes, less `created` (a timestamp). A PNG whose bytes differ is also compared pixel by pixel,
-to tell a metadata change from an image change.
+the same test writes the same paths). Each run's base folder is replaced by `<base>` in every text a file records
+(a cache's `source` or `model_resolved`, an enhancer's `trained_on`, a PNG's model): the one thing two runs may
+rightly differ in, besides a cache's `created` timestamp. Then PNGs are compared by pixels and text chunks,
+.safetensors files by tensor bytes and metadata, HDF5 caches by datasets and attributes.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import struct
 import sys
 from pathlib import Path
 
@@ -22,7 +24,13 @@ SUFFIXES = (".png", ".h5", ".safetensors")
 VOLATILE_ATTRS = {"created"}
 
 
-def h5_digest(path: Path) -> str:
+def normal(value, base: str):
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    return value.replace(base, "<base>") if isinstance(value, str) else value
+
+
+def h5_digest(path: Path, base: str) -> str:
     import h5py
 
     digest = hashlib.sha256()
@@ -30,7 +38,7 @@ def h5_digest(path: Path) -> str:
         def add(name: str, item) -> None:
             digest.update(name.encode())
             for key in sorted(k for k in item.attrs if k not in VOLATILE_ATTRS):
-                digest.update(f"{key}={item.attrs[key]!r}".encode())
+                digest.update(f"{key}={normal(item.attrs[key], base)!r}".encode())
             if isinstance(item, h5py.Dataset):
                 digest.update(item[()].tobytes() if item.dtype.kind != "O" else repr(item.asstr()[()].tolist()).encode())
 
@@ -39,24 +47,30 @@ def h5_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
-def digest(path: Path) -> str:
-    if path.suffix == ".h5":
-        try:
-            return h5_digest(path)
-        except OSError:  # a deliberately damaged cache of the reliability battery
-            pass
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def safetensors_digest(path: Path, base: str) -> str:
+    data = path.read_bytes()
+    size = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8 : 8 + size])
+    header["__metadata__"] = {k: normal(v, base) for k, v in header.get("__metadata__", {}).items()}
+    return hashlib.sha256(json.dumps(header, sort_keys=True).encode() + data[8 + size :]).hexdigest()
 
 
-def pixels_equal(a: Path, b: Path) -> bool:
+def png_digest(path: Path, base: str) -> str:
     import numpy as np
     from PIL import Image
 
+    with Image.open(path) as image:
+        text = {k: normal(v, base) for k, v in sorted(getattr(image, "text", {}).items())}
+        pixels = np.asarray(image.convert("RGBA"))
+    return hashlib.sha256(json.dumps(text).encode() + pixels.tobytes()).hexdigest()
+
+
+def digest(path: Path, base: Path) -> str:
+    readers = {".h5": h5_digest, ".safetensors": safetensors_digest, ".png": png_digest}
     try:
-        with Image.open(a) as x, Image.open(b) as y:
-            return np.array_equal(np.asarray(x.convert("RGBA")), np.asarray(y.convert("RGBA")))
-    except OSError:
-        return False
+        return readers[path.suffix](path, str(base))
+    except Exception:  # noqa: BLE001 - a deliberately damaged file of the reliability battery: its bytes
+        return hashlib.sha256(path.read_bytes().replace(str(base).encode(), b"<base>")).hexdigest()
 
 
 def artifacts(base: Path) -> dict[str, Path]:
@@ -72,16 +86,10 @@ def main() -> int:
     args = parser.parse_args()
     before, after = artifacts(args.before), artifacts(args.after)
     shared = sorted(set(before) & set(after))
-    differ, pixels_same = [], []
-    for name in shared:
-        if digest(before[name]) != digest(after[name]):
-            if name.endswith(".png") and pixels_equal(before[name], after[name]):
-                pixels_same.append(name)
-            else:
-                differ.append(name)
-    counts = {suffix: sum(n.endswith(suffix) for n in shared) for suffix in SUFFIXES}
-    result = {"compared": len(shared), "by_kind": counts, "identical": len(shared) - len(differ) - len(pixels_same),
-              "different": differ, "png_metadata_only": pixels_same,
+    differ = [name for name in shared if digest(before[name], args.before) != digest(after[name], args.after)]
+    same_bytes = sum(before[n].read_bytes() == after[n].read_bytes() for n in shared if n not in differ)
+    result = {"compared": len(shared), "by_kind": {s: sum(n.endswith(s) for n in shared) for s in SUFFIXES},
+              "identical": len(shared) - len(differ), "identical_bytes": same_bytes, "different": differ,
               "only_before": sorted(set(before) - set(after)), "only_after": sorted(set(after) - set(before))}
     print(json.dumps({k: v if not isinstance(v, list) else len(v) for k, v in result.items()}, indent=1))
     for name in differ:
