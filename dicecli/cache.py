@@ -91,7 +91,7 @@ class EmbeddingCache:
         except OSError as error:
             raise UsageError(f"{self.name} cannot be read as HDF5 ({error}); it may be damaged, re-create it.") from None
         try:
-            self.attrs = {k: _plain(v) for k, v in self.file.attrs.items()}
+            self.attrs = {k: attr_value(v) for k, v in self.file.attrs.items()}
             if self.attrs.get("format") != fmt:
                 raise UsageError(f"{self.name} is not a {fmt} file (format={self.attrs.get('format')!r}); give one written by dicecli.")
             if int(self.attrs.get("format_version", 0)) > FORMAT_VERSION:
@@ -268,7 +268,7 @@ def all_finite(array: np.ndarray) -> bool:
     return True
 
 
-def _plain(value):
+def attr_value(value):
     if isinstance(value, bytes):
         return value.decode()
     if isinstance(value, np.generic):

@@ -10,7 +10,7 @@ from typing import Callable
 import h5py
 import numpy as np
 
-from dicecli.cache import CacheWriter
+from dicecli.cache import CacheWriter, attr_value
 
 
 PART_BATCHES = 16
@@ -71,6 +71,36 @@ class CacheParts:
     def files(self) -> list[Path]:
         """Complete parts, in batch order (an unfinished part is still a temporary file)."""
         return sorted(self.folder.glob("batches-*.h5"), key=_part_range)
+
+    def check_complete(self, batches: int, batch_size: int, rows: int, header: dict) -> None:
+        """Before any join: every batch 0..batches-1 held by exactly one part, each part holding its batches' rows in
+        every dataset and the header's attributes. Else one sentence naming what is wrong, nothing joined or replaced;
+        a part that is wrong is removed, so that running the command again remakes just what is missing."""
+        from collections import Counter
+
+        from dicecli.errors import DamagedError
+
+        held: Counter = Counter()
+        for part in self.files():
+            k0, k1 = _part_range(part)
+            held.update(range(k0, k1))
+            want = min(k1 * batch_size, rows) - k0 * batch_size
+            with h5py.File(part, "r") as f:
+                short = [n for n in f if not n.startswith("negative_") and f[n].shape[0] != want]
+                other = [k for k, v in header.items() if k != "created" and attr_value(f.attrs.get(k)) != v]
+            if short or other:
+                part.unlink()
+                what = f"{short[0]} has not the {want} rows of its batches" if short else f"its {other[0]} is another"
+                raise DamagedError(f"Part {part.name} of {self.output} is inconsistent ({what}); it was removed: run the "
+                                   "command again to remake it.")
+        missing = [k for k in range(batches) if not held[k]]
+        twice = sorted(k for k, n in held.items() if n > 1)
+        if missing or twice:
+            listed = ", ".join(map(str, (missing or twice)[:8])) + (", ..." if len(missing or twice) > 8 else "")
+            problem = f"lack batches {listed}" if missing else f"hold batches {listed} twice"
+            raise DamagedError(f"The parts of {self.output} in {self.folder} {problem} (a part was lost or left by "
+                               "another run); nothing was joined: run the command again, which makes only what is "
+                               "missing.")
 
     def join_into(self, writer: "CacheWriter", rows_per_copy: int = 1024) -> None:
         """Append every part's rows, in order, to `writer` (the main process, after every rank is done)."""
@@ -178,6 +208,7 @@ def run_cache_job(output: Path, job: CacheJob, progress: bool = False) -> list:
                 run(writer, k0, k1)
         payloads = group.meet(f"the end of writing {output}", payload())
     if group.main:
+        parts.check_complete(batches, batch_size, rows, header)
         with atomic_path(output) as tmp, begin(tmp) as writer:
             parts.join_into(writer)
             if finish:
