@@ -46,6 +46,9 @@ def expand_sweeps(folders: list[Path]) -> list[Path]:
 
 
 def open_folder(path: Path) -> FolderContents:
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"{path} is a file, not a folder of images; give dice eval sample folders (`dice sample` "
+                         "outputs) or folders of reference images.")
     if not path.is_dir():
         raise UsageError(f"Image folder {path} does not exist; give a folder of images (a `dice sample` output or reference images).")
     contents = read_folder(path)

@@ -178,6 +178,14 @@ def _locked_then_met(lock, group, point: str) -> Iterator[None]:
         yield
 
 
+def check_stdout_takes_binary(what: str) -> None:
+    """`-o -` for a binary file: refused, before any work, when standard output is a terminal (as tools refuse to
+    print binary to one); a pipe or a file is what it is for."""
+    if sys.stdout is not None and sys.stdout.isatty():
+        raise UsageError(f"-o - writes {what} to standard output, which is a terminal here; pipe it into a command "
+                         "(e.g. | dice sample - -o out/) or give -o a file.")
+
+
 def write_to_stdout(write: Callable[[Path], None], name: str = "out.h5") -> None:
     """`-o -`: `write(path)` makes the file in a temporary folder (HDF5 needs a seekable file), which is then copied
     to standard output and removed."""

@@ -342,7 +342,11 @@ def test_the_page_in_a_real_browser(report_page, tmp_path):
 
     from playwright.sync_api import sync_playwright
 
+    import os
+
     browser_path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not browser_path and not os.environ.get("CI"):  # CI installs it (.ci/run): there a missing browser fails
+        pytest.skip("chromium is not installed: apt-get install chromium (.ci/run does) to run the page in a browser")
     assert browser_path, "chromium is not installed: apt-get install chromium (.ci/run does)"
     messages = []
     with sync_playwright() as playwright:

@@ -159,8 +159,13 @@ def token_positions(adapter, prompt: str, words: list[str], eos: int, tokens: in
     return found
 
 
+FUNCTION_WORDS = {"a", "an", "the", "of", "on", "in", "at", "to", "up", "by", "for", "and", "or", "with", "from",
+                  "into", "onto", "over", "under", "near", "its", "their", "his", "her", "is", "are", "as"}
+
+
 def default_words(prompt: str) -> list[str]:
-    words = [w for w in re.findall(r"[A-Za-z]+", prompt) if len(w) > 2][: MAX_WORDS - 2]
+    """The prompt's content words (no articles, prepositions or conjunctions), then <end> and <padding>."""
+    words = [w for w in re.findall(r"[A-Za-z]+", prompt) if w.lower() not in FUNCTION_WORDS][: MAX_WORDS - 2]
     return words + ["<end>", "<padding>"]
 
 

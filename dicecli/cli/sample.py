@@ -16,7 +16,7 @@ from dicecli.cli.options import (ClipSkipOption, EmbeddingOption, LoraOption, Cf
 
 @app.command("sample")
 def sample_command(
-    source: Annotated[Optional[str], typer.Argument(metavar="[INPUT]", help="Embedding cache (.h5), prompts file, or - (default: piped stdin).")] = None,
+    source: Annotated[Optional[str], typer.Argument(metavar="INPUT", help="Embedding cache (.h5), prompts file, or - (default: piped stdin).")] = None,
     output: Annotated[Optional[str], typer.Option("-o", "--output", help="Sample folder (default: samples/MODEL-METHOD-cfgW-aA-sN).")] = None,
     model: OptionalModel = None,
     enhancer: EnhancerOption = None,

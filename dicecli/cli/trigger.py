@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from dicecli.cli.app import app, devices, notes, report
+from dicecli.cli.app import app, devices, notes, report, show_progress
 from dicecli.cli.options import (ClipSkipOption, AlphaOption, DeviceOption, Dtype, DtypeOption, EnhancerArgument, JsonOption,
                                  NegativeOption, OptionalModel, QuietOption)
 
@@ -44,7 +44,7 @@ def trigger_command(
     result = find_triggers(source, Path(output) if output else None, options,
                            TriggerSearch(length, iterations, top_k, per_prompt, seed),
                            Runtime(*devices(device, dtype), note=notes(quiet)),
-                           progress=lambda line: info(line, quiet or as_json))
+                           progress=lambda line: info(line, not show_progress(quiet) or as_json))
     shown = repr(result.suffixes[0]) if result.universal else f"{len(result.suffixes)} suffixes (one per prompt)"
     report({k: v for k, v in asdict(result).items() if k != "per_prompt"}, as_json,
            f"trigger words {shown}: relative distance to the enhanced embeddings {result.distance:.3f} (the plain "
