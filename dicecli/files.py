@@ -178,6 +178,26 @@ def _locked_then_met(lock, group, point: str) -> Iterator[None]:
         yield
 
 
+PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
+
+
+def read_safetensors(path: Path, option: str, kind: str) -> dict:
+    """The tensors of a safetensors file a user names (`--lora`, `--embedding`), or one sentence: missing, a pickle
+    (never loaded: unpickling can run code), or unreadable."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        raise UsageError(f"{option} {path} does not exist; give a {kind} .safetensors file.")
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise UsageError(f"{option} {path} is a pickle ({path.suffix}), which dicecli never loads (it can run code); "
+                         "use its .safetensors version, or convert it once in a trusted environment.")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as error:
+        raise UsageError(f"{option} {path} is not a readable .safetensors file ({error}).") from None
+
+
 def check_stdout_takes_binary(what: str) -> None:
     """`-o -` for a binary file: refused, before any work, when standard output is a terminal (as tools refuse to
     print binary to one); a pipe or a file is what it is for."""

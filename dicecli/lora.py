@@ -14,9 +14,6 @@ import torch
 
 from dicecli.errors import UsageError
 
-PICKLES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
-
-
 @dataclass(frozen=True)
 class LoRA:
     path: Path
@@ -50,19 +47,10 @@ def parse_lora(spec: str) -> tuple[Path, float]:
 
 
 def read_lora(spec: str) -> LoRA:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from dicecli.files import read_safetensors
 
     path, scale = parse_lora(spec)
-    if not path.is_file():
-        raise UsageError(f"--lora {path} does not exist; give a LoRA .safetensors file (FILE or FILE:SCALE).")
-    if path.suffix.lower() in PICKLES:
-        raise UsageError(f"--lora {path} is a pickle ({path.suffix}), which dicecli never loads (it can run code); "
-                         "use the LoRA's .safetensors version, or convert it once in a trusted environment.")
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as error:
-        raise UsageError(f"--lora {path} is not a readable .safetensors file ({error}).") from None
+    tensors = read_safetensors(path, "--lora", "LoRA")
     if not any("lora" in key for key in tensors):
         raise UsageError(f"--lora {path} holds no LoRA weights; give a LoRA file (kohya/A1111 or diffusers format).")
     return LoRA(path, scale, tensors, hashlib.sha256(path.read_bytes()).hexdigest())

@@ -13,9 +13,6 @@ import torch
 
 from dicecli.errors import DamagedError, UsageError
 
-PICKLES = (".pt", ".pth", ".bin", ".ckpt", ".pkl")
-
-
 @dataclass(frozen=True)
 class Embedding:
     path: Path
@@ -30,19 +27,10 @@ class Embedding:
 
 
 def read_embedding(spec: str | Path) -> Embedding:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+    from dicecli.files import read_safetensors
 
     path = Path(spec)
-    if not path.is_file():
-        raise UsageError(f"--embedding {path} does not exist; give a textual-inversion .safetensors file.")
-    if path.suffix.lower() in PICKLES:
-        raise UsageError(f"--embedding {path} is a pickle ({path.suffix}), which dicecli never loads (it can run code); "
-                         "use the embedding's .safetensors version, or convert it once in a trusted environment.")
-    try:
-        tensors = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as error:
-        raise UsageError(f"--embedding {path} is not a readable .safetensors file ({error}).") from None
+    tensors = read_safetensors(path, "--embedding", "textual-inversion")
     if "emb_params" in tensors:
         vectors, token = {"emb_params": tensors["emb_params"]}, path.stem
     elif {"clip_l", "clip_g"} <= tensors.keys():
