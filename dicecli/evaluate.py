@@ -285,7 +285,7 @@ def evaluate(folders: list[Path], *, ref: str | None, metrics: list[str], fid_fe
     if "fid" in metrics and not ref:
         raise UsageError("FID needs --ref: a folder of reference images or statistics from `dice fid-stats`.")
     samples = [open_folder(f) for f in expand_sweeps([Path(f) for f in folders])]
-    rows = [{**s.label, "images": len(s.images)} for s in samples]
+    rows = [{**s.label, "prompt_set": s.prompt_set, "images": len(s.images)} for s in samples]
     notes = mixed_folder_notes(samples)
     settings = {"metrics": metrics, "ref": ref, "fid_features": fid_features, "clip_model": clip_model,
                 "aesthetic_clip": aesthetic_clip, "device": str(device)}
@@ -329,7 +329,7 @@ def evaluate(folders: list[Path], *, ref: str | None, metrics: list[str], fid_fe
             row["aesthetic"] = None if scores is None else float(torch.from_numpy(scores).mean())
     if not distributed.current().main:
         return None  # the main process reports; plug-in metrics run there
-    if "fid" in metrics:
+    if "fid" in metrics or any(known[m] is not None and known[m].fid_like for m in metrics):
         notes += few_images_notes(samples)
     for name in metrics:
         metric = known[name]
@@ -366,7 +366,8 @@ def few_images_notes(samples: list[FolderContents]) -> list[str]:
     if not small:
         return []
     return [f"FID over fewer than {FID_MIN_IMAGES:,} images is mostly estimation bias and noise: "
-            f"{', '.join(small)}; read those FIDs only as a smoke test, and sample more images for a comparison."]
+            f"{', '.join(small)}; read those FIDs only as a smoke test (they lie far above a large set's), and sample "
+            "more images for a comparison."]
 
 
 LABEL_COLUMNS = [("folder", "folder"), ("model", "model"), ("method", "method"), ("enhancer", "enhancer"),
@@ -408,16 +409,23 @@ def json_text(report: EvalReport) -> str:
 CURVES = {"nfe": ("NFE (denoiser evaluations per image)", ("steps", "nfe")), "alpha": ("enhancer strength alpha", ("alpha",))}
 
 
-def curve_plot(report: EvalReport, path: Path, axis: str) -> bool:
-    """Quality against NFE (the paper's Figure 5) or against the enhancer's strength (its Figure 8), for every
-    group of rows that differ only in that setting and hold several values of it; False when there is none."""
-    label, varying = CURVES[axis]
-    fixed = [k for k, _ in LABEL_COLUMNS if k != "folder" and k not in varying]
+def curve_lines(report: EvalReport, axis: str) -> tuple[list[str], dict[tuple, list[dict]]]:
+    """The settings that name a curve, and the curves: groups of rows that differ only in `axis` (and their
+    folder), on the same prompts, holding several values of it, each sorted along `axis`."""
+    _, varying = CURVES[axis]
+    fixed = [k for k, _ in LABEL_COLUMNS if k != "folder" and k not in varying] + ["prompt_set"]
     groups: dict[tuple, list[dict]] = {}
     for row in report.rows:
         if row.get(axis) is not None:
             groups.setdefault(tuple(row.get(k) for k in fixed), []).append(row)
-    lines = {k: sorted(v, key=lambda r: r[axis]) for k, v in groups.items() if len({r[axis] for r in v}) > 1}
+    return fixed, {k: sorted(v, key=lambda r: r[axis]) for k, v in groups.items() if len({r[axis] for r in v}) > 1}
+
+
+def curve_plot(report: EvalReport, path: Path, axis: str) -> bool:
+    """Quality against NFE (the paper's Figure 5) or against the enhancer's strength (its Figure 8), one line per
+    curve (`curve_lines`); False when there is none."""
+    label = CURVES[axis][0]
+    fixed, lines = curve_lines(report, axis)
     metric_keys = [k for k, _ in columns() if k not in dict(LABEL_COLUMNS) and k != "images"]
     metrics = [m for m in metric_keys if any(r.get(m) is not None for r in report.rows)]
     if not lines or not metrics:
@@ -430,9 +438,9 @@ def curve_plot(report: EvalReport, path: Path, axis: str) -> bool:
     def name(key: tuple) -> str:
         values = dict(zip(fixed, key))
         text = f"{values['method']} (cfg {values['cfg']:g})" if values.get("cfg") is not None else str(values["method"])
-        differing = [k for k in ("model", "enhancer", "part", "alpha", "steps") if k in values
+        differing = [k for k in ("model", "enhancer", "part", "alpha", "steps", "prompt_set") if k in values
                      and len({dict(zip(fixed, other)).get(k) for other in lines}) > 1 and values[k] is not None]
-        return text + "".join(f", {k} {values[k]}" for k in differing)
+        return text + "".join(f", {k.replace('_', ' ')} {values[k]}" for k in differing)
 
     fig, axes = plt.subplots(1, len(metrics), figsize=(4.5 * len(metrics), 3.5), squeeze=False)
     for ax, metric in zip(axes[0], metrics):

@@ -49,15 +49,24 @@ def _file_kind(path: Path) -> str:
 
 
 def check_writable(path: Path, option: str = "-o") -> None:
-    """Fail early, before any expensive work, when `path` cannot be written."""
-    folder = path.parent if str(path.parent) else Path(".")
+    """Fail early, before any expensive work, when `path` cannot be written. Missing folders above it are fine:
+    every command's output creates them (the one `-o` rule, as `mkdir -p`), when it writes."""
     check_output(path, option=option)
     if path.is_dir():
         raise UsageError(f"Output {path} ({option}) is a folder; give a file name, e.g. {path / 'out.h5'}.")
-    if not folder.exists():
-        raise UsageError(f"Output folder {folder} ({option}) does not exist; create it first or choose another path.")
+    folder = existing_folder_above(path)
+    if not folder.is_dir():
+        raise UsageError(f"Output {path} ({option}) lies under {folder}, which is a file, not a folder; choose another path.")
     if not os.access(folder, os.W_OK):
         raise UsageError(f"Output folder {folder} ({option}) is not writable; choose another path with {option}.")
+
+
+def existing_folder_above(path: Path) -> Path:
+    """The nearest of `path`'s parents that exists (`.` at worst)."""
+    folder = Path(path).parent
+    while str(folder) not in ("", ".") and not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder if str(folder) else Path(".")
 
 
 @contextlib.contextmanager
@@ -67,6 +76,7 @@ def atomic_path(path: Path, clean: bool = True) -> Iterator[Path]:
     `clean` first removes temporaries of `path` left by killed runs (callers writing many files into
     one folder clean the folder once instead)."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)  # the -o rule: missing folders are made (check_writable)
     if clean:
         remove_stale_temporaries(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp", dir=path.parent or ".")
@@ -141,6 +151,8 @@ def exclusive_lock(target: Path, what: str, wait: bool) -> Iterator[None]:
     """
     import fcntl
 
+    if not target.is_dir():
+        target.parent.mkdir(parents=True, exist_ok=True)  # the -o rule (check_writable)
     lock_path = target if target.is_dir() else target.parent / f".{target.name}.lock"
     fd = os.open(lock_path, os.O_RDONLY if target.is_dir() else os.O_RDWR | os.O_CREAT, 0o666)
     try:

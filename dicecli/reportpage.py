@@ -13,6 +13,7 @@ import base64
 import html
 import io
 import os
+import urllib.parse
 from pathlib import Path
 
 from PIL import Image
@@ -69,11 +70,12 @@ def column_title(row: dict) -> str:
 
 
 def value_text(value) -> str:
-    """A report value as the table shows it (Markdown and the page alike): – for none, 2 decimals (4 when small)."""
+    """A report value as the table shows it (Markdown and the page alike): – for none, 2 decimals, or 2 significant
+    digits below 0.01 (a tiny-random FID of 0.0015 must not read 0.00)."""
     if value is None:
         return "–"
     if isinstance(value, float):
-        return f"{value:.2f}" if abs(value) >= 0.01 or value == 0 else f"{value:.4f}"
+        return f"{value:.2f}" if abs(value) >= 0.01 or value == 0 else f"{value:.2g}"
     return str(value)
 
 
@@ -131,7 +133,7 @@ def samples_table(rows: list[dict], here: Path, prompts: int) -> list[str]:
                 cells.append("<td>–</td>")
                 continue
             image = c.images[index]
-            link = Path(os.path.relpath(image, here)).as_posix()
+            link = urllib.parse.quote(Path(os.path.relpath(image, here)).as_posix())  # `exp #3/` is a path, not a fragment
             cells.append(f'<td><a href="{html.escape(link)}"><img src="{thumbnail(image)}" '
                          f'alt="{html.escape(image.name)}"></a></td>')
         out.append(f'<tr><td class="prompt">{html.escape(prompt) or "–"}</td>' + "".join(cells) + "</tr>")

@@ -96,11 +96,11 @@ def sample_alpha_sweep(source: str | None, alphas: list[float], output: Path | N
     grid = None
     if distributed.current().main:
         members = [Path(r.output) for r in results]
-        rows = [[open_image(m / image_name(p * options.num_per_prompt)) for m in members]
-                for p in range(min(GRID_PROMPTS, len(first.input.prompts)))]
+        shown = range(min(GRID_PROMPTS, len(first.input.prompts)))
+        rows = [[open_image(m / image_name(p * options.num_per_prompt)) for m in members] for p in shown]
         grid = output / "grid.png"
         with atomic_path(grid) as tmp:
-            image_grid(rows, [f"alpha {a:g}" for a in alphas]).save(tmp, format="PNG")
+            image_grid(rows, [f"alpha {a:g}" for a in alphas], [first.input.prompts[p] for p in shown]).save(tmp, format="PNG")
         write_sweep(output, "alpha", alphas, members)
     return SweepResult(str(output), alphas, [r.output for r in results], sum(r.generated for r in results),
                        sum(r.skipped for r in results), str(grid) if grid else None)

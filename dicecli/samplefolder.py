@@ -96,7 +96,11 @@ SWEEP_FILE = "dice-sweep.json"
 
 
 def sweep_member(alpha: float) -> str:
-    return f"alpha-{alpha:g}"
+    """The folder of one strength: `alpha-1`, `alpha-0.5`; a strength that %g would round (1.0000001) is written
+    exactly, so distinct strengths never share a folder."""
+    short = f"{alpha:g}"
+    exact = repr(float(alpha)).removesuffix(".0")
+    return f"alpha-{short if float(short) == alpha else exact}"
 
 
 def write_sweep(folder: Path, setting: str, values: list[float], members: list[Path]) -> None:
@@ -208,6 +212,13 @@ class FolderContents:
     settings: dict
 
     @property
+    def prompt_set(self) -> str:
+        """A short name for this folder's prompts (in order): rows of different prompt sets are never one curve."""
+        import hashlib
+
+        return hashlib.sha256("\n".join(self.prompts).encode("utf-8")).hexdigest()[:8]
+
+    @property
     def label(self) -> dict:
         """What tells this folder's row apart: the folder itself, its model, method and enhancer."""
         s = self.settings
@@ -257,7 +268,8 @@ def open_for_writing(folder: Path, settings: SampleSettings, prompts: list[str])
         changed = [k for k in wanted if k in saved and saved[k] != wanted[k]]
         if changed:
             raise IncompatibleError(
-                f"Folder {folder} holds samples made with other settings ({', '.join(f'{k}={saved.get(k)!r}' for k in changed)}); "
+                f"Folder {folder} holds samples made with other settings: "
+                f"{'; '.join(f'{k} was {saved[k]!r} there, is {wanted[k]!r} now' for k in changed)}; "
                 "choose another -o or use the same settings."
             )
     folder.mkdir(parents=True, exist_ok=True)

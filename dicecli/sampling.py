@@ -78,17 +78,48 @@ def open_image(path: Path) -> Image.Image:
         return image.convert("RGB")
 
 
-def image_grid(rows: list[list[Image.Image]], column_titles: list[str] | None = None) -> Image.Image:
-    """Paste images into a grid, with an optional title strip above the columns."""
+LINE_HEIGHT = 12  # PIL's default font is 11 px high
+
+
+def wrapped(draw: ImageDraw.ImageDraw, text: str, width: int) -> list[str]:
+    """`text` in lines no wider than `width` pixels: at spaces, and inside a word only when it alone is wider."""
+    lines: list[str] = []
+    for word in text.split():
+        while len(word) > 1 and draw.textlength(word) > width:  # a word wider than the column: cut it
+            cut = max([n for n in range(1, len(word)) if draw.textlength(word[:n]) <= width] or [1])
+            lines.append(word[:cut])
+            word = word[cut:]
+        if lines and draw.textlength(f"{lines[-1]} {word}") <= width:
+            lines[-1] = f"{lines[-1]} {word}"
+        else:
+            lines.append(word)
+    return lines or [""]
+
+
+def image_grid(rows: list[list[Image.Image]], column_titles: list[str] | None = None,
+               row_titles: list[str] | None = None) -> Image.Image:
+    """Paste images into a grid; column titles above, wrapped to the column's width (so small images' titles never
+    overlap), and row titles (e.g. the prompts) in a strip on the left, as many lines as the row has room for."""
     w, h = rows[0][0].size
-    strip = 14 if column_titles else 0
-    grid = Image.new("RGB", (w * len(rows[0]), h * len(rows) + strip), "white")
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    columns = [wrapped(draw, title, w - 4) for title in column_titles or []]
+    top = LINE_HEIGHT * max(map(len, columns)) + 2 if columns else 0
+    left = max(w, 128) if row_titles else 0
+    fits = max(1, (h - 2) // LINE_HEIGHT)
+    grid = Image.new("RGB", (left + w * len(rows[0]), top + h * len(rows)), "white")
     draw = ImageDraw.Draw(grid)
-    for j, title in enumerate(column_titles or []):
-        draw.text((j * w + 2, 1), title, fill="black")
+    for j, lines in enumerate(columns):
+        for k, line in enumerate(lines):
+            draw.text((left + j * w + 2, 1 + k * LINE_HEIGHT), line, fill="black")
+    for i, title in enumerate(row_titles or []):
+        lines = wrapped(draw, title, left - 6)
+        if len(lines) > fits:
+            lines = lines[: fits - 1] + [lines[fits - 1] + "…"] if fits > 1 else [lines[0] + "…"]
+        for k, line in enumerate(lines):
+            draw.text((3, top + i * h + 1 + k * LINE_HEIGHT), line, fill="black")
     for i, row in enumerate(rows):
         for j, image in enumerate(row):
-            grid.paste(image, (j * w, strip + i * h))
+            grid.paste(image, (left + j * w, top + i * h))
     return grid
 
 

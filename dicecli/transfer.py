@@ -54,7 +54,7 @@ def transfer(enhancers: list[str], targets: list[str], source: str, output: Path
     for prepared in (*plain, *(p for row in pairs for p in row)):
         check_output(output, prepared.input_paths, folder=True)
     output.mkdir(parents=True, exist_ok=True)
-    folders, rows, report = [], [], []
+    folders, rows, row_titles, report = [], [], [], []
     device, dtype, batch_size, progress = runtime.device, runtime.dtype, runtime.batch_size, runtime.progress
     for base, row in zip(plain, pairs):
         ref = base.ref
@@ -68,6 +68,7 @@ def transfer(enhancers: list[str], targets: list[str], source: str, output: Path
         if group.main:  # the others' images are in place: each sample job ends when every process is done
             for p in range(min(GRID_PROMPTS, len(data.prompts))):
                 rows.append([open_image(Path(c.output) / image_name(p * options.num_per_prompt)) for c in columns])
+                row_titles.append(f"{slug(ref.given)}: {data.prompts[p]}")
             report.append(_compatibility(ref, adapter, base.conditioning(), [e.meta for e in chosen], data.prompts,
                                          device, dtype))
         for prepared in (base, *row):
@@ -78,7 +79,7 @@ def transfer(enhancers: list[str], targets: list[str], source: str, output: Path
         return TransferResult(str(output), folders, str(grid_path), [])
     titles = ["unguided"] + [slug(e.name) for e in chosen]
     with atomic_path(grid_path) as tmp:
-        image_grid(rows, titles).save(tmp, format="PNG")
+        image_grid(rows, titles, row_titles).save(tmp, format="PNG")
     _write_report(output, report)
     return TransferResult(str(output), folders, str(grid_path), report)
 

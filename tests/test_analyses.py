@@ -89,7 +89,8 @@ def test_alpha_sweep_is_one_folder_per_strength_and_eval_reads_it_as_a_curve(dic
     assert summary["alphas"] == [0, 1, 2] and summary["generated"] == 9
     index = json.loads((sweep / "dice-sweep.json").read_text())
     assert index == {"sweep": "alpha", "values": [0.0, 1.0, 2.0], "folders": ["alpha-0", "alpha-1", "alpha-2"]}
-    assert Image.open(sweep / "grid.png").size[0] == 3 * pixels(sweep / "alpha-0").shape[1]
+    width = pixels(sweep / "alpha-0").shape[1]
+    assert Image.open(sweep / "grid.png").size[0] == max(width, 128) + 3 * width  # the prompts' strip, 3 strengths
     # alpha 0 is the unguided model (c' = c) and alpha 1 a plain DICE run, image for image
     plain, single = tmp_path / "plain", tmp_path / "single"
     assert dice("sample", prompts_file, "--model", "tiny-sd15", "--steps", "3", "-o", plain).code == 0

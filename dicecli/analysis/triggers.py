@@ -78,6 +78,17 @@ def with_suffix(prompt: str, words: list[str]) -> str:
     return f"{prompt} {' '.join(words)}".strip()
 
 
+def check_moved(data: EnhancedPrompts) -> None:
+    """Distances are relative to the enhancer's move, c' - c: where it is nil (--alpha 0, or an enhancer that
+    changes nothing) there is nothing to match, and the ratio would be noise over zero."""
+    plain, enhanced = visible(data.cond), visible(data.enhanced)
+    moved = ((enhanced - plain) ** 2).sum((1, 2)) > 1e-12 * (plain ** 2).sum((1, 2)).clamp_min(1e-30)
+    if not moved.all():
+        cause = "--alpha 0 makes c' = c" if float(data.prepared.alpha) == 0 else "the enhancer leaves them unchanged"
+        raise UsageError(f"The enhanced embeddings of {int((~moved).sum())} of {len(moved)} prompts equal the plain "
+                         f"ones ({cause}): trigger words have no move to match; give --alpha above 0 or a trained enhancer.")
+
+
 class Searcher:
     """The objective and its gradient for one set of prompts and their enhanced target."""
 
@@ -190,6 +201,7 @@ def find_triggers(source: str, output: Path | None, options: SampleOptions, how:
     prepared = prepare_analysis(read_input(source), options, paths)
     note = runtime.note
     data = enhance_prompts(prepared, runtime)
+    check_moved(data)
     tokenizer = data.adapter.tokenizer
     ids, words = candidate_words(tokenizer)
     if length > len(ids):

@@ -13,7 +13,37 @@ import typer
 from dicecli import __version__, faults
 from dicecli.errors import DiceError
 
-app = typer.Typer(
+
+
+class DiceCommand(typer.core.TyperCommand):
+    """A command whose usage line reads as shell tools' do: `dice transfer [OPTIONS] ENHANCER... INPUT`, required
+    arguments bare and optional ones in brackets (Typer's own marks required ones with braces, `{INPUT}`)."""
+
+    def collect_usage_pieces(self, ctx) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, typer.core.TyperArgument):
+                name = param.metavar or param.name.upper()
+                if param.nargs != 1 and "..." not in name:
+                    name += "..."
+                pieces.append(name if param.required else f"[{name}]")
+            else:
+                pieces.extend(param.get_usage_pieces(ctx))
+        return pieces
+
+
+class DiceTyper(typer.Typer):
+    """Typer whose commands are DiceCommands, and whose help is click's plain layout: 80 columns wrap the help
+    text, never the option names, and flags show no type (Typer's rich panels print `--quiet <bool>`)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(rich_markup_mode=None, **kwargs)
+
+    def command(self, *args, cls=None, **kwargs):
+        return super().command(*args, cls=cls or DiceCommand, **kwargs)
+
+
+app = DiceTyper(
     name="dice",
     help="DICE: distill classifier-free guidance into text embeddings, for CFG-quality images at half the cost.",
     no_args_is_help=True,

@@ -9,7 +9,7 @@ import typer
 
 from dicecli.cli.app import app, devices, notes, report
 from dicecli.cli.options import (ClipSkipOption, AlphaOption, CfgOption, DeviceOption, Dtype, DtypeOption, EnhancerArgument,
-                                 HeightOption, JsonOption, NegativeOption, OptionalModel, QuietOption, SchedulerOption,
+                                 HeightOption, JsonOption, PromptNegativeOption, PromptModel, QuietOption, SchedulerOption,
                                  SeedOption, StepsOption, WidthOption, comma_list, whole_number, value)
 
 
@@ -18,12 +18,12 @@ def attention_command(
     enhancer: EnhancerArgument,
     prompt: Annotated[str, typer.Argument(metavar="PROMPT", help="The prompt, in quotes.")],
     output: Annotated[str, typer.Option("-o", "--output", help="The grid of maps (.png); OUTPUT.json beside it says which tokens and layers.")] = "attention.png",
-    model: OptionalModel = None,
+    model: PromptModel = None,
     clip_skip: ClipSkipOption = None,
     words: Annotated[Optional[str], typer.Option("--words", help="Comma-separated words of the prompt to show, and <end> (end-of-text token) or <padding> (default: the prompt's words, <end>, <padding>).")] = None,
     at_steps: Annotated[Optional[str], typer.Option("--at-steps", help="Comma-separated denoising steps to show, 1-based (default: at a quarter, half, three quarters and the end).")] = None,
     alpha: AlphaOption = None,
-    negative: NegativeOption = None,
+    negative: PromptNegativeOption = None,
     cfg: CfgOption = 1.0,
     steps: StepsOption = None,
     scheduler: SchedulerOption = None,

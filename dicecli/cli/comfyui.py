@@ -7,10 +7,10 @@ from typing import Annotated
 
 import typer
 
-from dicecli.cli.app import app, report
+from dicecli.cli.app import DiceTyper, app, report
 from dicecli.cli.options import JsonOption, QuietOption
 
-comfyui = typer.Typer(help="The DICE nodes for ComfyUI (docs/comfyui.md).", no_args_is_help=True)
+comfyui = DiceTyper(help="The DICE nodes for ComfyUI (docs/comfyui.md).", no_args_is_help=True)
 app.add_typer(comfyui, name="comfyui")
 
 

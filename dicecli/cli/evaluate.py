@@ -7,8 +7,8 @@ from typing import Annotated, List, Optional
 
 import typer
 
-from dicecli.cli.app import app, devices, info
-from dicecli.cli.options import DeviceOption, FidFeatures, FidFeaturesOption, QuietOption, ReportFormat
+from dicecli.cli.app import app, devices, info, report
+from dicecli.cli.options import DeviceOption, FidFeatures, FidFeaturesOption, JsonOption, QuietOption, ReportFormat
 from dicecli.settings import EvalConfig
 
 
@@ -16,7 +16,7 @@ from dicecli.settings import EvalConfig
 def eval_command(
     folders: Annotated[List[str], typer.Argument(metavar="FOLDER...", help="Sample folders from `dice sample`.")],
     ref: Annotated[Optional[str], typer.Option("--ref", help="FID reference: an image folder or statistics from `dice fid-stats`.")] = None,
-    metrics: Annotated[Optional[str], typer.Option("--metrics", help="Comma-separated: fid, clip, aesthetic, and metrics plug-ins add (default: clip,aesthetic, and fid with --ref).")] = None,
+    metrics: Annotated[Optional[str], typer.Option("--metrics", help="Comma-separated: fid, clip, aesthetic, and those plug-ins add, e.g. toy (the toy world's FID and alignment, offline: docs/toyworld.md) (default: clip,aesthetic, and fid with --ref).")] = None,
     fid_features: FidFeaturesOption = FidFeatures.inception,
     clip_model: Annotated[Optional[str], typer.Option("--clip-model", help=f"CLIP model for the CLIP score (default: {EvalConfig.default('clip_model')}).")] = None,
     aesthetic_clip: Annotated[Optional[str], typer.Option("--aesthetic-clip", help=f"CLIP under the aesthetic predictor (default: {EvalConfig.default('aesthetic_clip')}).")] = None,
@@ -26,6 +26,8 @@ def eval_command(
     figure: Annotated[Optional[List[str]], typer.Option("--figure", help="A figure to show on REPORT.html (repeat): e.g. from `dice attention` or `dice inspect`.")] = None,
     page_prompts: Annotated[int, typer.Option("--page-prompts", min=0, help="Prompts shown side by side on REPORT.html.")] = 12,
     device: DeviceOption = "auto",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No notes on stderr (they stay in the report files); the table is still printed.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON (the same as --format json).")] = False,
 ) -> None:
     """FID, CLIP score and aesthetic score of sample folders, as the paper's Table 1 (and Figure 5 across step counts)."""
     from dicecli.evaluate import (check_figures, check_report_output, csv_text, evaluate, json_text, markdown_table,
@@ -44,11 +46,11 @@ def eval_command(
     if result is None:
         return  # one of several processes: the main one reports
     for note in result.notes:
-        typer.echo(f"note: {note}", err=True)
+        info(f"note: {note}", quiet)
     if output:
         write_report(result, Path(output), figures, page_prompts)
     printers = {"table": markdown_table, "json": json_text, "csv": csv_text}
-    typer.echo(printers[output_format.value](result), nl=False)
+    typer.echo(printers["json" if as_json else output_format.value](result), nl=False)
 
 
 @app.command("fid-stats")
@@ -58,9 +60,11 @@ def fid_stats_command(
     fid_features: FidFeaturesOption = FidFeatures.inception,
     device: DeviceOption = "auto",
     quiet: QuietOption = False,
+    as_json: JsonOption = False,
 ) -> None:
     """Compute and save FID reference statistics (mean and covariance of the features) of an image folder."""
     from dicecli.evaluate import save_folder_statistics
 
     count = save_folder_statistics(Path(folder), Path(output), fid_features.value, devices(device, "fp32")[0])
-    info(f"{output}: FID statistics of {count} images ({fid_features.value} features).", quiet)
+    report({"output": output, "images": count, "features": fid_features.value}, as_json,
+           f"{output}: FID statistics of {count} images ({fid_features.value} features).", quiet)

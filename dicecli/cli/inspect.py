@@ -9,7 +9,7 @@ import typer
 
 from dicecli.cli.app import app, devices, notes, report
 from dicecli.cli.options import (ClipSkipOption, AlphaOption, DeviceOption, Dtype, DtypeOption, EnhancerArgument, JsonOption,
-                                 NegativeOption, OptionalModel, QuietOption)
+                                 EnhancerNegativeOption, OptionalModel, QuietOption)
 
 
 @app.command("inspect")
@@ -20,7 +20,7 @@ def inspect_command(
     model: OptionalModel = None,
     clip_skip: ClipSkipOption = None,
     alpha: AlphaOption = None,
-    negative: NegativeOption = None,
+    negative: EnhancerNegativeOption = None,
     device: DeviceOption = "auto",
     dtype: DtypeOption = Dtype.auto,
     quiet: QuietOption = False,

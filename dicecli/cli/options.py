@@ -43,6 +43,7 @@ def layered(config, name: str) -> str:
 # Loading a model
 ModelOption = Annotated[str, typer.Option("--model", "-m", help="Recipe name, hub id, diffusers folder or .safetensors file.")]
 OptionalModel = Annotated[Optional[str], typer.Option("--model", "-m", help="Recipe name, hub id, diffusers folder or .safetensors file (default: the cache's model, else the enhancer's trained_on).")]
+PromptModel = Annotated[Optional[str], typer.Option("--model", "-m", help="Recipe name, hub id, diffusers folder or .safetensors file (default: the enhancer's trained_on).")]
 EmbeddingOption = Annotated[Optional[List[str]], typer.Option("--embedding", metavar="FILE", help="A textual-inversion embedding (.safetensors, A1111 or diffusers format; repeat for several): its file name (or the token a diffusers file names) works as a word in prompts and negative prompts.")]
 LoraOption = Annotated[Optional[List[str]], typer.Option("--lora", metavar="FILE[:SCALE]", help="A LoRA (.safetensors, kohya/A1111 or diffusers format; repeat for several), at SCALE (default 1), on the text encoders and the denoiser.")]
 ClipSkipOption = Annotated[Optional[int], typer.Option("--clip-skip", metavar="N", help="Clip skip as A1111 counts it: the text encoder's output N-1 layers before its last (1: the model's usual output; 2: the penultimate layer, as many anime models ask). CLIP families only (default: the recipe's, else 1).")]
@@ -60,6 +61,8 @@ AlphaOption = Annotated[Optional[float], typer.Option("--alpha", help=f"Enhancer
 EnhancePartOption = Annotated[Optional[EnhancePart], typer.Option("--enhance-part", help="Replace only this part of the embedding by the enhanced one: semantic (the prompt's tokens through end-of-text), padding (the rest), or all (default; the paper's Figure 7).")]
 CfgOption = Annotated[float, typer.Option("--cfg", help="Guidance scale: 1 = unguided (one evaluation per step); >1 = CFG (two).")]
 NegativeOption = Annotated[Optional[str], typer.Option("--negative", help="Negative prompt: CFG's, and the enhancer's second input (default: the cache's, else none).")]
+EnhancerNegativeOption = Annotated[Optional[str], typer.Option("--negative", help="Negative prompt, the enhancer's second input (default: the cache's, else none).")]
+PromptNegativeOption = Annotated[Optional[str], typer.Option("--negative", help="Negative prompt: CFG's (with --cfg above 1), and the enhancer's second input (default: none).")]
 StepsOption = Annotated[Optional[int], typer.Option("--steps", help=f"Sampler steps {layered(SampleConfig, 'steps')}.")]
 SchedulerOption = Annotated[Optional[Scheduler], typer.Option("--scheduler", help=f"Sampler {layered(SampleConfig, 'scheduler')}.")]
 SeedOption = Annotated[int, typer.Option("--seed", help="Image i uses seed + i, whatever the batch size.")]

@@ -7,12 +7,12 @@ import json
 import typer
 
 from dicecli.cli.app import app
-from dicecli.cli.options import JsonOption
+from dicecli.cli.options import JsonOption, QuietOption
 
 
 @app.command("recipes")
-def recipes_command(as_json: JsonOption = False) -> None:
-    """List the shipped model recipes: name, family, source, and whether the model is here."""
+def recipes_command(quiet: QuietOption = False, as_json: JsonOption = False) -> None:
+    """List the shipped model recipes: name, family, source, and whether the model is here (--quiet: names only)."""
     from dicecli.recipes import available_recipes, model_available
 
     rows = [
@@ -22,6 +22,9 @@ def recipes_command(as_json: JsonOption = False) -> None:
     ]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
+        return
+    if quiet:  # one name a line, for scripts (`for m in $(dice recipes -q)`)
+        typer.echo("".join(f"{row['name']}\n" for row in rows), nl=False)
         return
     columns = ("name", "family", "source", "available")
     table = [{k: k for k in columns}] + rows

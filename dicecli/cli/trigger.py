@@ -9,7 +9,7 @@ import typer
 
 from dicecli.cli.app import app, devices, notes, report, show_progress
 from dicecli.cli.options import (ClipSkipOption, AlphaOption, DeviceOption, Dtype, DtypeOption, EnhancerArgument, JsonOption,
-                                 NegativeOption, OptionalModel, QuietOption)
+                                 EnhancerNegativeOption, OptionalModel, QuietOption)
 
 
 @app.command("trigger")
@@ -25,7 +25,7 @@ def trigger_command(
     per_prompt: Annotated[bool, typer.Option("--per-prompt", help="A suffix for each prompt instead of one for the whole set.")] = False,
     seed: Annotated[int, typer.Option("--seed", help="Seeds the starting suffix and the random-words baseline.")] = 0,
     alpha: AlphaOption = None,
-    negative: NegativeOption = None,
+    negative: EnhancerNegativeOption = None,
     device: DeviceOption = "auto",
     dtype: DtypeOption = Dtype.auto,
     quiet: QuietOption = False,

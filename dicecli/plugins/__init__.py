@@ -26,11 +26,13 @@ class Metric:
     `score(folder, device)` receives a `dicecli.evaluate.SampleFolder` and returns a dict of
     numbers (and optionally a "note": a sentence for the reader, e.g. that the folder is not
     what the metric is made for); `columns` names and titles those numbers for the report tables.
+    `fid_like` says the metric includes an FID, which gets FID's small-folder note (`dice eval`).
     """
 
     score: Callable
     columns: list[tuple[str, str]]
     description: str
+    fid_like: bool = False
 
 
 @dataclass

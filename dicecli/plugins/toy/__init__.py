@@ -51,5 +51,6 @@ plugin = Plugin(
     enhancers={"toy": ENHANCER_FILE},
     data={"toy": open_toy_data},
     metrics={"toy": Metric(toy_score, [("toy_fid", "FID (toy) ↓"), ("alignment", "alignment ↑")],
-                           "alignment and FID on the shipped toy evaluator's features, against ground-truth renders")},
+                           "alignment and FID on the shipped toy evaluator's features, against ground-truth renders",
+                           fid_like=True)},
 )
