@@ -79,6 +79,7 @@ class CacheParts:
         from collections import Counter
 
         from dicecli.errors import DamagedError
+        from dicecli.parts import check_coverage
 
         held: Counter = Counter()
         for part in self.files():
@@ -93,14 +94,7 @@ class CacheParts:
                 what = f"{short[0]} has not the {want} rows of its batches" if short else f"its {other[0]} is another"
                 raise DamagedError(f"Part {part.name} of {self.output} is inconsistent ({what}); it was removed: run the "
                                    "command again to remake it.")
-        missing = [k for k in range(batches) if not held[k]]
-        twice = sorted(k for k, n in held.items() if n > 1)
-        if missing or twice:
-            listed = ", ".join(map(str, (missing or twice)[:8])) + (", ..." if len(missing or twice) > 8 else "")
-            problem = f"lack batches {listed}" if missing else f"hold batches {listed} twice"
-            raise DamagedError(f"The parts of {self.output} in {self.folder} {problem} (a part was lost or left by "
-                               "another run); nothing was joined: run the command again, which makes only what is "
-                               "missing.")
+        check_coverage(held.elements(), range(batches), f"The parts of {self.output} in {self.folder}", "batches")
 
     def join_into(self, writer: "CacheWriter", rows_per_copy: int = 1024) -> None:
         """Append every part's rows, in order, to `writer` (the main process, after every rank is done)."""
@@ -194,13 +188,13 @@ def run_cache_job(output: Path, job: CacheJob, progress: bool = False) -> list:
                 bar.refresh()
                 group.check()
 
-        if not group.several:
+        parts = CacheParts(output, job.plan, group)
+        if not group.several and not parts.folder.exists():  # else a killed job's parts, reused whatever the count
             with atomic_path(output) as tmp, begin(tmp) as writer:
                 run(writer, 0, batches)
                 if finish:
                     finish(writer)
             return [payload()]
-        parts = CacheParts(output, job.plan, group)
         missing = parts.open(batches)
         group.progress(rows - sum(min((k + 1) * batch_size, rows) - k * batch_size for k in missing) if group.main else 0)
         for k0, k1 in parts.runs(group.deal(missing)):

@@ -2,21 +2,21 @@
 the processes agree (docs/distributed.md).
 
 A stage cuts its work into units that do not depend on the process count (the batches a single process would
-make: image i's batch is i // batch_size, a cache's rows in batches of --batch-size, images in feature batches),
-deals them to the ranks (`Group.deal`), and meets the other ranks only at a few named points (`Group.meet`):
-after the main process opened the output, and at the end. Results travel through the output's filesystem
-(PNGs, part files beside a cache), so nothing large passes through the launcher's network; the meeting points
-and failures use the launcher's key-value store.
+make), deals them to the ranks (`Group.deal`, accelerate's `split_between_processes`) and meets the other ranks
+only at a few named points (`Group.meet`: a `monitored_barrier`, which names the ranks that did not come, then an
+`all_gather_object` of the point's name and payload, so a rank at another point is an error, not a silent
+mismatch). Results travel through the output's filesystem (PNGs, part files beside a cache), so nothing large
+passes through the network. Every stage joins the same way, `dice distill` too: accelerate adopts the group.
 
-A rank that fails records one sentence in the store; the others stop at their next batch or meeting point,
-silently, so the job prints that sentence once (`report_failure`). A rank that dies without a word is noticed
-at the next meeting point after DICE_DIST_TIMEOUT seconds (default 1800), never a hang.
+What is ours is the failure channel: a rank that fails records one sentence in the launcher's store; the others
+stop at their next batch or meeting point, silently, so the job prints that sentence once (`report_failure`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 from dataclasses import dataclass, field
@@ -28,7 +28,8 @@ from dicecli.errors import DiceError, UsageError
 T = TypeVar("T")
 TIMEOUT_ENV = "DICE_DIST_TIMEOUT"
 DEFAULT_TIMEOUT = 1800.0
-POLL_SECONDS = 0.05
+LAUNCH_HELP = ("launch dice with torchrun or accelerate launch, or set RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT "
+               "for every rank, as under Slurm (docs/distributed.md)")
 
 
 class RankFailed(DiceError):
@@ -39,6 +40,10 @@ class RankTimeout(DiceError):
     """Ranks did not reach a meeting point in time (died without a word, or hang)."""
 
 
+class LaunchError(UsageError):
+    """The launch itself is wrong (variables missing or out of range, ranks that never came): every rank says so."""
+
+
 @dataclass
 class Group:
     """This process's place in the job: rank, world size, local rank (its GPU on its node)."""
@@ -46,10 +51,11 @@ class Group:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
-    store: Any = field(default=None, repr=False)  # the launcher's key-value store (None for one process)
+    store: Any = field(default=None, repr=False)  # the launcher's key-value store: the failure channel
+    meetings: Any = field(default=None, repr=False)  # the gloo process group the meetings run on
     timeout: float = DEFAULT_TIMEOUT
-    _meetings: int = field(default=0, repr=False)
     _done: int = field(default=0, repr=False)
+    _visits: dict = field(default_factory=dict, repr=False)  # meeting point -> times reached
 
     @property
     def main(self) -> bool:
@@ -61,33 +67,52 @@ class Group:
 
     def deal(self, units: Sequence[T]) -> list[T]:
         """This rank's share of `units`: a contiguous run, the shares differing by at most one unit."""
-        base, extra = divmod(len(units), self.world)
-        start = self.rank * base + min(self.rank, extra)
-        return list(units[start : start + base + (self.rank < extra)])
+        if not self.several:
+            return list(units)
+        from accelerate import PartialState
+
+        with PartialState().split_between_processes(list(units)) as share:
+            return list(share)
 
     def meet(self, point: str, payload: Any = None) -> list[Any]:
-        """Wait until every rank reached `point`; return each rank's (JSON) payload in rank order.
+        """Wait until every rank reached `point`; return each rank's payload in rank order.
 
         Raises RankFailed when another rank failed meanwhile, RankTimeout when some did not come in time."""
         if not self.several:
             return [payload]
-        self._meetings += 1
-        key = f"meet/{self._meetings}"
-        self.store.set(f"{key}/{self.rank}", json.dumps(payload))
-        self.store.add(f"{key}/count", 1)
-        deadline = time.monotonic() + self.timeout
-        while self.store.add(f"{key}/count", 0) < self.world:
-            self.check()
-            if time.monotonic() > deadline:
-                absent = [r for r in range(self.world) if not self.store.check([f"{key}/{r}"])]
-                raise RankTimeout(
-                    f"rank{'s' if len(absent) > 1 else ''} {', '.join(map(str, absent))} did not reach {point} within "
-                    f"{self.timeout:.0f} s of this one: {'they' if len(absent) > 1 else 'it'} died without a word (killed, "
-                    f"out of memory) or hang; see that node's log (set {TIMEOUT_ENV} to wait longer)."
-                )
-            time.sleep(POLL_SECONDS)
+        import torch.distributed as dist
+
         self.check()
-        return [json.loads(self.store.get(f"{key}/{r}")) for r in range(self.world)]
+        self._visits[point] = visit = self._visits.get(point, 0) + 1
+        arrival = f"at/{point}#{visit}/"
+        self.store.set(f"{arrival}{self.rank}", "")  # who came, for the sentence when some did not
+        try:
+            dist.monitored_barrier(self.meetings, timeout=timedelta(seconds=self.timeout), wait_all_ranks=True)
+            arrived: list[Any] = [None] * self.world
+            dist.all_gather_object(arrived, (point, payload), group=self.meetings)
+        except RuntimeError as error:  # a rank died, hangs, or failed and left: which one the store may say
+            self.check()
+            raise self._absent(point, arrival, error) from None
+        self.check()
+        elsewhere = {p for p, _ in arrived if p != point}
+        if elsewhere:
+            raise DiceError(f"the ranks met at different points ({point!r} here, {', '.join(map(repr, elsewhere))} "
+                            "elsewhere): they run different versions of dicecli or different commands.")
+        return [p for _, p in arrived]
+
+    def _absent(self, point: str, arrival: str, error: Exception) -> RankTimeout:
+        """The ranks that did not come: as monitored_barrier names them, else those that never said they arrived."""
+        named = re.findall(r"Ranks? ([\d, ]+) failed to pass monitoredBarrier", str(error))
+        absent = sorted({int(r) for text in named for r in text.replace(" ", "").split(",") if r})
+        try:
+            absent = absent or [r for r in range(self.world) if not self.store.check([f"{arrival}{r}"])]
+        except Exception:  # noqa: BLE001 - the store's host (rank 0's node) has gone
+            absent = [0]
+        many = len(absent) > 1
+        return RankTimeout(
+            f"rank{'s' if many else ''} {', '.join(map(str, absent))} did not reach {point} within {self.timeout:.0f} s "
+            f"of this one: {'they' if many else 'it'} died without a word (killed, out of memory) or hang; see that "
+            f"node's log (set {TIMEOUT_ENV} to wait longer).")
 
     def gather(self, point: str, value: Any) -> list[Any] | None:
         """Every rank's `value` (any picklable data, e.g. feature arrays), in rank order, on the main process
@@ -98,7 +123,7 @@ class Group:
 
         self.meet(point)
         values = [None] * self.world if self.main else None
-        dist.gather_object(value, values, dst=0)
+        dist.gather_object(value, values, dst=0, group=self.meetings)
         return values
 
     def check_shared(self, path, made_by: str) -> None:
@@ -124,23 +149,23 @@ class Group:
         """Record this rank's failure; True when it is the job's first (the one to print)."""
         if self.store.add("failures", 1) == 1:
             self.store.set("failure", f"rank {self.rank} of {self.world} on {socket.gethostname()}: {sentence}")
+            self.store.set("failed_at", str(time.time()))
             return True
         return False
 
     def close(self) -> None:
-        """Leave the job: the main process waits for the others first, as its store may be the one they use."""
+        """Leave the job: a final barrier when all went well (the main process may host the store the others
+        use), then the process group is destroyed."""
         if not self.several:
             return
+        import torch.distributed as dist
+
         try:
-            self.store.add("closed", 1)
-        except Exception:  # noqa: BLE001 - the store's host has gone: there is no one left to wait for
-            return
-        if self.main:
-            deadline = time.monotonic() + self.timeout
-            while self.store.add("closed", 0) < self.world and self.store.add("failures", 0) == 0:
-                if time.monotonic() > deadline:
-                    break
-                time.sleep(POLL_SECONDS)
+            if self.store.add("failures", 0) == 0:
+                dist.monitored_barrier(self.meetings, timeout=timedelta(seconds=self.timeout), wait_all_ranks=True)
+        except Exception:  # noqa: BLE001 - a rank or the store's host has gone: there is no one left to wait for
+            pass
+        dist.destroy_process_group()
 
 
 _group: Group | None = None
@@ -154,11 +179,12 @@ def launched_world() -> int:
         return 1
 
 
-def current() -> Group:
-    """This process's group, joined on first use (one process: a group of one)."""
+def current(cpu: bool = False) -> Group:
+    """This process's group, joined on first use (one process: a group of one); `cpu`: the job runs on CPUs even
+    where there are GPUs (--device cpu)."""
     global _group
     if _group is None:
-        _group = _join() if launched_world() > 1 else Group()
+        _group = _join(cpu) if launched_world() > 1 else Group()
     return _group
 
 
@@ -167,32 +193,71 @@ def joined() -> Group | None:
     return _group
 
 
-def _join() -> Group:
-    import torch.distributed as dist
-
+def launch_settings() -> tuple[int, int, float]:
+    """RANK, WORLD_SIZE and the timeout, checked before connecting to anything."""
     try:
         timeout = float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT))
     except ValueError:
-        raise DiceError(f"{TIMEOUT_ENV}={os.environ[TIMEOUT_ENV]!r} is not a number of seconds; set it to e.g. 1800.") from None
+        raise UsageError(f"{TIMEOUT_ENV}={os.environ[TIMEOUT_ENV]!r} is not a number of seconds; set it to e.g. 1800.") from None
+    world = launched_world()
     missing = [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
     if missing:
-        raise DiceError(f"WORLD_SIZE is {launched_world()} but {', '.join(missing)} are not set; launch dice with torchrun "
-                        "or accelerate launch (or set the torch.distributed variables, as under Slurm: docs/distributed.md).")
-    if not dist.is_initialized():
-        # gloo on the CPU whatever the device: dicecli's processes exchange only small messages through the store
-        dist.init_process_group("gloo", timeout=timedelta(seconds=timeout))
-    from torch.distributed.distributed_c10d import _get_default_store  # the rendezvous store, public in all but name
+        raise LaunchError(f"WORLD_SIZE is {world} but {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not "
+                          f"set; {LAUNCH_HELP}.")
+    try:
+        rank = int(os.environ["RANK"])
+    except ValueError:
+        raise LaunchError(f"RANK={os.environ['RANK']!r} is not a number; {LAUNCH_HELP}.") from None
+    if not 0 <= rank < world:
+        raise LaunchError(f"RANK={rank} is out of range for WORLD_SIZE={world} (ranks are 0 to {world - 1}); "
+                          f"{LAUNCH_HELP}.")
+    return rank, world, timeout
 
-    store = dist.PrefixStore("dicecli", _get_default_store())
-    return Group(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", 0)),
-                 store=store, timeout=timeout)
+
+def _join(cpu: bool) -> Group:
+    import torch
+    import torch.distributed as dist
+
+    rank, world, timeout = launch_settings()
+    cpu = cpu or not torch.cuda.is_available()
+    wait = timedelta(seconds=timeout)
+    address = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
+    try:
+        # the launcher's own rendezvous (env://): its store carries the failure channel; the process group is the
+        # job's (NCCL for distill's gradients on GPUs), and the meetings run on a gloo group of their own
+        store, rank, world = next(dist.rendezvous("env://", timeout=wait))
+        if not dist.is_initialized():
+            backend = "gloo" if cpu else "cpu:gloo,cuda:nccl"
+            dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=wait)
+        meetings = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo", timeout=wait)
+        from accelerate import PartialState
+
+        PartialState(cpu=cpu)  # accelerate adopts the group (distill's Accelerator too)
+    except (RuntimeError, ValueError) as error:  # DistStoreError and DistNetworkError are RuntimeErrors
+        others = "rank 0 at" if rank else f"the other {world - 1} rank{'s' if world > 2 else ''} at"
+        raise LaunchError(f"this rank could not meet {others} {address} within {timeout:.0f} s "
+                          f"({type(error).__name__}); start every rank of the job: {LAUNCH_HELP}.") from None
+    return Group(rank=rank, world=world, local_rank=int(os.environ.get("LOCAL_RANK", 0)),
+                 store=dist.PrefixStore("dicecli", store), meetings=meetings, timeout=timeout)
 
 
-def report_failure(sentence: str) -> str | None:
-    """The line to print for this rank's failure, or None when another rank's failure already said it."""
+def report_failure(sentence: str, launch_error: bool = False) -> str | None:
+    """The line to print for this rank's failure, or None when another rank says it.
+
+    Before this rank joined a job of several, a failure comes from the command line or the environment, which
+    every rank shares: rank 0 says it (a wrong launch, `launch_error`, is said by every rank it concerns)."""
     group = joined()
     if group is None or not group.several:
-        return sentence
+        world = launched_world()
+        if world <= 1:
+            return sentence
+        rank = os.environ.get("RANK", "0")
+        line = f"rank {rank} of {world}: {sentence}"
+        if rank != "0" and not launch_error:
+            _tell_launcher(line, time.time() + 1)  # torchrun's root cause: rank 0, which says it
+            return None
+        _tell_launcher(line, time.time())
+        return line
     try:
         first = group.fail(sentence)
     except Exception:  # noqa: BLE001 - the store is gone (its host exited): say it here rather than nothing
@@ -200,24 +265,31 @@ def report_failure(sentence: str) -> str | None:
     if not first:
         return None
     line = f"rank {group.rank} of {group.world} on {socket.gethostname()}: {sentence}"
-    _tell_launcher(line)
+    _tell_launcher(line, time.time())
     return line
 
 
-def _tell_launcher(line: str) -> None:
-    """torchrun's failure summary shows the first failure's error file: make it the sentence, not a traceback."""
+def _tell_launcher(line: str, when: float) -> None:
+    """torchrun's failure summary shows the earliest error file (by its whole-second timestamp) as the root cause:
+    make it the sentence, not a traceback."""
     path = os.environ.get("TORCHELASTIC_ERROR_FILE")
     if path:
         try:
             with open(path, "w") as f:
-                json.dump({"message": {"message": line, "extraInfo": {"timestamp": str(int(time.time()))}}}, f)
+                json.dump({"message": {"message": line, "extraInfo": {"timestamp": str(int(when))}}}, f)
         except OSError:
             pass
 
 
-def stand_down() -> None:
-    """A rank that stops for another's failure leaves a moment later, so launchers name the failing rank first."""
-    time.sleep(3)
+def stand_down(failure: RankFailed) -> None:
+    """A rank that stops for another's failure tells the launcher so, a second after that failure: torchrun then
+    names the failing rank as the root cause (it ranks error files by whole seconds)."""
+    group = joined()
+    try:
+        when = float(group.store.get("failed_at").decode()) + 1
+    except Exception:  # noqa: BLE001 - the store is gone: now is later than the failure
+        when = time.time() + 1
+    _tell_launcher(f"rank {group.rank if group else '?'} stopped, as {failure}", when)
 
 
 def refuse_stdio(what: str) -> None:

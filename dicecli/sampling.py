@@ -18,6 +18,7 @@ from dicecli.errors import DamagedError, UsageError
 from dicecli.families import Conditioning, FamilyAdapter, adapter_class
 from dicecli.files import check_output, main_lock, sha256_of
 from dicecli.method import enhance_conditioning
+from dicecli.parts import check_coverage
 from dicecli.samplefolder import (SampleSettings, open_for_writing, read_done, read_metadata_parts, remove_metadata_parts,
                                   save_image,
                                   write_metadata, write_metadata_part)
@@ -282,6 +283,8 @@ def _run_job(job: SampleJob, folder: Path, batch_size: int, progress: bool, grou
         settle()
     generated = sum(group.meet(f"the end of sampling into {folder}", len(mine)))
     if group.several and group.main:
-        write_metadata(folder, {**done, **read_metadata_parts(folder)})
+        records = {**done, **read_metadata_parts(folder)}
+        check_coverage(list(records), range(total), f"The metadata parts of {folder}", "images")
+        write_metadata(folder, records)
         remove_metadata_parts(folder)
     return SampleResult(str(folder), total, generated, total - generated, s.nfe, asdict(s))

@@ -19,7 +19,7 @@ HEADER = {"format": "dice-embeddings", "dtype": "float32", "model": "m"}
 class MainOfTwo:
     """The main process of a job of two that makes every batch itself; `at_end` runs where the ranks meet at the end."""
 
-    main, several, rank, world = True, True, 0, 2
+    main, several, rank, world, local_rank = True, True, 0, 2, 0
 
     def __init__(self, at_end=None):
         self.at_end = at_end
@@ -68,14 +68,14 @@ def test_a_lost_part_is_refused_and_a_rerun_completes_as_one_process(tmp_path, m
     def lose_a_part():
         parts.part(0, 5).unlink()  # the first run of batches (0-4) vanishes, as on a node's local disk
 
-    monkeypatch.setattr(distributed, "current", lambda: MainOfTwo(at_end=lose_a_part))
+    monkeypatch.setattr(distributed, "current", lambda cpu=False: MainOfTwo(at_end=lose_a_part))
     with pytest.raises(DamagedError) as refused:
         run_cache_job(out, job())
     sentence = str(refused.value)
     assert "lack batches 0, 1, 2, 3, 4" in sentence and "run the command again" in sentence and "\n" not in sentence
     assert out.read_bytes() == b"an earlier result"  # nothing replaced
     made = []
-    monkeypatch.setattr(distributed, "current", lambda: MainOfTwo())
+    monkeypatch.setattr(distributed, "current", lambda cpu=False: MainOfTwo())
     original = CacheParts.runs
     monkeypatch.setattr(CacheParts, "runs", lambda self, batches: made.extend(batches) or original(self, batches))
     run_cache_job(out, job())
@@ -94,7 +94,61 @@ def test_a_part_with_rows_missing_is_refused_and_removed(tmp_path, monkeypatch):
         with h5py.File(path, "a") as f:
             f["values"].resize(3, axis=0)
 
-    monkeypatch.setattr(distributed, "current", lambda: MainOfTwo(at_end=shorten))
+    monkeypatch.setattr(distributed, "current", lambda cpu=False: MainOfTwo(at_end=shorten))
     with pytest.raises(DamagedError, match="is inconsistent .values has not the 10 rows of its batches.; it was removed"):
         run_cache_job(out, job())
     assert not out.exists() and not parts.part(0, 5).exists()
+
+
+def test_a_killed_jobs_parts_are_reused_and_removed_by_one_process(tmp_path, monkeypatch):
+    """docs/distributed.md: parts are reused whatever the process count, then removed (they were left beside
+    the cache when the rerun had one process)."""
+    one = tmp_path / "one.h5"
+    run_cache_job(one, job())
+    out = tmp_path / "out.h5"
+
+    def killed():
+        raise KeyboardInterrupt  # the job stops after its parts were written, before the join
+
+    monkeypatch.setattr(distributed, "current", lambda cpu=False: MainOfTwo(at_end=killed))
+    with pytest.raises(KeyboardInterrupt):
+        run_cache_job(out, job())
+    parts = CacheParts(out, {"rows": ROWS}, MainOfTwo())
+    assert len(parts.files()) == 1 and not out.exists()
+    monkeypatch.setattr(distributed, "current", lambda cpu=False: distributed.Group())  # one process
+    made = []
+    original = CacheParts.runs
+    monkeypatch.setattr(CacheParts, "runs", lambda self, batches: made.extend(batches) or original(self, batches))
+    run_cache_job(out, job())
+    assert made == [] and not parts.folder.exists()  # nothing made again, no staging folder left
+    assert contents(out)[0] == contents(one)[0] and np.array_equal(contents(out)[1], contents(one)[1])
+
+
+def test_a_lost_metadata_part_is_refused_and_a_rerun_completes_the_sample_folder(dice, prompts_file, tmp_path,
+                                                                                 monkeypatch):
+    """The sample folder's per-rank metadata is joined by the same rule: every image held by one part."""
+    from dicecli.samplefolder import METADATA_PART
+
+    common = [prompts_file, "--model", "tiny-sd15", "--steps", "1", "--batch-size", "1", "-q"]
+    assert dice("sample", *common, "-o", tmp_path / "one").code == 0
+    folder = tmp_path / "two"
+
+    def lose_the_part():
+        (folder / METADATA_PART.format(0)).unlink()
+
+    class Sampling(MainOfTwo):
+        def meet(self, point, payload=None):
+            if point.startswith("the end of sampling") and self.at_end:
+                self.at_end()
+            return [payload, 0 if isinstance(payload, int) else payload]
+
+    monkeypatch.setattr(distributed, "current", lambda cpu=False: Sampling(at_end=lose_the_part))
+    refused = dice("sample", *common, "-o", folder)
+    assert refused.code != 0 and "The metadata parts of" in refused.stderr and "lack images 0, 1, 2" in refused.stderr
+    assert not (folder / "metadata.jsonl").exists()  # nothing joined
+    monkeypatch.setattr(distributed, "current", lambda cpu=False: Sampling())
+    again = dice("sample", *common, "-o", folder, "--debug")
+    assert again.code == 0, again.stderr
+    names = sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert names == sorted(p.name for p in folder.iterdir())
+    assert all((tmp_path / "one" / n).read_bytes() == (folder / n).read_bytes() for n in names)

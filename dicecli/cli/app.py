@@ -95,16 +95,14 @@ def report(summary: dict, as_json: bool, text: str, quiet: bool, data_on_stdout:
         info(text, quiet)
 
 
-def devices(device: str, dtype, join: bool = True) -> tuple:
+def devices(device: str, dtype) -> tuple:
     """(torch device, torch dtype) from --device and --dtype. Under a launcher of several processes, this process
-    joins the job first (`join`; dice distill joins through accelerate) and takes its node's GPU number LOCAL_RANK."""
+    joins the job first and takes its node's GPU number LOCAL_RANK."""
+    from dicecli import distributed
     from dicecli.runtime import select_device, select_dtype
 
-    local_rank = None
-    if join:
-        from dicecli import distributed
-
-        local_rank = distributed.current().local_rank if distributed.current().several else None
+    group = distributed.current(cpu=device == "cpu")
+    local_rank = group.local_rank if group.several else None
     torch_device = select_device(device, local_rank)
     return torch_device, select_dtype(dtype.value if hasattr(dtype, "value") else dtype, torch_device)
 
@@ -128,6 +126,10 @@ def main(argv: list[str] | None = None) -> None:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or bool(os.environ.get("DICE_DEBUG"))
     args = [a for a in args if a != "--debug"]
+    if not debug and os.environ.get("WORLD_SIZE", "1") != "1":
+        # c10d logs its failures with C++ stack frames before raising; dice says each in one sentence instead
+        # (read before torch is imported; --debug or an explicit TORCH_CPP_LOG_LEVEL shows them)
+        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")
     try:
         faults.point("start")
         # Typer reports its own usage errors (exit 2) and exits; our failures come out as exceptions.
@@ -160,9 +162,9 @@ def fail(sentence: str, exit_code: int, error: Exception) -> None:
     from dicecli import distributed
 
     if isinstance(error, distributed.RankFailed):
-        distributed.stand_down()
+        distributed.stand_down(error)
         sys.exit(exit_code)
-    line = distributed.report_failure(sentence)
+    line = distributed.report_failure(sentence, launch_error=isinstance(error, distributed.LaunchError))
     if line is not None:
         typer.echo(f"error: {line}", err=True)
     sys.exit(exit_code)

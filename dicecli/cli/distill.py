@@ -61,7 +61,7 @@ def distill_command(
 
     ref = resolve_model(model, vae=vae, clip_skip=clip_skip, embeddings=tuple(embedding or ()),
                         loras=tuple(lora or ()))
-    torch_device, torch_dtype = devices(device, dtype, join=False)  # accelerate joins the job
+    torch_device, torch_dtype = devices(device, dtype)  # joins the job; accelerate adopts it
     config = DistillConfig.resolve(
         ref.family, find_recipe(recipe) if recipe else ref.recipe, model_defaults(ref), data=data, steps=steps, batch_size=batch_size,
         grad_accum=grad_accum, lr=lr, guidance_scale=guidance_scale, negative_prompts=negative_prompts, loss=value(loss),
