@@ -113,7 +113,13 @@ def _load(choice, adapter: "FamilyAdapter") -> LoadedEnhancer:
 
 
 def _enhancer(enhancer: "str | Path | LoadedEnhancer", adapter: "FamilyAdapter") -> LoadedEnhancer:
+    import os
+
     from dicecli.preparation import open_enhancer
+
+    if not isinstance(enhancer, (str, os.PathLike, LoadedEnhancer)):
+        raise UsageError(f"An enhancer is a .safetensors file's path, the name of one a plug-in ships, or a "
+                         f"LoadedEnhancer (dicecli.load_enhancer), not a {type(enhancer).__name__}.")
 
     if isinstance(enhancer, LoadedEnhancer):
         if enhancer.family != adapter.family:
@@ -173,11 +179,12 @@ def enhanced_embeddings(pipe: "DiffusionPipeline", enhancer: "str | Path | Loade
             cfg_negative = Conditioning.cat([adapter.unconditional(n or None) for n in negative_prompt])
         else:
             cfg_negative = adapter.unconditional(negative_prompt or None).repeat(len(prompts))
-    return adapter.pipeline_inputs(enhanced.to(adapter.device, adapter.dtype), cfg_negative)
+    return _marked(adapter.pipeline_inputs(enhanced.to(adapter.device, adapter.dtype), cfg_negative))
 
 
 # -- the diffusers integration ------------------------------------------------------------------------------
 ATTACHMENT = "_dicecli_attachment"  # where an attached pipeline keeps its Attachment
+ENHANCED_MARK = "_dicecli_enhanced"  # set on tensors that hold enhanced embeddings
 
 
 @dataclass
@@ -198,42 +205,62 @@ def attach(pipe: "DiffusionPipeline", enhancer: "str | Path | LoadedEnhancer", *
     """Attach an enhancer to a StableDiffusion(Img2Img)Pipeline, StableDiffusionXL(Img2Img)Pipeline or
     PixArtAlphaPipeline: `pipe(prompt, guidance_scale=1.0)` then samples with DICE (one model evaluation per step),
     and `guidance_scale` above 1 with DICE + CFG. The enhancer's second input is the call's `negative_prompt`
-    (else the empty prompt), as in `dice sample`. Attaching to a pipeline that already has one, to another kind of
-    pipeline, or an enhancer of another family raises one `DiceError`."""
+    (else the empty prompt), encoded by the pipeline's own `encode_prompt` with the call's settings, as in
+    `dice sample`. Attaching to a pipeline that already has one, to another kind of pipeline, or an enhancer of
+    another family raises one `DiceError`.
+
+    Nothing of the pipeline is captured: its components, device and dtype are read when it encodes, so `.to()`,
+    `enable_model_cpu_offload()` / `enable_sequential_cpu_offload()` (before or after attaching), a swapped text
+    encoder and `copy.deepcopy` all hold; `alpha` and `part` are checked at every call, as the CLI checks them."""
+    import types
+
     from dicecli.families import adapter_for_pipeline
 
     _check(alpha, part)
     if getattr(pipe, ATTACHMENT, None) is not None:
         raise UsageError(f"{type(pipe).__name__} already has enhancer {getattr(pipe, ATTACHMENT).enhancer.name} "
                          "attached; detach it first (dicecli.detach(pipe)).")
-    adapter = adapter_for_pipeline(pipe)
-    attachment = Attachment(pipe, _enhancer(enhancer, adapter), alpha, part)
-    original = pipe.encode_prompt  # the bound method of the pipeline's class
-    signature = inspect.signature(original)
-    outputs = type(adapter).encode_prompt_outputs
-
-    def encode_prompt(*args, **kwargs):
-        out = list(original(*args, **kwargs))
-        call = signature.bind(*args, **kwargs)
-        call.apply_defaults()
-        _enhance_outputs(attachment, adapter, out, outputs, call.arguments)
-        return tuple(out)
-
-    encode_prompt.__doc__ = original.__doc__
-    encode_prompt.__wrapped__ = original  # for inspect.signature: the pipeline reads it to route its arguments
-    object.__setattr__(pipe, "encode_prompt", encode_prompt)
+    attachment = Attachment(pipe, _enhancer(enhancer, adapter_for_pipeline(pipe)), alpha, part)
     object.__setattr__(pipe, ATTACHMENT, attachment)
+    # a method bound to this pipeline: copy.deepcopy binds the copy's to the copy
+    object.__setattr__(pipe, "encode_prompt", types.MethodType(_enhancing(type(pipe).encode_prompt), pipe))
     return attachment
 
 
-def _enhance_outputs(attachment: Attachment, adapter: "FamilyAdapter", out: list, outputs: dict[str, int],
-                     arguments: dict) -> None:
+def _enhancing(original):
+    """The class's own `encode_prompt`, then the enhancement of its output (`__wrapped__` keeps the signature,
+    which pipelines read to route their arguments)."""
+    import functools
+
+    signature = inspect.signature(original)
+
+    @functools.wraps(original)
+    def encode_prompt(pipe, *args, **kwargs):
+        call = signature.bind(pipe, *args, **kwargs)
+        call.apply_defaults()
+        attachment = getattr(pipe, ATTACHMENT)
+        _check(attachment.alpha, attachment.part)
+        given = call.arguments.get("prompt_embeds")
+        if given is not None and getattr(given, ENHANCED_MARK, False):
+            raise UsageError("These prompt_embeds are already enhanced (an enhanced cache's pipeline_kwargs, or "
+                             "dicecli.enhanced_embeddings); pass them to the pipeline without an enhancer attached "
+                             "(dicecli.detach(pipe)), or pass prompts.")
+        out = list(original(pipe, *args, **kwargs))
+        _enhance_outputs(pipe, original, attachment, out, call.arguments)
+        return tuple(out)
+
+    return encode_prompt
+
+
+def _enhance_outputs(pipe, original, attachment: Attachment, out: list, arguments: dict) -> None:
     """Replace the prompt's embeddings (and, where the enhancer widens it, its mask) in `encode_prompt`'s output."""
     import torch
 
-    from dicecli.families import Conditioning
+    from dicecli.families import Conditioning, adapter_for_pipeline
     from dicecli.method import enhance_conditioning
 
+    adapter = adapter_for_pipeline(pipe)  # the pipeline as it is now
+    outputs = type(adapter).encode_prompt_outputs
     embeds = out[outputs["prompt_embeds"]]
     mask = out[outputs["attention_mask"]] if "attention_mask" in outputs else None
     prompt = arguments.get("prompt")
@@ -246,21 +273,60 @@ def _enhance_outputs(attachment: Attachment, adapter: "FamilyAdapter", out: list
             raise UsageError(f"An enhancer attached with part={attachment.part!r} needs prompts, not prompt_embeds, "
                              "to find the end-of-text token.")
         prompts, eos = [], torch.zeros(len(embeds), dtype=torch.long)
-    cond = Conditioning(embeds, eos, attention_mask=mask)
-    adapter.clip_skip = 1 + (arguments.get("clip_skip") or 0)  # the call's clip skip (diffusers counts from 0)
-    negative = _negative_for_enhancer(adapter, arguments.get("negative_prompt"), len(prompts) or len(embeds))
+    cond = Conditioning(embeds, eos.to(embeds.device), attention_mask=mask)
+    negative = _enhancer_negative(pipe, original, outputs, arguments, len(prompts) or len(embeds))
     if len(negative) > 1:
         negative = negative[torch.arange(len(negative)).repeat_interleave(per_prompt)]
-    enhanced = enhance_conditioning(attachment.enhancer.network, cond, negative, attachment.alpha, attachment.part,
+    network = attachment.enhancer.network.to(embeds.device)  # it follows the embeddings (offloading moves them)
+    enhanced = enhance_conditioning(network, cond, negative.to(embeds.device), attachment.alpha, attachment.part,
                                     embeds.dtype)
     out[outputs["prompt_embeds"]] = enhanced.prompt_embeds
     if mask is not None:
         out[outputs["attention_mask"]] = enhanced.attention_mask
 
 
+# encode_prompt's arguments that carry the prompt's own text or embeddings, cleared to encode the negative instead
+PROMPT_ARGUMENTS = ("prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds", "negative_pooled_prompt_embeds",
+                    "prompt_attention_mask", "negative_prompt_attention_mask", "negative_prompt", "negative_prompt_2")
+
+
+def _enhancer_negative(pipe, original, outputs: dict[str, int], arguments: dict, rows: int) -> "Conditioning":
+    """The enhancer's second input: the call's negative prompt (else the empty one), encoded by the pipeline's own
+    `encode_prompt` with the call's settings (lora_scale, clip_skip, prompt_2's counterpart, textual-inversion
+    tokens), or the call's negative_prompt_embeds as given."""
+    import torch
+
+    from dicecli.families import Conditioning
+
+    text = arguments.get("negative_prompt")
+    if text is None and arguments.get("negative_prompt_embeds") is not None:
+        embeds = arguments["negative_prompt_embeds"]
+        mask = arguments.get("negative_prompt_attention_mask") if "attention_mask" in outputs else None
+        return Conditioning(embeds, torch.zeros(len(embeds), dtype=torch.long), attention_mask=mask)
+    texts = [text or ""] if text is None or isinstance(text, str) else [t or "" for t in text]
+    if len(texts) not in (1, rows):
+        raise UsageError(f"negative_prompt has {len(texts)} entries for {rows} prompts; give one, or one per prompt.")
+    kwargs = {**arguments, **{name: None for name in PROMPT_ARGUMENTS if name in arguments}, "prompt": texts,
+              "num_images_per_prompt": 1, "do_classifier_free_guidance": False}
+    if "prompt_2" in arguments:
+        kwargs["prompt_2"] = arguments.get("negative_prompt_2")
+    out = original(pipe, **{k: v for k, v in kwargs.items() if k != "self"})
+    mask = out[outputs["attention_mask"]] if "attention_mask" in outputs else None
+    embeds = out[outputs["prompt_embeds"]]
+    return Conditioning(embeds, torch.zeros(len(embeds), dtype=torch.long, device=embeds.device), attention_mask=mask)
+
+
 def _end_of_text(adapter: "FamilyAdapter", prompts: list[str], per_prompt: int):
     """Each row's end-of-text position, from the family's tokenization hook (as its encoding finds it)."""
     return adapter.tokenize(prompts).eos_index.repeat_interleave(per_prompt)
+
+
+def _marked(kwargs: dict) -> dict:
+    """Mark enhanced embeddings, so that a pipeline with an enhancer attached refuses to enhance them again."""
+    for value in kwargs.values():
+        if hasattr(value, "shape"):
+            setattr(value, ENHANCED_MARK, True)
+    return kwargs
 
 
 def detach(pipe: "DiffusionPipeline") -> None:
@@ -295,7 +361,8 @@ class CachedEmbeddings:
             raise IncompatibleError(f"{self.path} holds {self.attributes.get('family')} embeddings; the pipeline is "
                                     f"{adapter.family}.")
         cond = self.conditioning if rows is None else self.conditioning[rows]
-        return adapter.pipeline_inputs(cond.to(adapter.device, adapter.dtype), None)
+        kwargs = adapter.pipeline_inputs(cond.to(adapter.device, adapter.dtype), None)
+        return _marked(kwargs) if self.enhanced else kwargs
 
 
 def read_cache(path: str | Path) -> CachedEmbeddings:

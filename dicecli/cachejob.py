@@ -51,7 +51,9 @@ class CacheParts:
                 held.update(range(k0, k1))
             missing = [k for k in range(batches) if k not in held]
         missing = self.group.meet(f"the staging folder {self.folder}", missing)[0]
-        self.group.check_shared(self.folder, f"beside -o {self.output}")
+        from dicecli.files import check_shared
+
+        check_shared(self.group, self.folder, f"beside -o {self.output}")
         return json.loads(json.dumps(missing))
 
     def runs(self, batches: list[int]) -> list[tuple[int, int]]:

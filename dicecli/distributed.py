@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Sequence, TypeVar
@@ -55,7 +55,7 @@ class Group:
     meetings: Any = field(default=None, repr=False)  # the gloo process group the meetings run on
     timeout: float = DEFAULT_TIMEOUT
     _done: int = field(default=0, repr=False)
-    _visits: dict = field(default_factory=dict, repr=False)  # meeting point -> times reached
+    _visits: Counter = field(default_factory=Counter, repr=False)  # meeting point -> times reached
 
     @property
     def main(self) -> bool:
@@ -75,44 +75,37 @@ class Group:
             return list(share)
 
     def meet(self, point: str, payload: Any = None) -> list[Any]:
-        """Wait until every rank reached `point`; return each rank's payload in rank order.
-
-        Raises RankFailed when another rank failed meanwhile, RankTimeout when some did not come in time."""
+        """Wait until every rank reached `point`; return each rank's payload in rank order. Raises RankFailed when
+        another rank failed meanwhile, RankTimeout naming the ranks that did not come in time."""
         if not self.several:
             return [payload]
         import torch.distributed as dist
 
         self.check()
-        self._visits[point] = visit = self._visits.get(point, 0) + 1
-        arrival = f"at/{point}#{visit}/"
+        self._visits[point] += 1
+        arrival = f"at/{point}#{self._visits[point]}/"
         self.store.set(f"{arrival}{self.rank}", "")  # who came, for the sentence when some did not
         try:
             dist.monitored_barrier(self.meetings, timeout=timedelta(seconds=self.timeout), wait_all_ranks=True)
             arrived: list[Any] = [None] * self.world
             dist.all_gather_object(arrived, (point, payload), group=self.meetings)
-        except RuntimeError as error:  # a rank died, hangs, or failed and left: which one the store may say
+        except RuntimeError:  # a rank died, hangs, or failed and left (then the store says why)
             self.check()
-            raise self._absent(point, arrival, error) from None
+            try:
+                absent = [r for r in range(self.world) if not self.store.check([f"{arrival}{r}"])] or [0]
+            except Exception:  # noqa: BLE001 - the store's host (rank 0's node) has gone
+                absent = [0]
+            many = len(absent) > 1
+            raise RankTimeout(f"rank{'s' if many else ''} {', '.join(map(str, absent))} did not reach {point} within "
+                              f"{self.timeout:.0f} s of this one: {'they' if many else 'it'} died without a word "
+                              f"(killed, out of memory) or hang; see that node's log (set {TIMEOUT_ENV} to wait "
+                              "longer).") from None
         self.check()
         elsewhere = {p for p, _ in arrived if p != point}
         if elsewhere:
             raise DiceError(f"the ranks met at different points ({point!r} here, {', '.join(map(repr, elsewhere))} "
                             "elsewhere): they run different versions of dicecli or different commands.")
         return [p for _, p in arrived]
-
-    def _absent(self, point: str, arrival: str, error: Exception) -> RankTimeout:
-        """The ranks that did not come: as monitored_barrier names them, else those that never said they arrived."""
-        named = re.findall(r"Ranks? ([\d, ]+) failed to pass monitoredBarrier", str(error))
-        absent = sorted({int(r) for text in named for r in text.replace(" ", "").split(",") if r})
-        try:
-            absent = absent or [r for r in range(self.world) if not self.store.check([f"{arrival}{r}"])]
-        except Exception:  # noqa: BLE001 - the store's host (rank 0's node) has gone
-            absent = [0]
-        many = len(absent) > 1
-        return RankTimeout(
-            f"rank{'s' if many else ''} {', '.join(map(str, absent))} did not reach {point} within {self.timeout:.0f} s "
-            f"of this one: {'they' if many else 'it'} died without a word (killed, out of memory) or hang; see that "
-            f"node's log (set {TIMEOUT_ENV} to wait longer).")
 
     def gather(self, point: str, value: Any) -> list[Any] | None:
         """Every rank's `value` (any picklable data, e.g. feature arrays), in rank order, on the main process
@@ -126,15 +119,6 @@ class Group:
         dist.gather_object(value, values, dst=0, group=self.meetings)
         return values
 
-    def check_shared(self, path, made_by: str) -> None:
-        """After a meeting: `path`, which the main process made, must be visible here (several nodes need a
-        filesystem they all share for the one output)."""
-        from pathlib import Path
-
-        if self.several and not self.main and not Path(path).exists():
-            raise UsageError(f"This process cannot see {path}, which the main process created {made_by}; with several "
-                             "nodes the output must be on a filesystem they all share.")
-
     def check(self) -> None:
         """Stop (RankFailed) when another rank has failed: called between batches, so no rank works on in vain."""
         if self.several and self.store.add("failures", 0) > 0:
@@ -145,27 +129,26 @@ class Group:
         self._done += done
         return int(self.store.add("progress", done)) if self.several else self._done
 
-    def fail(self, sentence: str) -> bool:
+    def fail(self, line: str) -> bool:
         """Record this rank's failure; True when it is the job's first (the one to print)."""
-        if self.store.add("failures", 1) == 1:
-            self.store.set("failure", f"rank {self.rank} of {self.world} on {socket.gethostname()}: {sentence}")
-            self.store.set("failed_at", str(time.time()))
-            return True
-        return False
+        if self.store.add("failures", 1) > 1:
+            return False
+        self.store.set("failure", line)
+        self.store.set("failed_at", str(time.time()))
+        return True
 
     def close(self) -> None:
         """Leave the job: a final barrier when all went well (the main process may host the store the others
         use), then the process group is destroyed."""
-        if not self.several:
-            return
-        import torch.distributed as dist
+        if self.several:
+            import torch.distributed as dist
 
-        try:
-            if self.store.add("failures", 0) == 0:
-                dist.monitored_barrier(self.meetings, timeout=timedelta(seconds=self.timeout), wait_all_ranks=True)
-        except Exception:  # noqa: BLE001 - a rank or the store's host has gone: there is no one left to wait for
-            pass
-        dist.destroy_process_group()
+            try:
+                if self.store.add("failures", 0) == 0:
+                    dist.monitored_barrier(self.meetings, timeout=timedelta(seconds=self.timeout), wait_all_ranks=True)
+            except Exception:  # noqa: BLE001 - a rank or the store's host has gone: there is no one left to wait for
+                pass
+            dist.destroy_process_group()
 
 
 _group: Group | None = None
@@ -199,19 +182,14 @@ def launch_settings() -> tuple[int, int, float]:
         timeout = float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT))
     except ValueError:
         raise UsageError(f"{TIMEOUT_ENV}={os.environ[TIMEOUT_ENV]!r} is not a number of seconds; set it to e.g. 1800.") from None
-    world = launched_world()
+    world, rank = launched_world(), os.environ.get("RANK", "")
     missing = [name for name in ("RANK", "MASTER_ADDR", "MASTER_PORT") if name not in os.environ]
     if missing:
         raise LaunchError(f"WORLD_SIZE is {world} but {', '.join(missing)} {'is' if len(missing) == 1 else 'are'} not "
                           f"set; {LAUNCH_HELP}.")
-    try:
-        rank = int(os.environ["RANK"])
-    except ValueError:
-        raise LaunchError(f"RANK={os.environ['RANK']!r} is not a number; {LAUNCH_HELP}.") from None
-    if not 0 <= rank < world:
-        raise LaunchError(f"RANK={rank} is out of range for WORLD_SIZE={world} (ranks are 0 to {world - 1}); "
-                          f"{LAUNCH_HELP}.")
-    return rank, world, timeout
+    if not rank.isdigit() or int(rank) >= world:
+        raise LaunchError(f"RANK={rank} is not a rank of WORLD_SIZE={world} (0 to {world - 1}); {LAUNCH_HELP}.")
+    return int(rank), world, timeout
 
 
 def _join(cpu: bool) -> Group:
@@ -242,31 +220,24 @@ def _join(cpu: bool) -> Group:
 
 
 def report_failure(sentence: str, launch_error: bool = False) -> str | None:
-    """The line to print for this rank's failure, or None when another rank says it.
-
-    Before this rank joined a job of several, a failure comes from the command line or the environment, which
-    every rank shares: rank 0 says it (a wrong launch, `launch_error`, is said by every rank it concerns)."""
-    group = joined()
-    if group is None or not group.several:
-        world = launched_world()
-        if world <= 1:
-            return sentence
+    """The line to print for this rank's failure, or None when another rank says it. Before this rank joined a job,
+    a failure comes from the command line or the environment, which all ranks share: rank 0 says it (a wrong
+    launch, `launch_error`, every rank it concerns)."""
+    group, world = joined(), launched_world()
+    if world <= 1:
+        return sentence
+    if group is None:
         rank = os.environ.get("RANK", "0")
+        first = rank == "0" or launch_error
         line = f"rank {rank} of {world}: {sentence}"
-        if rank != "0" and not launch_error:
-            _tell_launcher(line, time.time() + 1)  # torchrun's root cause: rank 0, which says it
-            return None
-        _tell_launcher(line, time.time())
-        return line
-    try:
-        first = group.fail(sentence)
-    except Exception:  # noqa: BLE001 - the store is gone (its host exited): say it here rather than nothing
-        return f"rank {group.rank} of {group.world}: {sentence}"
-    if not first:
-        return None
-    line = f"rank {group.rank} of {group.world} on {socket.gethostname()}: {sentence}"
-    _tell_launcher(line, time.time())
-    return line
+    else:
+        line = f"rank {group.rank} of {group.world} on {socket.gethostname()}: {sentence}"
+        try:
+            first = group.fail(line)
+        except Exception:  # noqa: BLE001 - the store is gone (its host exited): say it here rather than nothing
+            return line
+    _tell_launcher(line, time.time() + (0 if first else 1))  # torchrun's root cause: the first to fail
+    return line if first else None
 
 
 def _tell_launcher(line: str, when: float) -> None:

@@ -256,3 +256,11 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def check_shared(group, path: Path, made_by: str) -> None:
+    """After a meeting of a job's processes: `path`, which the main process made, must be visible here (several
+    nodes need a filesystem they all share for the one output)."""
+    if group.several and not group.main and not Path(path).exists():
+        raise UsageError(f"This process cannot see {path}, which the main process created {made_by}; with several "
+                         "nodes the output must be on a filesystem they all share.")

@@ -58,7 +58,8 @@ def check_enhanced(enhanced: Conditioning, alpha: float, dtype: torch.dtype | No
     from dicecli.errors import UsageError
 
     embeds = enhanced.prompt_embeds if dtype is None else enhanced.prompt_embeds.to(dtype)
-    if not torch.isfinite(embeds).all():
+    # finite but so large that their squared norms overflow: every attention logit over them does too (NaN images)
+    if not torch.isfinite(embeds).all() or not torch.isfinite(embeds.pow(2).sum(-1)).all():
         raise UsageError(f"--alpha {alpha:g} makes the enhanced embeddings overflow (NaN or infinite numbers); use a "
                          "smaller --alpha (1 is the enhancer as trained).")
     return enhanced

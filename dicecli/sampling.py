@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from dicecli import distributed, faults
 from dicecli.errors import DamagedError, UsageError
 from dicecli.families import Conditioning, FamilyAdapter, adapter_class
-from dicecli.files import check_output, main_lock, sha256_of
+from dicecli.files import check_output, check_shared, main_lock, sha256_of
 from dicecli.method import enhance_conditioning
 from dicecli.parts import check_coverage
 from dicecli.samplefolder import (SampleSettings, open_for_writing, read_done, read_metadata_parts, remove_metadata_parts,
@@ -236,7 +236,7 @@ def _run_job(job: SampleJob, folder: Path, batch_size: int, progress: bool, grou
         done = open_for_writing(folder, s, job.prompts)
     group.meet(f"the opening of {folder}")
     if not group.main:
-        group.check_shared(folder, "for -o")
+        check_shared(group, folder, "for -o")
         done = read_done(folder, s, job.prompts)
     groups = [list(range(g, min(g + batch_size, total))) for g in range(0, total, batch_size)]
     todo = group.deal([g for g in groups if any(i not in done for i in g)])

@@ -1,6 +1,7 @@
 """The Python API (docs/python.md): its public names, the diffusers integration (same images as `dice sample`,
 pixel for pixel, for every family; detach restores the pipeline), caches, and the page's own examples."""
 
+import functools
 import inspect
 import re
 import typing
@@ -217,3 +218,97 @@ def test_the_python_page_runs(enhancers, tmp_path, monkeypatch):
         except Exception as error:  # noqa: BLE001 - say which block broke
             raise AssertionError(f"docs/python.md block {number} failed: {error!r}\n{block}") from error
     assert Path("dice-cat.png").is_file()
+
+
+# -- nothing captured at attach time (docs/python.md, "Offloading, dtypes and copies") ---------------------------
+def test_an_attached_pipeline_follows_a_later_dtype_move(enhancers):
+    """attach on bf16, then .to(float32): the images of a float32 pipeline with the enhancer attached."""
+    moved = dicecli.load_pipeline("tiny-sd15", device="cpu", dtype="bf16")
+    dicecli.attach(moved, enhancers["sd15"])
+    moved.to(torch.float32)
+    reference = dicecli.load_pipeline("tiny-sd15", device="cpu", dtype="bf16").to(torch.float32)  # the same weights
+    dicecli.attach(reference, enhancers["sd15"])  # attached after the move
+    for pipe in (moved, reference):
+        dicecli.set_scheduler(pipe, "dpmsolver++")
+        pipe.set_progress_bar_config(disable=True)
+    a, b = (p.encode_prompt(PROMPTS, "cpu", 1, False)[0] for p in (moved, reference))
+    assert a.dtype == torch.float32 and torch.equal(a, b)
+    a, b = (np.asarray(p(PROMPTS, **options(p)).images[0]) for p in (moved, reference))
+    assert np.array_equal(a, b)
+
+
+def test_a_swapped_text_encoder_encodes_the_negative_too(enhancers, other_sd15_dir):
+    from transformers import CLIPTextModel
+
+    swapped = pipeline("sd15")
+    dicecli.attach(swapped, enhancers["sd15"])
+    swapped.text_encoder = CLIPTextModel.from_pretrained(other_sd15_dir / "text_encoder")
+    fresh = pipeline("sd15")
+    fresh.text_encoder = CLIPTextModel.from_pretrained(other_sd15_dir / "text_encoder")
+    dicecli.attach(fresh, enhancers["sd15"])
+    a, b = (p.encode_prompt(PROMPTS, "cpu", 1, False)[0] for p in (swapped, fresh))
+    assert torch.equal(a, b)
+    plain = pipeline("sd15")
+    dicecli.attach(plain, enhancers["sd15"])
+    assert not torch.equal(plain.encode_prompt(PROMPTS, "cpu", 1, False)[0], a)  # the swap matters
+
+
+def test_a_deep_copy_of_an_attached_pipeline_is_its_own(enhancers):
+    import copy
+
+    original = pipeline("sd15")
+    dicecli.attach(original, enhancers["sd15"])
+    twin = copy.deepcopy(original).to(torch.bfloat16)
+    embeds = twin.encode_prompt(PROMPTS, "cpu", 1, False)[0]
+    assert embeds.dtype == torch.bfloat16 and twin.encode_prompt.__self__ is twin
+    assert original.encode_prompt(PROMPTS, "cpu", 1, False)[0].dtype == torch.float32
+
+
+def test_the_negative_goes_through_the_pipelines_own_encode_prompt(enhancers, monkeypatch):
+    """With the call's settings (here clip_skip), encoded once for the enhancer: E(c, c_neg) by hand."""
+    from diffusers import StableDiffusionPipeline
+
+    from dicecli.families import Conditioning
+    from dicecli.method import enhance_conditioning
+
+    from dicecli.families.sd15 import expose_text_model
+
+    pipe = pipeline("sd15")
+    expose_text_model(pipe.text_encoder)  # diffusers 0.42.1's clip_skip on transformers 5 needs it, dicecli or not
+    calls = []
+    own = StableDiffusionPipeline.encode_prompt
+    @functools.wraps(own)
+    def spy(self, *args, **kwargs):
+        calls.append(kwargs.get("prompt", args[0] if args else None))
+        return own(self, *args, **kwargs)
+
+    monkeypatch.setattr(StableDiffusionPipeline, "encode_prompt", spy)
+    attachment = dicecli.attach(pipe, enhancers["sd15"])
+    got = pipe.encode_prompt(PROMPTS, "cpu", 1, False, negative_prompt="blurry", clip_skip=1)[0]
+    assert calls == [PROMPTS, ["blurry"]]
+    plain = own(pipe, PROMPTS, "cpu", 1, False, clip_skip=1)[0]
+    negative = own(pipe, ["blurry"], "cpu", 1, False, clip_skip=1)[0]
+    eos = pipe.tokenizer(PROMPTS, padding="max_length", max_length=77, return_tensors="pt").attention_mask.sum(1) - 1
+    expected = enhance_conditioning(attachment.enhancer.network, Conditioning(plain, eos),
+                                    Conditioning(negative, torch.zeros(1, dtype=torch.long)), 1.0).prompt_embeds
+    torch.testing.assert_close(got, expected)
+
+
+@pytest.mark.reliability("bad input")
+def test_the_api_checks_what_the_cli_checks_at_call_time(enhancers, tmp_path):
+    pipe = pipeline("sd15")
+    with pytest.raises(dicecli.UsageError, match="An enhancer is a .safetensors file's path.*not a Linear"):
+        dicecli.attach(pipe, torch.nn.Linear(2, 2))
+    attachment = dicecli.attach(pipe, enhancers["sd15"])
+    attachment.alpha = 1e30
+    with pytest.raises(dicecli.UsageError, match="alpha"):
+        pipe(PROMPTS[:1], **{**options(pipe), "generator": None})
+    attachment.alpha = 1.0
+    enhanced = dicecli.enhanced_embeddings(pipeline("sd15"), enhancers["sd15"], PROMPTS)
+    with pytest.raises(dicecli.UsageError, match="already enhanced"):
+        pipe(**enhanced, **options(pipe))
+    cache = dicecli.write_cache(tmp_path / "e.h5", PROMPTS, "tiny-sd15", enhancer=enhancers["sd15"], device="cpu")
+    with pytest.raises(dicecli.UsageError, match="already enhanced"):
+        pipe(**cache.pipeline_kwargs(pipe), **options(pipe))
+    attachment.detach()
+    assert len(pipe(**cache.pipeline_kwargs(pipe), **options(pipe)).images) == 3  # without the enhancer: fine

@@ -60,7 +60,8 @@ def adapter_for_pipeline(pipe) -> FamilyAdapter:
         raise UsageError(f"{name} is not a pipeline dicecli can attach an enhancer to; use one of {supported}.")
     cls = FAMILIES[family]
     label = getattr(pipe, "name_or_path", None) or name
-    components = Components(PipelineSource(label), cls, pipe.device, pipe.dtype,
+    # the device the pipeline itself encodes on: under CPU offload its modules rest on the CPU, not there
+    components = Components(PipelineSource(label), cls, getattr(pipe, "_execution_device", pipe.device), pipe.dtype,
                             name=label, family=family)
     for part in cls.all_components:
         if hasattr(pipe, part):

@@ -230,3 +230,35 @@ def test_standard_input_is_refused_under_a_launcher(inputs):
     done = launch("enhance", "-", "-e", enhancer, "-o", folder / "x.h5", ok=False)
     lines = dice_lines(done)
     assert done.returncode != 0 and len(lines) == 1 and "cannot be standard input or output" in lines[0], lines
+
+
+@pytest.mark.reliability("bad input")
+@pytest.mark.parametrize("rank, words", [
+    ("2", "RANK=2 is not a rank of WORLD_SIZE=2 (0 to 1)"),  # refused before connecting
+    ("1", "this rank could not meet rank 0 at 127.0.0.1:"),  # no rank 0 was started
+    ("0", "this rank could not meet the other 1 rank at 127.0.0.1:"),  # the other rank was never started
+])
+def test_a_launch_set_by_hand_that_cannot_work_is_one_sentence(inputs, rank, words):
+    """As under a Slurm script that exports the torch variables itself: no C++ stack frames, no raw store errors."""
+    folder, _, _, _ = inputs
+    env = environment(RANK=rank, WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()),
+                      DICE_DIST_TIMEOUT="3")
+    done = subprocess.run([sys.executable, "-m", "dicecli", *SAMPLE, "-o", folder / "never"], capture_output=True,
+                          timeout=120, env=env, cwd=folder)
+    err = done.stderr.decode()
+    OUTPUTS.append(err)
+    assert done.returncode == 2 and err.count("\n") == 1 and err.startswith(f"error: rank {rank} of 2: "), err
+    assert words in err and "torchrun or accelerate launch" in err
+    assert not (folder / "never").exists()
+
+
+@pytest.mark.reliability("bad input")
+@pytest.mark.parametrize("option", [["--alpha", "abc"], []])
+def test_an_error_before_the_job_starts_is_said_once(inputs, option):
+    """Every rank gets the same command line and environment, so the same error: rank 0 says it, once."""
+    folder, _, enhancer, _ = inputs
+    env = {} if option else {"DICE_DIST_TIMEOUT": "abc"}
+    done = launch(*SAMPLE, "-e", enhancer, *option, "-o", folder / "never", ok=False, cwd=folder, **env)
+    lines = dice_lines(done)
+    words = "--alpha 'abc' must be a number" if option else "DICE_DIST_TIMEOUT='abc' is not a number of seconds"
+    assert done.returncode != 0 and len(lines) == 1 and lines[0].startswith("error: rank 0 of 2: ") and words in lines[0], lines

@@ -345,8 +345,9 @@ def test_distill_onto_its_negative_prompts_file(dice, tmp_path):
 def test_a_strength_that_overflows_is_refused(dice, prompts_file, enhancer_file, tmp_path, command):
     out = tmp_path / ("s" if command == "sample" else "e.h5")
     args = ["--steps", "1"] if command == "sample" else []
-    one_sentence(dice(command, prompts_file, "--enhancer", enhancer_file, "--alpha", "1e308", "-o", out, *args), 2,
-                 "--alpha 1e+308 makes the enhanced embeddings overflow")
+    for alpha in ("1e308", "1e30"):  # 1e30: finite numbers whose squares overflow, as every attention logit would
+        one_sentence(dice(command, prompts_file, "--enhancer", enhancer_file, "--alpha", alpha, "-o", out, *args), 2,
+                     f"--alpha {float(alpha):g} makes the enhanced embeddings overflow")
     assert not out.exists() or not any(out.iterdir())
 
 
@@ -362,9 +363,14 @@ def test_running_out_of_host_memory_is_one_sentence(dice, prompts_file, tmp_path
 
 
 @pytest.mark.reliability("damaged artifact")
-def test_nan_pixels_are_never_written_as_black_images(dice, prompts_file, enhancer_file, tmp_path):
-    """Finite but absurd embeddings (alpha 1e30) make the UNet produce NaN: refused, not saved as black PNGs."""
-    result = dice("sample", prompts_file, "--enhancer", enhancer_file, "--alpha", "1e30", "--steps", "2", "-o", tmp_path / "s")
+def test_nan_pixels_are_never_written_as_black_images(dice, prompts_file, enhancer_file, tmp_path, monkeypatch):
+    """A model that produces NaN (here its VAE, as an fp16 VAE that overflows does): refused, not saved as black PNGs."""
+    from diffusers import AutoencoderKL
+
+    decode = AutoencoderKL.decode
+    monkeypatch.setattr(AutoencoderKL, "decode", lambda self, z, *a, **k: decode(self, z * float("nan"), *a, **k))
+    result = dice("sample", prompts_file, "--enhancer", enhancer_file, "--steps", "2", "-o", tmp_path / "s")
+    monkeypatch.undo()
     one_sentence(result, 1, "The model produced NaN or infinite pixels (seeds 0..2)", "Nothing was written")
     assert not list((tmp_path / "s").glob("*.png"))
     rerun = dice("sample", prompts_file, "--enhancer", enhancer_file, "--steps", "2", "-o", tmp_path / "s")
