@@ -1,5 +1,5 @@
-"""Work written in parts by several processes and joined by the main one (docs/distributed.md, "Failures, locks
-and reruns"): a cache's part files, a sample folder's per-rank metadata. Before any join, the parts must cover the
+"""Work written in parts by several processes and joined by the main one: a cache's part files, a sample folder's
+per-rank metadata (docs/distributed.md, "Failures, locks and reruns"). Before any join, the parts must cover the
 work exactly: every unit held once. A part lost between the ranks' end and the join (a node's local disk, a
 cleaner) is refused in one sentence naming what is missing, before anything is joined or replaced."""
 

@@ -125,7 +125,7 @@ def test_settings_travel_as_objects():
 # (at module level, inside functions, or for type checking only). `dicecli` itself is imported for __version__.
 LAYERS = [
     ("foundation", "errors faults paths schedulers hub runtime distributed plugins plugins.toy.world"),
-    ("files", "files"),
+    ("files", "files parts"),
     ("loading", "loading"),
     ("families", "families families.base families.sd15 families.sdxl families.pixart"),
     ("settings and formats", "settings enhancer cache cachejob samplefolder checkpoints textual_inversion lora"),

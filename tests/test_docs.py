@@ -111,3 +111,15 @@ def test_distributed_page_states_the_recorded_numbers():
         cells = [f"{r['step_ms']:.1f} ms/step, {r['max_memory_gb']:.1f} GB" for text in ("per-step", "cached")
                  for r in rows if r.get("arch") == arch and r.get("text") == text]
         assert f"| {name}" in page and all(cell in page for cell in cells), (arch, cells)
+
+
+def test_python_page_states_the_recorded_offload_cases():
+    path = ROOT / "benchmarks" / "results" / "api-offload-h200-2026-12-02.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()][1:]
+    page = " ".join((ROOT / "docs" / "python.md").read_text(encoding="utf-8").split())
+    ok, exact = sum(r["ok"] for r in rows), sum(1 for r in rows if r.get("max_abs_diff_255") == 0.0)
+    compiled = max(r["max_abs_diff_255"] for r in rows if "compile" in r["case"])
+    assert f"{ok} of {len(rows)} cases ran" in page and f"({exact} cases at a difference of 0)" in page
+    assert f"at most {compiled:.2f}/255" in page
+    offload = [r for r in rows if "offload" in r["case"]]
+    assert len(offload) == 16 and all(r["ok"] and r["max_abs_diff_255"] == 0.0 for r in offload)

@@ -101,7 +101,7 @@ def test_help_texts_say_what_the_command_does_with_the_option(dice):
     assert "cache" not in option_help("attention", "--model")  # attention takes a prompt, never a cache
     for command in ("inspect", "trigger"):  # neither samples with CFG
         assert "CFG" not in option_help(command, "--negative") and "second input" in option_help(command, "--negative")
-    assert "toy" in option_help("eval", "--metrics")
+    assert "offline" in option_help("eval", "--metrics") and "docs/toyworld.md" in option_help("eval", "--metrics")
 
 
 def test_small_report_values_keep_two_significant_digits():

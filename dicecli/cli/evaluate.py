@@ -16,7 +16,7 @@ from dicecli.settings import EvalConfig
 def eval_command(
     folders: Annotated[List[str], typer.Argument(metavar="FOLDER...", help="Sample folders from `dice sample`.")],
     ref: Annotated[Optional[str], typer.Option("--ref", help="FID reference: an image folder or statistics from `dice fid-stats`.")] = None,
-    metrics: Annotated[Optional[str], typer.Option("--metrics", help="Comma-separated: fid, clip, aesthetic, and those plug-ins add, e.g. toy (the toy world's FID and alignment, offline: docs/toyworld.md) (default: clip,aesthetic, and fid with --ref).")] = None,
+    metrics: Annotated[Optional[str], typer.Option("--metrics", help="Comma-separated: fid, clip, aesthetic, and those plug-ins add; the shipped plug-in adds an offline one, alignment and FID in its world of shapes (docs/toyworld.md) (default: clip,aesthetic, and fid with --ref).")] = None,
     fid_features: FidFeaturesOption = FidFeatures.inception,
     clip_model: Annotated[Optional[str], typer.Option("--clip-model", help=f"CLIP model for the CLIP score (default: {EvalConfig.default('clip_model')}).")] = None,
     aesthetic_clip: Annotated[Optional[str], typer.Option("--aesthetic-clip", help=f"CLIP under the aesthetic predictor (default: {EvalConfig.default('aesthetic_clip')}).")] = None,
