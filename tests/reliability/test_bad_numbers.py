@@ -1,5 +1,7 @@
 """Numbers and artifacts that used to be accepted silently: one sentence, exit 2, nothing written."""
 
+import json
+
 import pytest
 
 pytestmark = pytest.mark.reliability("bad input")
@@ -137,3 +139,42 @@ def test_every_recipe_table_is_type_checked(dice, tmp_path, tiny_sd15_dir, promp
     recipe.write_text(f'name = "r"\nfamily = "sd15"\n[source]\npath = "{tiny_sd15_dir}"\n[{table}]\n{line}\n')
     result = dice("sample", prompts_file, "--model", recipe, "-o", tmp_path / "s")
     assert result.code == 2 and part in result.stderr, result.stderr
+
+
+# -- the wider battery: degenerate inputs, page links, the promises the README makes -----------------------------
+def test_trigger_words_need_an_enhancement_to_match(dice, prompts_file, enhancer_file):
+    """--alpha 0 makes c' = c: the relative distance would be noise over zero (it read 2.0e15)."""
+    result = dice("trigger", enhancer_file, prompts_file, "--alpha", "0", "--iterations", "1")
+    assert result.code == 2 and "equal the plain ones (--alpha 0 makes c' = c)" in result.stderr, result.stderr
+
+
+def test_distinct_strengths_never_share_a_sweep_folder(dice, prompts_file, enhancer_file, tmp_path):
+    result = dice("sample", prompts_file, "-e", enhancer_file, "--alpha", "1,1.0000001", "--steps", "1", "-o",
+                  tmp_path / "sweep", "--json")
+    assert result.code == 0, result.stderr
+    assert json.loads(result.stdout)["folders"] == [str(tmp_path / "sweep" / "alpha-1"),
+                                                    str(tmp_path / "sweep" / "alpha-1.0000001")]
+
+
+def test_the_eval_page_links_folders_whose_names_need_escaping(dice, prompts_file, tmp_path):
+    folder = tmp_path / "exp #3"
+    assert dice("sample", prompts_file, "--model", "tiny-sd15", "--steps", "1", "-o", folder, "-q").code == 0
+    assert dice("eval", folder, "--metrics", "toy", "-o", tmp_path / "report", "-q").code == 0
+    page = (tmp_path / "report.html").read_text()
+    assert 'href="exp%20%233/000000.png"' in page and 'href="exp #3/' not in page
+
+
+def test_every_command_takes_quiet_and_json(dice, tmp_path):
+    """The README's promise: `--quiet` for cron, `--json` for machines, on every command."""
+    from typer.main import get_command
+
+    from dicecli.cli import app
+
+    group = get_command(app)
+    commands = [(name, c) for name, c in group.commands.items() if not hasattr(c, "commands")]
+    commands += [(f"comfyui {n}", c) for n, c in group.commands["comfyui"].commands.items()]
+    lacking = [name for name, c in commands
+               if not {"--quiet", "--json"} <= {o for p in c.params for o in p.opts}]
+    assert not lacking and len(commands) == 12, lacking
+    names = dice("recipes", "--quiet").stdout.split()
+    assert "tiny-sd15" in names and "toy" in names and all(" " not in n for n in names)
