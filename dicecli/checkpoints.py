@@ -48,9 +48,10 @@ class WorkDir:
         self.checkpoints = self.path / "checkpoints"
         self.log = self.path / "train_log.jsonl"
 
-    def save(self, step: int, enhancers: dict[str, tuple], tensors: dict[str, torch.Tensor], trainer: dict) -> Path:
+    def save(self, step: int, enhancers: dict[str, tuple], tensors: dict[str, torch.Tensor], trainer: dict,
+             keep: int = CHECKPOINTS_KEPT) -> Path:
         """`checkpoints/step-NNNNNNN/`, made beside its final name and renamed into place: each enhancer file (name ->
-        (enhancer, metadata)), `optimizer.safetensors` and `trainer.json`. Only the newest CHECKPOINTS_KEPT stay."""
+        (enhancer, metadata)), `optimizer.safetensors` and `trainer.json`. Only the newest `keep` stay (0: all)."""
         final = self.checkpoints / f"step-{step:07d}"
         staging = self.checkpoints / f".step-{step:07d}.tmp"
         shutil.rmtree(staging, ignore_errors=True)
@@ -62,9 +63,13 @@ class WorkDir:
         faults.point(f"write:{final.name}")
         shutil.rmtree(final, ignore_errors=True)
         staging.rename(final)
-        for old in sorted(self.checkpoints.glob("step-*"))[:-CHECKPOINTS_KEPT]:
+        for old in sorted(self.checkpoints.glob("step-*"))[:-keep] if keep else []:
             shutil.rmtree(old, ignore_errors=True)
         return final
+
+    def done(self) -> list[Path]:
+        """Every complete checkpoint, oldest first (a checkpoint is complete once its trainer.json is written)."""
+        return sorted(p for p in self.checkpoints.glob("step-*") if (p / "trainer.json").is_file())
 
     def latest(self) -> Path | None:
         done = sorted(p for p in self.checkpoints.glob("step-*") if (p / "trainer.json").is_file())

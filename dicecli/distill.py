@@ -118,7 +118,7 @@ class Distiller:
         tensors = training_state(self.optimizer, self.ema)
         trainer = {"step": self.step, "samples_seen": self.step * self.config.batch_size, "config": self.config.as_dict(),
                    "model": self.model_name, "data": self.data.source, **text_attrs(self.adapter)}
-        return self.work.save(self.step, enhancers, tensors, trainer)
+        return self.work.save(self.step, enhancers, tensors, trainer, self.config.keep_checkpoints)
 
     def resume(self) -> int:
         checkpoint = self.work.latest()

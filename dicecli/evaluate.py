@@ -40,9 +40,10 @@ def known_metrics() -> dict:
     return {**{name: None for name in BUILTIN_METRICS}, **metrics()}
 
 
-def expand_sweeps(folders: list[Path]) -> list[Path]:
-    """Folders as given, a sweep folder (`dice sample --alpha 0,0.5,1`) replaced by its sample folders in order."""
-    return [member for folder in folders for member in (sweep_members(folder) or [folder])]
+def expand_sweeps(folders: list[Path]) -> list[tuple[Path, dict]]:
+    """Folders as given, a sweep folder (`dice sample --alpha 0,0.5,1`, `--enhancer WORK_DIR`) replaced by its
+    sample folders in order, each with the value it was sampled at (a row's label)."""
+    return [member for folder in folders for member in (sweep_members(folder) or [(folder, {})])]
 
 
 def open_folder(path: Path) -> FolderContents:
@@ -284,8 +285,9 @@ def evaluate(folders: list[Path], *, ref: str | None, metrics: list[str], fid_fe
         raise UsageError(f"--metrics {','.join(unknown)} not known; choose from {', '.join(known)}.")
     if "fid" in metrics and not ref:
         raise UsageError("FID needs --ref: a folder of reference images or statistics from `dice fid-stats`.")
-    samples = [open_folder(f) for f in expand_sweeps([Path(f) for f in folders])]
-    rows = [{**s.label, "prompt_set": s.prompt_set, "images": len(s.images)} for s in samples]
+    members = expand_sweeps([Path(f) for f in folders])
+    samples = [open_folder(f) for f, _ in members]
+    rows = [{**s.label, **swept, "prompt_set": s.prompt_set, "images": len(s.images)} for s, (_, swept) in zip(samples, members)]
     notes = mixed_folder_notes(samples)
     settings = {"metrics": metrics, "ref": ref, "fid_features": fid_features, "clip_model": clip_model,
                 "aesthetic_clip": aesthetic_clip, "device": str(device)}
@@ -371,7 +373,8 @@ def few_images_notes(samples: list[FolderContents]) -> list[str]:
 
 
 LABEL_COLUMNS = [("folder", "folder"), ("model", "model"), ("method", "method"), ("enhancer", "enhancer"),
-                 ("part", "part"), ("cfg", "cfg"), ("alpha", "alpha"), ("steps", "steps"), ("nfe", "NFE")]
+                 ("step", "trained steps"), ("part", "part"), ("cfg", "cfg"), ("alpha", "alpha"), ("steps", "steps"),
+                 ("nfe", "NFE")]
 METRIC_COLUMNS = [("fid", "FID ↓"), ("clip", "CLIP ↑"), ("aesthetic", "AS ↑")]
 
 
@@ -406,7 +409,8 @@ def json_text(report: EvalReport) -> str:
 
 
 # The curves a report can hold: rows that differ only in this column, at several values of it.
-CURVES = {"nfe": ("NFE (denoiser evaluations per image)", ("steps", "nfe")), "alpha": ("enhancer strength alpha", ("alpha",))}
+CURVES = {"nfe": ("NFE (denoiser evaluations per image)", ("steps", "nfe")), "alpha": ("enhancer strength alpha", ("alpha",)),
+          "step": ("distillation steps (the enhancer's checkpoints)", ("step",))}
 
 
 def curve_lines(report: EvalReport, axis: str) -> tuple[list[str], dict[tuple, list[dict]]]:
@@ -457,7 +461,7 @@ def curve_plot(report: EvalReport, path: Path, axis: str) -> bool:
     return True
 
 
-REPORT_SUFFIXES = (".json", ".md", ".csv", "-nfe.png", "-alpha.png", ".html")
+REPORT_SUFFIXES = (".json", ".md", ".csv", "-nfe.png", "-alpha.png", "-step.png", ".html")
 
 
 def check_report_output(base: Path, inputs: list[Path]) -> None:

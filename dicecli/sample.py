@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,7 +11,8 @@ from dicecli import distributed
 from dicecli.errors import UsageError
 from dicecli.files import atomic_path, check_output
 from dicecli.preparation import STDIN, Prepared, open_enhancer, prepare, read_input
-from dicecli.samplefolder import SETTINGS_FILE, image_name, sweep_member, write_sweep
+from dicecli.checkpoints import WorkDir
+from dicecli.samplefolder import SETTINGS_FILE, checkpoint_member, image_name, sweep_member, write_sweep
 from dicecli.sampling import SampleJob, SampleResult, image_grid, make_job, open_image, run_job
 from dicecli.runtime import Runtime
 from dicecli.settings import SampleConfig, SampleOptions
@@ -63,11 +65,12 @@ def prepare_job(source: str | None, options: SampleOptions, runtime: Runtime, ou
 @dataclass
 class SweepResult:
     output: str
-    alphas: list[float]
     folders: list[str]
     generated: int
     skipped: int
     grid: str | None
+    alphas: list[float] | None = None  # a strength sweep's strengths
+    steps: list[int] | None = None  # a checkpoint sweep's training steps
 
 
 def sample_alpha_sweep(source: str | None, alphas: list[float], output: Path | None, options: SampleOptions,
@@ -80,27 +83,73 @@ def sample_alpha_sweep(source: str | None, alphas: list[float], output: Path | N
         SampleConfig(alpha=alpha).check(None)
     first = prepare_inputs(source, dataclasses.replace(options, alpha=alphas[0]), output)
     net = first.enhancer.load(runtime.device)
+    members = [(sweep_member(a), lambda a=a: (dataclasses.replace(first, alpha=a), net)) for a in alphas]
+    result = run_sweep(first, members, ("alpha", alphas, [f"alpha {a:g}" for a in alphas]), output, options, runtime)
+    result.alphas = alphas
+    return result
+
+
+def work_dir_checkpoints(work: Path) -> list[tuple[int, Path]] | None:
+    """A distill work dir's checkpoints as (step, enhancer file), oldest first: the file `-o` would have been (the
+    --ema average where there is one); None when `work` is not a work dir."""
+    if not (Path(work) / "checkpoints").is_dir():
+        return None
+    found = []
+    for checkpoint in WorkDir(work).done():
+        step = int(json.loads((checkpoint / "trainer.json").read_text())["step"])
+        averaged = checkpoint / "enhancer-ema.safetensors"
+        found.append((step, averaged if averaged.is_file() else checkpoint / "enhancer.safetensors"))
+    if not found:
+        raise UsageError(f"Work dir {work} holds no complete checkpoint yet; give an enhancer file, or let "
+                         "`dice distill` write a checkpoint first (--checkpoint-every).")
+    return found
+
+
+def sample_checkpoint_sweep(source: str | None, checkpoints: list[tuple[int, Path]], output: Path | None,
+                            options: SampleOptions, runtime: Runtime) -> SweepResult:
+    """`--enhancer WORK_DIR`: one sample folder per checkpoint of a distill work dir (OUTPUT/step-NNNNNNN/), with
+    the same seeds, and the sweep index `dice eval` plots as quality against training steps (the paper's Fig. 16)."""
+    steps = [step for step, _ in checkpoints]
+    first = prepare_inputs(source, dataclasses.replace(options, enhancer=str(checkpoints[0][1])), output)
+
+    def member(file: Path):
+        prepared = dataclasses.replace(first, enhancer=open_enhancer(file))  # one run's checkpoints: one model, one shape
+        return prepared, prepared.enhancer.load(runtime.device)
+
+    members = [(checkpoint_member(step), lambda f=file: member(f)) for step, file in checkpoints]
+    result = run_sweep(first, members, ("step", steps, [f"step {s:,}" for s in steps]), output, options, runtime)
+    result.steps = steps
+    return result
+
+
+def run_sweep(first: Prepared, members: list, axis: tuple, output: Path | None, options: SampleOptions,
+              runtime: Runtime) -> SweepResult:
+    """Sample every member (folder name, a callable giving its Prepared and enhancer network) into OUTPUT/NAME/,
+    one member's embeddings in memory at a time and one model for all; then grid.png and the sweep index. `axis`:
+    (the setting swept, its values, the grid's column titles)."""
+    setting, values, titles = axis
     results: list[SampleResult] = []
-    for alpha in alphas:
-        job = make_job(dataclasses.replace(first, alpha=alpha), options, runtime, adapter=first.adapter, enhancer=net)
-        if first.adapter is None:  # the first strength loaded the model; the others share it
+    for name, make in members:
+        prepared, net = make()
+        job = make_job(prepared, options, runtime, adapter=first.adapter, enhancer=net)
+        if first.adapter is None:  # the first member loaded the model; the others share it
             first.adapter = job.adapter
             if runtime.compile:
                 job.adapter.compile_denoiser(vae_decoder=True)
         output = output or job.settings.default_folder(sweep=True)
         if (output / SETTINGS_FILE).exists():
             raise UsageError(f"{output} is a sample folder; give -o a new folder for the sweep (it holds one sample "
-                             "folder per strength).")
-        results.append(run_job(job, output / sweep_member(alpha), runtime.batch_size, runtime.progress))
-        del job  # one strength's embeddings in memory at a time
+                             f"folder per {setting}).")
+        results.append(run_job(job, output / name, runtime.batch_size, runtime.progress))
+        del job
     grid = None
     if distributed.current().main:
-        members = [Path(r.output) for r in results]
+        folders = [Path(r.output) for r in results]
         shown = range(min(GRID_PROMPTS, len(first.input.prompts)))
-        rows = [[open_image(m / image_name(p * options.num_per_prompt)) for m in members] for p in shown]
+        rows = [[open_image(m / image_name(p * options.num_per_prompt)) for m in folders] for p in shown]
         grid = output / "grid.png"
         with atomic_path(grid) as tmp:
-            image_grid(rows, [f"alpha {a:g}" for a in alphas], [first.input.prompts[p] for p in shown]).save(tmp, format="PNG")
-        write_sweep(output, "alpha", alphas, members)
-    return SweepResult(str(output), alphas, [r.output for r in results], sum(r.generated for r in results),
+            image_grid(rows, titles, [first.input.prompts[p] for p in shown]).save(tmp, format="PNG")
+        write_sweep(output, setting, values, folders)
+    return SweepResult(str(output), [r.output for r in results], sum(r.generated for r in results),
                        sum(r.skipped for r in results), str(grid) if grid else None)

@@ -90,8 +90,8 @@ def image_name(index: int) -> str:
     return f"{index:06d}.png"
 
 
-# A sweep (`dice sample --alpha 0,0.5,1`): a folder of sample folders, one per value, and this index, which
-# `dice eval` expands into its members (in order) and plots as a curve.
+# A sweep (`dice sample --alpha 0,0.5,1`, or `--enhancer WORK_DIR`: one per checkpoint): a folder of sample
+# folders, one per value, and this index, which `dice eval` expands into its members (in order) and plots as a curve.
 SWEEP_FILE = "dice-sweep.json"
 
 
@@ -111,16 +111,24 @@ def write_sweep(folder: Path, setting: str, values: list[float], members: list[P
                                    "folders": [m.name for m in members]}, indent=2))
 
 
-def sweep_members(folder: Path) -> list[Path] | None:
-    """The sample folders of a sweep folder, in the sweep's order (None for any other folder)."""
+def checkpoint_member(step: int) -> str:
+    """The folder of one checkpoint of a distill work dir (`dice sample --enhancer WORK_DIR`)."""
+    return f"step-{step:07d}"
+
+
+def sweep_members(folder: Path) -> list[tuple[Path, dict]] | None:
+    """The sample folders of a sweep folder, in the sweep's order, each with the value it was sampled at
+    (`{"alpha": 0.5}`, `{"step": 500}`); None for any other folder."""
     path = folder / SWEEP_FILE
     if not path.is_file() or has_metadata(folder):
         return None
     try:
-        names = json.loads(path.read_text(encoding="utf-8"))["folders"]
-    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+        index = json.loads(path.read_text(encoding="utf-8"))
+        setting, names, values = str(index["sweep"]), index["folders"], index["values"]
+        assert len(names) == len(values)
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AssertionError):
         raise UsageError(f"{path} is not a sweep index written by `dice sample`; sample the sweep again.") from None
-    return [folder / str(name) for name in names]
+    return [(folder / str(name), {setting: value}) for name, value in zip(names, values)]
 
 
 # dicecli's sampler -> (AUTOMATIC1111's name, its schedule type): A1111 names DPM-Solver++ 2M "DPM++ 2M",

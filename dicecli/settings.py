@@ -224,6 +224,7 @@ class DistillConfig(StageConfig):
     seed: int = field(default=0, metadata=BOTH)
     resolution: int = field(default=512, metadata=RESUME)
     checkpoint_every: int = 500
+    keep_checkpoints: int = 2  # the newest checkpoints kept; 0: every one (to score quality over training)
     compile: bool = False
     validate: bool = True
     validation_steps: int = 20
@@ -254,6 +255,8 @@ class DistillConfig(StageConfig):
         check_multiple_of_8("--resolution", self.resolution)
         if self.steps < 1 or self.checkpoint_every < 1:
             raise UsageError("--steps and --checkpoint-every must be at least 1.")
+        if self.keep_checkpoints < 0:
+            raise UsageError(f"--keep-checkpoints {self.keep_checkpoints} must be at least 0 (0 keeps every one).")
         if not 0 <= self.seed < DISTILL_SEED_LIMIT:
             raise UsageError(f"--seed {self.seed} must be between 0 and {DISTILL_SEED_LIMIT - 1} (each step's generator is "
                              "seeded from it and the step number).")

@@ -402,3 +402,79 @@ def test_the_analyses_refuse_several_processes(dice, enhancer_file, prompts_file
         result = dice(*argv)
         assert result.code == 2 and "run as one process" in result.stderr, result.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["prompts.txt"]  # nothing written
+
+
+# -- the PCA of enhanced embeddings (the paper's Appendix A.2) ------------------------------------------------
+@pytest.mark.parametrize("family", FAMILY_NAMES)
+def test_pca_of_original_and_enhanced_embeddings_matches_numpys_svd(dice, family, family_enhancers, tmp_path):
+    """The explained variance recomputed independently: the caches `dice encode` and `dice enhance` write, numpy's SVD."""
+    import h5py
+
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("".join(f"a {c} {s} by the {p}\n" for c in ("red", "blue", "green") for s in ("cat", "dog", "house")
+                               for p in ("sea", "hill")))
+    enhancer, model = family_enhancers[family], f"tiny-{family}"
+    result = dice("inspect", enhancer, prompts, "--model", model, "--pca", "-o", tmp_path / "ins", "--json")
+    assert result.code == 0, result.stderr
+    pca = json.loads(result.stdout)["pca"]
+    assert dice("encode", prompts, "--model", model, "-o", tmp_path / "plain.h5", "-q").code == 0
+    assert dice("enhance", tmp_path / "plain.h5", "-e", enhancer, "-o", tmp_path / "enhanced.h5", "-q").code == 0
+    for name, key in (("plain.h5", "original"), ("enhanced.h5", "enhanced")):
+        with h5py.File(tmp_path / name) as f:
+            points = f["prompt_embeds"][:].astype(np.float64).reshape(len(f["prompt_embeds"]), -1)
+        shares = np.linalg.svd(points - points.mean(0), compute_uv=False) ** 2
+        shares /= shares.sum()
+        assert pca[key]["explained_top"] == pytest.approx(shares[:3].sum(), abs=2e-3), key
+        assert pca[key]["components_to_share"] == int(np.searchsorted(np.cumsum(shares), 0.8) + 1), key
+    assert pca["prompts"] == 18 and "scatter" not in pca
+    written = json.loads((tmp_path / "ins.json").read_text())["pca"]
+    assert len(written["scatter"]) == 36 and {k for *_, k in written["scatter"]} == {0, 1}
+    assert Image.open(tmp_path / "ins-pca.png").size[0] > 600
+
+
+@pytest.mark.reliability("bad input")
+def test_pca_needs_three_prompts(dice, enhancer_file, tmp_path):
+    prompts = tmp_path / "two.txt"
+    prompts.write_text("a red cat\na blue dog\n")
+    result = dice("inspect", enhancer_file, prompts, "--pca")
+    assert result.code == 2 and "--pca needs at least 3 prompts" in result.stderr
+
+
+# -- quality over training (the paper's Figure 16) -------------------------------------------------------------
+def test_every_checkpoint_of_a_work_dir_is_sampled_and_eval_plots_it(dice, prompts_file, tiny_clip_dir, tmp_path):
+    from helpers import write_imagefolder
+
+    data = write_imagefolder(tmp_path / "data", ["a red cat", "a blue dog", "a green house", "a tall tree"])
+    work = tmp_path / "run"
+    trained = dice("distill", "--model", "tiny-sd15", "--data", data, "--steps", "3", "--batch-size", "2",
+                   "--checkpoint-every", "1", "--keep-checkpoints", "0", "--no-validate", "--work-dir", work,
+                   "-o", tmp_path / "final.safetensors", "-q")
+    assert trained.code == 0, trained.stderr
+    assert sorted(p.name for p in (work / "checkpoints").iterdir()) == ["step-0000001", "step-0000002", "step-0000003"]
+    result = dice("sample", prompts_file, "--enhancer", work, "--steps", "2", "-o", tmp_path / "curve", "--json")
+    assert result.code == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["steps"] == [1, 2, 3] and summary["generated"] == 9
+    # each folder is exactly `dice sample --enhancer CHECKPOINT`; the last checkpoint is the final enhancer
+    single = tmp_path / "single"
+    assert dice("sample", prompts_file, "-e", tmp_path / "final.safetensors", "--steps", "2", "-o", single, "-q").code == 0
+    assert np.array_equal(pixels(tmp_path / "curve" / "step-0000003"), pixels(single))
+    assert not np.array_equal(pixels(tmp_path / "curve" / "step-0000001"), pixels(single))
+    report = dice("eval", tmp_path / "curve", "--metrics", "clip", "--clip-model", tiny_clip_dir, "-o", tmp_path / "r",
+                  "--json")
+    assert report.code == 0, report.stderr
+    rows = json.loads(report.stdout)["rows"]
+    assert [r["step"] for r in rows] == [1, 2, 3] and all(r["clip"] is not None for r in rows)
+    assert json.loads((tmp_path / "r.json").read_text())["plots"] == {"step": str(tmp_path / "r-step.png")}
+    assert "trained steps" in (tmp_path / "r.md").read_text()
+
+
+@pytest.mark.reliability("bad input")
+def test_a_work_dir_sweep_needs_an_output_and_a_checkpoint(dice, prompts_file, tmp_path):
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    empty = dice("sample", prompts_file, "--enhancer", tmp_path / "run", "-o", tmp_path / "c")
+    assert empty.code == 2 and "holds no complete checkpoint yet" in empty.stderr
+    (tmp_path / "run" / "checkpoints" / "step-0000001").mkdir()
+    (tmp_path / "run" / "checkpoints" / "step-0000001" / "trainer.json").write_text('{"step": 1}')
+    no_output = dice("sample", prompts_file, "--enhancer", tmp_path / "run")
+    assert no_output.code == 2 and "give -o" in no_output.stderr

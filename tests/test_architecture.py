@@ -133,7 +133,7 @@ LAYERS = [
     ("method", "method trainbatches"),
     ("preparation", "preparation"),
     ("sampling and reports", "sampling reportpage validation"),
-    ("commands", "encode enhance sample transfer distill evaluate analysis analysis.embeddings analysis.attention "
+    ("commands", "encode enhance sample transfer distill evaluate analysis analysis.pca analysis.embeddings analysis.attention "
                  "analysis.triggers"),
     ("integrations", "api comfyui comfyui.conditioning comfyui.nodes comfyui.install"),
     ("command line", "cli cli.app cli.options cli.attention cli.comfyui cli.inspect cli.trigger cli.distill cli.encode cli.enhance "

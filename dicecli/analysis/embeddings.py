@@ -17,6 +17,8 @@ import io
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
+
 import torch
 
 from dicecli.analysis import EnhancedPrompts, enhance_prompts, output_paths, prepare_analysis
@@ -25,8 +27,12 @@ from dicecli.preparation import read_input
 from dicecli.runtime import Runtime
 from dicecli.settings import SampleOptions
 
+if TYPE_CHECKING:
+    from dicecli.analysis.pca import PcaReport
+
 PARTS = ("semantic", "padding")
 SUFFIXES = (".json", ".csv", "-positions.csv", ".png")
+PCA_SUFFIX = "-pca.png"
 
 
 @dataclass
@@ -53,6 +59,7 @@ class InspectReport:
     per_prompt: list[dict] = field(repr=False)
     positions: list[dict] = field(repr=False)
     outputs: list[str] = field(default_factory=list)
+    pca: "PcaReport | None" = None  # with --pca (`dicecli.analysis.pca`)
 
 
 def part_masks(data: EnhancedPrompts) -> dict[str, torch.Tensor]:
@@ -106,11 +113,18 @@ def _std(x: torch.Tensor) -> float:
     return round(x.std(unbiased=False).item(), 6) if len(x) else float("nan")
 
 
-def inspect_enhancer(source: str, output: Path | None, options: SampleOptions, runtime: Runtime) -> InspectReport:
+def inspect_enhancer(source: str, output: Path | None, options: SampleOptions, runtime: Runtime,
+                     pca: bool = False) -> InspectReport:
     """Compare original and enhanced embeddings (`options.enhancer`) of every prompt of SOURCE; write OUTPUT.json,
-    .csv, -positions.csv and .png when OUTPUT is given."""
-    paths = output_paths(output, SUFFIXES)
-    prepared = prepare_analysis(read_input(source), options, paths)
+    .csv, -positions.csv and .png when OUTPUT is given; with `pca`, their principal components too (OUTPUT-pca.png)."""
+    from dicecli.analysis.pca import pca_report, plot as plot_pca
+    from dicecli.errors import UsageError
+
+    paths = output_paths(output, SUFFIXES + ((PCA_SUFFIX,) if pca else ()))
+    data = read_input(source)
+    if pca and len(data.prompts) < 3:
+        raise UsageError(f"--pca needs at least 3 prompts; {source} holds {len(data.prompts)}.")
+    prepared = prepare_analysis(data, options, paths)
     prepared_data = enhance_prompts(prepared, runtime)
     per_prompt, positions, summary = analyse(prepared_data)
     pooled = None
@@ -119,8 +133,13 @@ def inspect_enhancer(source: str, output: Path | None, options: SampleOptions, r
     p = prepared_data.prepared
     report = InspectReport(p.ref.given, p.ref.family, p.enhancer.name, float(p.alpha), p.negative, len(per_prompt),
                            summary, pooled, per_prompt, positions)
+    if pca:
+        report.pca = pca_report(prepared_data.cond.prompt_embeds, prepared_data.enhanced.prompt_embeds)
     if output:
         write(report, output)
+        if pca:
+            plot_pca(report.pca, f"{report.enhancer} on {report.model}: principal components of {report.prompts} "
+                                 "prompts' embeddings", output.with_name(output.name + PCA_SUFFIX))
         report.outputs = [str(path) for path in paths]
     return report
 
@@ -178,4 +197,10 @@ def summary_table(report: InspectReport) -> str:
                      f"{s.change_mean:.3f} ± {s.change_std:.3f} | {'yes' if s.reaches_denoiser else 'no (masked out)'} |")
     if report.pooled_unchanged is not None:
         lines.append(f"\npooled embedding unchanged: {'yes' if report.pooled_unchanged else 'NO'}")
+    if report.pca is not None:
+        pca = report.pca
+        lines += [f"\n| principal components ({pca.prompts} prompts) | top {pca.top} explain | components to "
+                  f"{100 * pca.share:.0f} % |", "|---|---|---|"]
+        lines += [f"| {name} | {100 * s.explained_top:.1f} % | {s.components_to_share} |"
+                  for name, s in (("original", pca.original), ("enhanced", pca.enhanced))]
     return "\n".join(lines) + "\n"

@@ -38,6 +38,7 @@ def distill_command(
     work_dir: Annotated[Optional[str], typer.Option("--work-dir", help="Checkpoints, train_log.jsonl, validation grids (default: dice-runs/NAME).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue exactly from the latest checkpoint in the work dir.")] = False,
     checkpoint_every: Annotated[Optional[int], typer.Option("--checkpoint-every", min=1, help=f"Steps between checkpoints {layered(DistillConfig, 'checkpoint_every')}.")] = None,
+    keep_checkpoints: Annotated[Optional[int], typer.Option("--keep-checkpoints", min=0, help=f"The newest checkpoints kept; 0 keeps every one, to score them all with `dice sample --enhancer WORK_DIR` {layered(DistillConfig, 'keep_checkpoints')}.")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of initialisation, data order, noise and timesteps.")] = 0,
     compile: Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the denoiser (default: on for CUDA, 1.5x faster after a few minutes of compiling).")] = None,
     validate: Annotated[bool, typer.Option("--validate/--no-validate", help="Write a validation grid at each checkpoint.")] = True,
@@ -66,7 +67,7 @@ def distill_command(
         ref.family, find_recipe(recipe) if recipe else ref.recipe, model_defaults(ref), data=data, steps=steps, batch_size=batch_size,
         grad_accum=grad_accum, lr=lr, guidance_scale=guidance_scale, negative_prompts=negative_prompts, loss=value(loss),
         null_share=null_share, lr_schedule=lr_schedule, warmup_steps=warmup_steps, ema=ema, timesteps=timesteps,
-        resolution=resolution, checkpoint_every=checkpoint_every, seed=seed,
+        resolution=resolution, checkpoint_every=checkpoint_every, keep_checkpoints=keep_checkpoints, seed=seed,
         compile=torch_device.type == "cuda" if compile is None else compile, validate=validate,
     )
     training_data = open_training_data(config.data, ref.recipe.name if ref.recipe else "")

@@ -22,6 +22,7 @@ def inspect_command(
     alpha: AlphaOption = None,
     negative: EnhancerNegativeOption = None,
     device: DeviceOption = "auto",
+    pca: Annotated[bool, typer.Option("--pca", help="Also the principal components of the original and the enhanced embeddings: the variance the top 3 explain, the components to 80 %, and OUTPUT-pca.png (the paper's Appendix A.2; at least 3 prompts).")] = False,
     dtype: DtypeOption = Dtype.auto,
     quiet: QuietOption = False,
     as_json: JsonOption = False,
@@ -36,9 +37,11 @@ def inspect_command(
 
     options = SampleOptions(model=model, enhancer=enhancer, alpha=alpha, negative=negative, clip_skip=clip_skip)
     result = inspect_enhancer(source, Path(output) if output else None, options,
-                              Runtime(*devices(device, dtype), note=notes(quiet)))
+                              Runtime(*devices(device, dtype), note=notes(quiet)), pca)
     if as_json:
         summary = {k: v for k, v in asdict(result).items() if k not in ("per_prompt", "positions")}
+        if summary["pca"]:
+            summary["pca"].pop("scatter")  # in OUTPUT.json; the summary keeps the numbers
         report(summary, True, "", quiet)
     elif not quiet:
         typer.echo(summary_table(result), nl=False)

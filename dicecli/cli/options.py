@@ -57,6 +57,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print a machine-readab
 
 # Enhancers and sampling (`sample`, `transfer`, `enhance`)
 EnhancerOption = Annotated[Optional[str], typer.Option("--enhancer", "-e", help="Enhancer .safetensors from `dice distill`, or the name of one a plug-in ships (docs/architecture.md, \"Plug-ins\").")]
+SampleEnhancerOption = Annotated[Optional[str], typer.Option("--enhancer", "-e", help="Enhancer .safetensors from `dice distill`, the name of one a plug-in ships (docs/architecture.md, \"Plug-ins\"), or a distill work dir: each of its checkpoints into its own folder under -o, a curve `dice eval` plots (docs/analyses.md).")]
 AlphaOption = Annotated[Optional[float], typer.Option("--alpha", help=f"Enhancer strength: c' = c + alpha * E(c, c_neg) {layered(SampleConfig, 'alpha')}.")]
 EnhancePartOption = Annotated[Optional[EnhancePart], typer.Option("--enhance-part", help="Replace only this part of the embedding by the enhanced one: semantic (the prompt's tokens through end-of-text), padding (the rest), or all (default; the paper's Figure 7).")]
 CfgOption = Annotated[float, typer.Option("--cfg", help="Guidance scale: 1 = unguided (one evaluation per step); >1 = CFG (two).")]
