@@ -52,7 +52,7 @@ def check_writable(path: Path, option: str = "-o") -> None:
     """Fail early, before any expensive work, when `path` cannot be written. Missing folders above it are fine:
     every command's output creates them (the one `-o` rule, as `mkdir -p`), when it writes."""
     check_output(path, option=option)
-    if path.is_dir():
+    if path.is_dir() or path.name in ("", ".", ".."):
         raise UsageError(f"Output {path} ({option}) is a folder; give a file name, e.g. {path / 'out.h5'}.")
     folder = existing_folder_above(path)
     if not folder.is_dir():

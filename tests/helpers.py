@@ -170,3 +170,15 @@ def family_enhancer_file(family: str, path: Path, scale: float = 0.1) -> Path:
             p.normal_(0, scale)
     save_enhancer(enhancer, path, family=family, tokens=text.tokens, trained_on=f"tiny-{family}")
     return path
+
+
+def grid_size(titles: list[str], rows: int, side: int, row_titles: bool = False) -> tuple[int, int]:
+    """The size of an `image_grid` of `rows` x len(titles) images of `side` pixels: the column titles' strip (as
+    many lines as the longest title wraps to), and with `row_titles` the prompts' strip on the left."""
+    from PIL import Image, ImageDraw
+
+    from dicecli.sampling import LINE_HEIGHT, wrapped
+
+    draw = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    top = LINE_HEIGHT * max(len(wrapped(draw, t, side - 4)) for t in titles) + 2
+    return (max(side, 128) if row_titles else 0) + side * len(titles), top + side * rows

@@ -395,7 +395,7 @@ def test_the_analyses_refuse_several_processes(dice, enhancer_file, prompts_file
     import dicecli.distributed
 
     monkeypatch.setattr(dicecli.distributed, "launched_world", lambda: 2)
-    monkeypatch.setattr(dicecli.distributed, "current", lambda: dicecli.distributed.Group())
+    monkeypatch.setattr(dicecli.distributed, "current", lambda cpu=False: dicecli.distributed.Group())
     for argv in (["inspect", enhancer_file, prompts_file, "-o", tmp_path / "i"],
                  ["trigger", enhancer_file, prompts_file, "-o", tmp_path / "t"],
                  ["attention", enhancer_file, "a red cat", "-o", tmp_path / "m.png"]):

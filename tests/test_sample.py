@@ -101,7 +101,7 @@ def test_rerun_does_nothing_and_other_settings_are_refused(dice, prompts_file, t
     assert again.code == 0 and json.loads(again.stdout)["generated"] == 0
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
     refused = dice("sample", prompts_file, "--model", "tiny-sd15", "--steps", "5", "-o", out, "--num-per-prompt", "2")
-    assert refused.code == 2 and "other settings (steps=4)" in refused.stderr
+    assert refused.code == 2 and "other settings: steps was 4 there, is 5 now" in refused.stderr
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
     records = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
     assert [r["text"] for r in records[:2]] == ["a red cat", "a red cat"] and [r["seed"] for r in records[:2]] == [0, 1]

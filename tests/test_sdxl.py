@@ -9,7 +9,7 @@ from PIL import Image
 
 from dicecli.loading import HubSource
 
-from helpers import variant_model, write_imagefolder
+from helpers import grid_size, variant_model, write_imagefolder
 
 PROMPTS = ["a red cat", "a blue dog on a beach", "a green house"]
 
@@ -189,4 +189,4 @@ def test_transfer_between_sdxl_models(dice, prompts_file, tmp_path, tiny_sdxl_di
     report = {e["target"]: e["sources"][0] for e in summary["compatibility"]}
     assert report["tiny-sdxl"]["same_text_encoder"] and report["tiny-sdxl"]["mean_cosine"] == pytest.approx(1.0)
     assert not report[str(variant)]["same_text_encoder"] and report[str(variant)]["mean_cosine"] < 1.0
-    assert Image.open(tmp_path / "t" / "grid.png").size == (2 * 32, 14 + 2 * 3 * 32)
+    assert Image.open(tmp_path / "t" / "grid.png").size == grid_size(["unguided", "xl"], 2 * 3, 32, row_titles=True)

@@ -4,6 +4,7 @@ import pytest
 from PIL import Image
 
 from dicecli.enhancer import Enhancer, save_enhancer
+from helpers import grid_size
 
 
 def test_transfer_to_two_models(dice, prompts_file, enhancer_file, other_sd15_dir, tmp_path):
@@ -21,7 +22,7 @@ def test_transfer_to_two_models(dice, prompts_file, enhancer_file, other_sd15_di
     enhanced = json.loads((out / "other-sd15" / "tiny-enh" / "metadata.jsonl").read_text().splitlines()[0])
     assert enhanced["enhancer"] == "tiny-enh.safetensors" and enhanced["model"] == str(other_sd15_dir)
     grid = Image.open(out / "grid.png")
-    assert grid.size == (2 * 32, 2 * 3 * 32 + 14)  # rows: 2 models x 3 prompts; columns: unguided, enhancer
+    assert grid.size == grid_size(["unguided", "tiny-enh"], 2 * 3, 32, row_titles=True)  # 2 models x 3 prompts
     report = {entry["target"]: entry["sources"][0] for entry in json.loads((out / "compatibility.json").read_text())}
     assert report["tiny-sd15"]["mean_cosine"] == pytest.approx(1.0) and report["tiny-sd15"]["same_text_encoder"]
     assert report[str(other_sd15_dir)]["mean_cosine"] < 0.999 and not report[str(other_sd15_dir)]["same_text_encoder"]

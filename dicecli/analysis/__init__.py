@@ -65,6 +65,10 @@ def prepare_analysis(data: "InputData", options: "SampleOptions", outputs: list[
 
 def output_paths(base: "Path | None", suffixes: tuple[str, ...]) -> list[Path]:
     """BASE + each suffix (none without BASE): an analysis writes its files beside each other."""
+    if base is not None and base.name in ("", ".", ".."):
+        from dicecli.errors import UsageError
+
+        raise UsageError(f"-o {base} names a folder; give a base name for the files, e.g. {base / 'toy'}.")
     return [base.with_name(base.name + suffix) for suffix in suffixes] if base else []
 
 

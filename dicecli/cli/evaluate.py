@@ -22,7 +22,7 @@ def eval_command(
     aesthetic_clip: Annotated[Optional[str], typer.Option("--aesthetic-clip", help=f"CLIP under the aesthetic predictor (default: {EvalConfig.default('aesthetic_clip')}).")] = None,
     aesthetic_weights: Annotated[Optional[str], typer.Option("--aesthetic-weights", help="LAION aesthetic predictor weights: a .pth/.safetensors path, or REPO_ID:FILE in the hub cache.")] = None,
     output_format: Annotated[ReportFormat, typer.Option("--format", help="What to print: table (Markdown), json or csv.")] = ReportFormat.table,
-    output: Annotated[Optional[str], typer.Option("-o", "--output", help="Write REPORT.json, REPORT.md, REPORT.csv, REPORT.html (the page to look at) and the curves REPORT-nfe.png, REPORT-alpha.png.")] = None,
+    output: Annotated[Optional[str], typer.Option("-o", "--output", help="Write REPORT.json, REPORT.md, REPORT.csv, REPORT.html (the page to look at) and the curves REPORT-nfe.png, REPORT-alpha.png, REPORT-step.png (checkpoints).")] = None,
     figure: Annotated[Optional[List[str]], typer.Option("--figure", help="A figure to show on REPORT.html (repeat): e.g. from `dice attention` or `dice inspect`.")] = None,
     page_prompts: Annotated[int, typer.Option("--page-prompts", min=0, help="Prompts shown side by side on REPORT.html.")] = 12,
     device: DeviceOption = "auto",

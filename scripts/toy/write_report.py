@@ -37,6 +37,7 @@ REBUILD = RESULTS / f"rebuild-{TAG}.json"  # run_gpu.sh rebuild: the model built
 NULL_SHARE = RESULTS / f"null-share-{TAG}.json"  # run_gpu.sh ablate DISTILL null0.2 null0.5 null1
 ABLATION_SHORT = RESULTS / f"ablation-1000-steps-{TAG}.json"  # the first ablation: every run stopped at 1,000 steps
 ANALYSES = RESULTS / "analyses-h200-2026-12-01.json"  # scripts/toy/analyses.py: parts, strength, trigger words
+PCA = RESULTS / "pca-cpu-2026-12-02.json"  # scripts/toy/pca.py: dice inspect --pca on the held-out pairs
 ENHANCER_PARAMETERS = 1_312_000  # Enhancer.for_text at D = 256 (tests/test_toy_model.py checks it)
 # enhancer file, `dice distill` options beyond the toy recipe's (scripts/toy/run_gpu.sh RUNS), run it came from
 ABLATION = {"lr1e-3": ("--lr 1e-3 (the toy recipe's; constant)", "lr1e-3"),
@@ -229,6 +230,49 @@ def analyses_section(w) -> None:
       f"{100 * max(low - t['random_alignment'] for t in triggers):.1f} points). On real models, with 49,408 "
       "CLIP words and an enhancer that moves mostly the padding (the paper's cosines), the same search has more to "
       "work with; it was not run on one here (no weights can be downloaded).\n")
+
+
+def pca_section(w) -> None:
+    """Where enhanced embeddings live (the paper's Appendix A.2): `dice inspect --pca` on the held-out pairs."""
+    r = json.loads(PCA.read_text())
+    pca = r["pca"]
+    original, enhanced = pca["original"], pca["enhanced"]
+    w("## Where enhanced embeddings live\n")
+    w(f"`dice inspect --pca` with the shipped reference enhancer on the {r['prompts']:,} held-out-pair prompts "
+      f"(`scripts/toy/pca.py`, {r['device']}): each prompt's embedding ({pca['dimensions']:,} numbers) is a point, "
+      "and the principal components of each set say how concentrated it is. The paper's SD1.5 figures, over 1,000 "
+      "prompts, are beside ours.\n")
+    w(f"| embeddings | top {pca['top']} components explain | paper, SD1.5 | components to "
+      f"{100 * pca['share']:.0f} % | paper, SD1.5 |")
+    w("|---|---:|---:|---:|---:|")
+    w(f"| original | {100 * original['explained_top']:.1f} % | 8 % | {original['components_to_share']} | about 300 |")
+    w(f"| enhanced | {100 * enhanced['explained_top']:.1f} % | 34 % | {enhanced['components_to_share']} | 60 |")
+    w("")
+    top_more = enhanced["explained_top"] > original["explained_top"]
+    fewer = enhanced["components_to_share"] < original["components_to_share"]
+    tops = f"{100 * enhanced['explained_top']:.1f} % against {100 * original['explained_top']:.1f} %"
+    counts = f"{enhanced['components_to_share']} against {original['components_to_share']}"
+    if top_more and fewer:
+        verdict = (f"As in the paper, the enhanced embeddings are more concentrated: their top {pca['top']} components "
+                   f"explain {tops}, and they reach {100 * pca['share']:.0f} % with {counts} components. ")
+    elif top_more:
+        verdict = (f"As in the paper, the top {pca['top']} components explain more of the enhanced embeddings' "
+                   f"variance ({tops}); unlike it, the enhanced set needs more components to reach "
+                   f"{100 * pca['share']:.0f} % ({counts}): the enhancement gathers variance into its leading "
+                   "directions and spreads the rest. ")
+    else:
+        verdict = (f"Unlike the paper, the enhanced embeddings are not more concentrated: their top {pca['top']} "
+                   f"components explain {tops}, with {counts} components to reach {100 * pca['share']:.0f} %. ")
+    w(verdict + "The toy captions are a few words in fixed patterns: their plain embeddings reach "
+      f"{100 * pca['share']:.0f} % with {original['components_to_share']} components, where the paper's SD1.5 "
+      "prompts need about 300. "
+      + claim(pca["pc1_separation"] > 1,
+              "On the first component of their union the two sets lie apart (the gap between their means is "
+              f"{pca['pc1_separation']:.1f} times the sum of their spreads along it): the enhancement moves the "
+              "prompts' embeddings together, to a region of their own.",
+              f"On the first component of their union the two sets overlap (the gap between their means is "
+              f"{pca['pc1_separation']:.1f} times the sum of their spreads along it).") + "\n")
+    w("![principal components](toyworld-pca.png)\n")
 
 
 # -- the formulas ---------------------------------------------------------------------------------
@@ -624,6 +668,8 @@ def write() -> str:
 
     if ANALYSES.exists():
         analyses_section(w)
+    if PCA.exists():
+        pca_section(w)
 
     w("## Samples\n")
     w("First prompts of the held-out-pairs set; columns: a ground-truth render, then Table 1's settings.\n")

@@ -157,9 +157,12 @@ def test_malicious_pickle_enhancer_never_runs(dice, prompts_file, tmp_path, name
     assert not marker.exists() and not (tmp_path / "s").exists()
 
 
-def test_output_folder_missing(dice, prompts_file, tmp_path):
-    result = dice("encode", prompts_file, "-o", tmp_path / "no" / "such" / "x.h5", "--model", "tiny-sd15")
-    assert_one_sentence(result, 2, "does not exist", "-o")
+def test_output_folder_missing_is_made_and_a_file_in_the_way_refused(dice, prompts_file, tmp_path):
+    """The one -o rule (as `mkdir -p`); an output under a file is one sentence."""
+    assert dice("encode", prompts_file, "-o", tmp_path / "no" / "such" / "x.h5", "--model", "tiny-sd15").code == 0
+    assert (tmp_path / "no" / "such" / "x.h5").is_file()
+    result = dice("encode", prompts_file, "-o", prompts_file / "x.h5", "--model", "tiny-sd15")
+    assert_one_sentence(result, 2, "which is a file, not a folder", "-o")
 
 
 def test_output_is_a_folder(dice, prompts_file, tmp_path):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file, save_file
 
-from helpers import variant_vae, write_imagefolder
+from helpers import grid_size, variant_vae, write_imagefolder
 
 
 def one_sentence(result, code: int, *parts: str) -> None:
@@ -255,7 +255,7 @@ def test_local_folder_defaults_to_its_own_native_size(dice, tmp_path, tiny_sd15_
     from PIL import Image
 
     grid = Image.open(next((tmp_path / "w" / "checkpoints").glob("step-*/validation.png")))
-    assert grid.size == (3 * 32, 2 * 32 + 14)  # unguided | CFG | DICE at the training resolution
+    assert grid.size == grid_size(["unguided", "CFG w=5", "DICE"], 2, 32)  # at the training resolution
     sampled = dice("sample", "-", "--model", folder, "--steps", "1", "-o", tmp_path / "s", input="a cat\n")
     assert sampled.code == 0 and Image.open(tmp_path / "s" / "000000.png").size == (32, 32)
 
@@ -274,7 +274,7 @@ def test_validation_grid_uses_a_latent_caches_resolution(dice, tmp_path, tiny_sd
                   "--checkpoint-every", "1", "--work-dir", tmp_path / "w", "-o", tmp_path / "e.safetensors")
     assert result.code == 0, result.stderr
     grid = Image.open(next((tmp_path / "w" / "checkpoints").glob("step-*/validation.png")))
-    assert grid.size == (3 * 48, 2 * 48 + 14)
+    assert grid.size == grid_size(["unguided", "CFG w=5", "DICE"], 2, 48)
 
 
 def test_the_raw_exception_scan_catches_raw_text():
