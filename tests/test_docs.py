@@ -123,3 +123,15 @@ def test_python_page_states_the_recorded_offload_cases():
     assert f"at most {compiled:.2f}/255" in page
     offload = [r for r in rows if "offload" in r["case"]]
     assert len(offload) == 16 and all(r["ok"] and r["max_abs_diff_255"] == 0.0 for r in offload)
+
+
+def test_readme_states_the_measured_times():
+    """The README's times and counts are the recorded ones (benchmarks/results/first-hour-cpu-2026-12-02.json)."""
+    recorded = json.loads((ROOT / "benchmarks" / "results" / "first-hour-cpu-2026-12-02.json").read_text())
+    text = " ".join(README.split())
+    assert f"measured {recorded['main_job_s'] / 60:.1f} minutes on a 2-core CPU" in text
+    assert (f"measured {recorded['suite_s'] / 60:.1f} minutes for {recorded['suite_tests']} tests on an idle 2-core "
+            "machine") in text
+    assert f"the fast set of {recorded['fast_set_tests']} took {recorded['fast_set_s'] / 60:.1f})" in text
+    script = (ROOT / "examples" / "toy-job.sh").read_text()
+    assert f"Measured {recorded['main_job_s'] / 60:.1f} minutes on a 2-core CPU" in script

@@ -119,6 +119,46 @@ def test_guidance_distillation_baseline_starts_from_the_teacher(dice, toy, held_
                 assert torch.allclose(pred, teacher, atol=2e-2) == same, (folder, w, (pred - teacher).abs().max())
 
 
+@pytest.mark.slow
+def test_plug_and_play_baseline_starts_from_the_teacher_and_samples(dice, toy, held_out, tmp_path):
+    """scripts/toy/plug_and_play.py (the PnP row of docs/toyworld.md): the UNet stays frozen, a ControlNet copy of
+    its encoder trains, and before training the guide adds exactly zero: UNet + guide is the teacher."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    cache = tmp_path / "latents.h5"
+    assert dice("encode", "--images", "toy:16", "-o", cache, "--model", "toy", "--quiet").code == 0
+    for steps, out in ((0, tmp_path / "pnp0"), (2, tmp_path / "pnp2")):
+        run = subprocess.run([sys.executable, str(root / "scripts" / "toy" / "plug_and_play.py"), str(cache), str(out),
+                              "--steps", str(steps), "--batch-size", "4"], capture_output=True, text=True, cwd=root)
+        assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads((tmp_path / "pnp2" / "pnp.json").read_text())
+    unet = sum(p.numel() for p in toy.unet.parameters())
+    assert report["steps"] == 2 and 0.3 * unet < report["trainable_parameters"] < unet  # the encoder's copy
+    sys.path.insert(0, str(root / "scripts" / "toy"))
+    from diffusers import ControlNetModel
+    from plug_and_play import PnPSampler, residuals
+
+    from dicecli.sampling import generate
+    from dicecli.settings import SampleConfig
+
+    _, cond, _, latents = held_out
+    x, t, c = latents[:4], torch.tensor([500] * 4), cond.prompt_embeds[:4]
+    with torch.no_grad():
+        teacher = toy.unet(x, t, encoder_hidden_states=c).sample
+        for folder, same in (("pnp0", True), ("pnp2", False)):
+            guide = ControlNetModel.from_pretrained(tmp_path / folder / "guide", dtype=torch.float32)
+            for w in (1.0, 5.0):
+                pred = toy.unet(x, t, encoder_hidden_states=c, **residuals(guide, x, t, c, torch.full((4,), w))).sample
+                assert torch.equal(pred, teacher) == same, (folder, w, (pred - teacher).abs().max())
+        plain = generate(toy, cond[:2], None, SampleConfig(steps=2, height=64, width=64), [0, 1])
+        guided = generate(toy, cond[:2], None, SampleConfig(steps=2, height=64, width=64), [0, 1],
+                          PnPSampler(toy, tmp_path / "pnp0" / "guide", 5.0))
+    assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(plain, guided))  # a zero guide: unguided
+
+
 def test_report_is_written_from_the_recorded_runs(tmp_path, monkeypatch):
     """docs/toyworld.md is what scripts/toy/write_report.py writes from scripts/toy/results/ (no hand edits, no
     stale numbers), and the shipped enhancer is the one its Table 1 scores (3,000 steps, the trained weights)."""

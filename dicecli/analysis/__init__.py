@@ -68,7 +68,7 @@ def output_paths(base: "Path | None", suffixes: tuple[str, ...]) -> list[Path]:
     if base is not None and base.name in ("", ".", ".."):
         from dicecli.errors import UsageError
 
-        raise UsageError(f"-o {base} names a folder; give a base name for the files, e.g. {base / 'toy'}.")
+        raise UsageError(f"-o {base} names a folder; give a base name for the files, e.g. {base / 'inspect'}.")
     return [base.with_name(base.name + suffix) for suffix in suffixes] if base else []
 
 

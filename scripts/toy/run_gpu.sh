@@ -15,10 +15,20 @@
 #   scripts/toy/run_gpu.sh ablate DISTILL RUN...  # the named enhancers of a distill folder, each with and without
 #                                            #   negative prompts, beside unguided and CFG -> $OUT/ablate/
 #                                            #   (write_report.py --import-null-share DIR for null0.2 null0.5 null1)
+#   scripts/toy/run_gpu.sh pnp               # the latent cache, then the Plug-and-Play guide for GD's time budget
+#                                            #   (plug_and_play.py) -> $OUT/pnp/ (guide/, pnp.json)
+#   scripts/toy/run_gpu.sh pnp-report PNP    # a returned pnp folder: its row at the Table 1 setting, beside unguided
+#                                            #   -> $OUT/pnp-report/ (python scripts/toy/write_report.py --import-pnp DIR)
+#   scripts/toy/run_gpu.sh curve             # quality over training with the tools a user has: the latent cache, the
+#                                            #   Table 1 run (lr 1e-3) keeping every checkpoint, `dice sample --enhancer
+#                                            #   WORK_DIR` on the held-out pairs and `dice eval --metrics toy`
+#                                            #   -> $OUT/curve/ (python scripts/toy/write_report.py --import-curve DIR)
 #   scripts/toy/run_gpu.sh rebuild           # the recorded model build again (same seeds and steps), then Table 1
 #                                            #   on it with the shipped enhancer -> $OUT/rebuild/
 #                                            #   (python scripts/toy/write_report.py --import-rebuild DIR)
-# Seeds are fixed in the scripts (docs/toyworld.md says which).
+# Seeds are fixed in the scripts (docs/toyworld.md says which). The GPU machine has no diffusers and no clean-fid
+# (toy FID, `dice eval --metrics toy`): carry their wheels (`pip download --no-deps diffusers clean-fid ... -d .whl`)
+# and `python3 -m pip install --no-deps .whl/*.whl` first.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 export PYTHONPATH="$PWD:${PYTHONPATH:-}" PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 DICE_HOME=/tmp/dh OMP_NUM_THREADS=1
@@ -125,6 +135,29 @@ ablate)
     python3 scripts/toy/toy_report.py --ablations-only --enhancer "$folder/$1.safetensors" \
         --negative-enhancer "$folder/$1.safetensors" "${args[@]}" --out /tmp/ablate > "$out/ablate/report.log" 2>&1
     cp /tmp/ablate/toy-report.json /tmp/ablate/toy-features-*.npz "$out/ablate/" ;;
+pnp)
+    mkdir -p "$out/pnp"
+    python3 -m dicecli encode --images toy:20000 -o /tmp/toy-latents.h5 --model toy --batch-size 512 --json || exit 1
+    python3 scripts/toy/plug_and_play.py /tmp/toy-latents.h5 /tmp/pnp --max-seconds "${PNP_SECONDS:-420}" \
+        > "$out/pnp/train.log" 2>&1 || exit 1
+    cp -r /tmp/pnp/guide /tmp/pnp/pnp.json "$out/pnp/" ;;
+pnp-report)
+    [ -f "$2/pnp.json" ] || { echo "$2 holds no pnp.json; give the folder run_gpu.sh pnp returned" >&2; exit 1; }
+    mkdir -p "$out/pnp-report"
+    python3 scripts/toy/toy_report.py --pnp-only --pnp "$2/guide" --enhancer dicecli/plugins/toy/toy-dice.safetensors \
+        --negative-enhancer dicecli/plugins/toy/toy-dice.safetensors --out /tmp/pnp-report > "$out/pnp-report/report.log" 2>&1
+    cp /tmp/pnp-report/toy-report.json /tmp/pnp-report/toy-features-*.npz "$2/pnp.json" "$out/pnp-report/" ;;
+curve)
+    mkdir -p "$out/curve"
+    python3 -m dicecli encode --images toy:20000 -o /tmp/toy-latents.h5 --model toy --batch-size 512 --json || exit 1
+    python3 -c "from dicecli.plugins.toy.world import evaluation_set; print('\n'.join(evaluation_set('held_out_pairs', 1024)[0]))" \
+        > /tmp/held-out.txt || exit 1
+    timeout "${DISTILL_SECONDS:-470}" python3 -m dicecli distill --model toy --data /tmp/toy-latents.h5 --lr 1e-3 \
+        --no-compile --no-validate --checkpoint-every "${EVERY:-250}" --keep-checkpoints 0 --work-dir /tmp/run-curve \
+        -o /tmp/run-curve/final.safetensors --json > "$out/curve/distill.log" 2>&1
+    python3 -m dicecli sample /tmp/held-out.txt --enhancer /tmp/run-curve -o /tmp/curve --batch-size 256 --json \
+        > "$out/curve/sample.log" 2>&1 || exit 1
+    python3 -m dicecli eval /tmp/curve --metrics toy -o "$out/curve/report" --json > /dev/null 2>> "$out/curve/sample.log" ;;
 rebuild)
     steps=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["unet"]["steps"])' \
             scripts/toy/results/build-model-*.json) || exit 1
@@ -137,6 +170,6 @@ rebuild)
         --negative-enhancer dicecli/plugins/toy/toy-dice.safetensors --out /tmp/rebuild > "$out/rebuild/report.log" 2>&1
     cp /tmp/rebuild/toy-report.json /tmp/rebuild/toy-features-*.npz "$out/rebuild/" ;;
 *)
-    echo "usage: $0 build | install BUILD | distill [RUN...] | report DISTILL | ablate DISTILL RUN... | rebuild" >&2
+    echo "usage: $0 build | install BUILD | distill [RUN...] | report DISTILL | ablate DISTILL RUN... | pnp | pnp-report PNP | curve | rebuild" >&2
     exit 2 ;;
 esac

@@ -1,11 +1,11 @@
 """Runs behind docs/toyworld.md: every sampling setting of the toy report (GPU).
 
-    python scripts/toy/toy_report.py --enhancer F --negative-enhancer F [--gd DIR] [--ablation NAME=F ...]
+    python scripts/toy/toy_report.py --enhancer F --negative-enhancer F [--gd DIR] [--pnp DIR] [--ablation NAME=F ...]
                                      --out DIR [--prompts 1024] [--phrasing-prompts 512] [--table-only]
 
 ENHANCER is distilled with the null prompt, NEGATIVE_ENHANCER with the toy negative corpus
 (scripts/toy/run_gpu.sh makes both with `dice distill`); --gd is a guidance-distilled UNet
-(scripts/toy/guidance_distill.py); each --ablation enhancer is scored at the Table 1 setting.
+(scripts/toy/guidance_distill.py), --pnp a Plug-and-Play guide (scripts/toy/plug_and_play.py); each --ablation enhancer is scored at the Table 1 setting.
 Prompts are the distinct prompts of the evaluation sets in dicecli/plugins/toy/world.py
 (held-out colour–shape pairs; held-out phrasings). For each setting (method, scheduler, guidance
 scale, alpha, steps, negative prompt) it samples one image per prompt (seed = prompt index), times
@@ -38,6 +38,7 @@ from dicecli.settings import SampleConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from guidance_distill import gd_pipeline  # noqa: E402
+from plug_and_play import PnPSampler  # noqa: E402
 
 NEGATIVE_SEED = 11  # per-prompt negative prompts: captions of ToyWorld(seed=11)
 TRUTH_SEED = 0  # ground-truth renders for FID
@@ -77,6 +78,9 @@ def main() -> None:
     parser.add_argument("--enhancer", required=True)
     parser.add_argument("--negative-enhancer", required=True)
     parser.add_argument("--gd", type=Path, default=None, help="guidance-distilled UNet folder (guidance_distill.py)")
+    parser.add_argument("--pnp", type=Path, default=None, help="Plug-and-Play guide folder (plug_and_play.py)")
+    parser.add_argument("--pnp-only", action="store_true",
+                        help="only unguided and PnP at the Table 1 setting (the PnP row, added to a recorded report)")
     parser.add_argument("--ablation", action="append", default=[], help="NAME=ENHANCER, scored at the Table 1 setting")
     parser.add_argument("--negative-ablation", action="append", default=[],
                         help="NAME=ENHANCER, scored at the DICE + negative prompt setting")
@@ -103,6 +107,7 @@ def main() -> None:
     negative_aware, _ = read_enhancer(args.negative_enhancer, device)
     pipe = adapter.pipeline()
     gd_pipe = gd_pipeline(adapter, args.gd, GD_SCALE) if args.gd else None
+    pnp_pipe = PnPSampler(adapter, args.pnp, GD_SCALE) if args.pnp else None  # the same w as GD
 
     feats = {f"truth:{p.name}": p.truth_features for p in (pairs, phrasings)}
     rows, grid_images = [], {}
@@ -150,19 +155,24 @@ def main() -> None:
         run("dice", "DICE", protocol, dice(protocol), null, 1.0, 20, scheduler, alpha=1.0)
         if gd_pipe is not None:
             run("gd", "GD", protocol, protocol.cond, null, 1.0, 20, scheduler, sampler=gd_pipe)
+        if pnp_pipe is not None:
+            run("pnp", "PnP", protocol, protocol.cond, null, 1.0, 20, scheduler, sampler=pnp_pipe)
         if negative_rows:
             run("cfg5-negative", "CFG", protocol, protocol.cond, neg, 5.0, 20, scheduler, negative_prompt=True)
             run("dice-negative", "DICE", protocol, dice(protocol, negative=neg, enhancer=negative_aware), neg, 1.0, 20,
                 scheduler, alpha=1.0, negative_prompt=True)
 
     with torch.no_grad():
-        if args.ablations_only:
+        if args.pnp_only:
+            run("unguided", "unguided", pairs, pairs.cond, null, 1.0, 20)
+            run("pnp", "PnP", pairs, pairs.cond, null, 1.0, 20, sampler=pnp_pipe)
+        elif args.ablations_only:
             run("unguided", "unguided", pairs, pairs.cond, null, 1.0, 20)
             run("cfg5", "CFG", pairs, pairs.cond, null, 5.0, 20)
             run("cfg5-negative", "CFG", pairs, pairs.cond, neg, 5.0, 20, negative_prompt=True)
         else:
             table(pairs, "dpmsolver++")
-        if not args.table_only:  # distillation settings, each at the Table 1 setting (with or without negatives)
+        if not (args.table_only or args.pnp_only):  # distillation settings, each at the Table 1 setting (with or without negatives)
             for spec in args.ablation:
                 label, _, path = spec.partition("=")
                 enhancer, _ = read_enhancer(path, device)
@@ -172,7 +182,7 @@ def main() -> None:
                 enhancer, _ = read_enhancer(path, device)
                 run(f"negative-ablation:{label}", "DICE", pairs, dice(pairs, negative=neg, enhancer=enhancer), neg,
                     1.0, 20, alpha=1.0, negative_prompt=True)
-        if not (args.table_only or args.ablations_only):
+        if not (args.table_only or args.ablations_only or args.pnp_only):
             table(pairs, "pndm")
             table(phrasings, "dpmsolver++", negative_rows=False)
             for steps in (4, 6, 8, 12, 16, 24, 30):  # alignment against NFE (paper Figure 5)
@@ -190,7 +200,7 @@ def main() -> None:
                                       "clutter_alignment": p.clutter_alignment, "examples": p.prompts[:8]}
                              for p in (pairs, phrasings)},
              "grid_negatives": negatives[:8]}
-    columns = [c for c in ("unguided", "cfg5", "dice", "gd", "dice-negative") if f"{c}:held_out_pairs:dpmsolver++" in grid_images]
+    columns = [c for c in ("unguided", "cfg5", "dice", "gd", "pnp", "dice-negative") if f"{c}:held_out_pairs:dpmsolver++" in grid_images]
     truth_images = [scene_from_stated(s, np.random.default_rng(i)).render(np.random.default_rng(i)) for i, s in
                     enumerate(pairs.stated[:8])]
     grid = image_grid([[truth_images[i]] + [grid_images[f"{c}:held_out_pairs:dpmsolver++"][i] for c in columns]

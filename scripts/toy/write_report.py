@@ -6,6 +6,7 @@
     python scripts/toy/write_report.py --import-rebuild DIR   # first store a rebuild check (run_gpu.sh rebuild)
     python scripts/toy/write_report.py --import-null-share DIR   # first store the null-share runs (run_gpu.sh ablate)
     python scripts/toy/write_report.py --import-analyses DIR   # first store the analyses (scripts/toy/analyses.py)
+    python scripts/toy/write_report.py --import-pnp DIR   # first store the PnP row (run_gpu.sh pnp-report)
 
 Importing computes the toy FID of every setting (clean-fid's Fréchet distance between the evaluator's
 features of the samples and of ground-truth renders of the same prompts) from DIR/toy-features-*.npz
@@ -38,6 +39,7 @@ NULL_SHARE = RESULTS / f"null-share-{TAG}.json"  # run_gpu.sh ablate DISTILL nul
 ABLATION_SHORT = RESULTS / f"ablation-1000-steps-{TAG}.json"  # the first ablation: every run stopped at 1,000 steps
 ANALYSES = RESULTS / "analyses-h200-2026-12-01.json"  # scripts/toy/analyses.py: parts, strength, trigger words
 PCA = RESULTS / "pca-cpu-2026-12-02.json"  # scripts/toy/pca.py: dice inspect --pca on the held-out pairs
+PNP = RESULTS / "pnp-h200-2026-12-02.json"  # run_gpu.sh pnp, then pnp-report: the Plug-and-Play row
 ENHANCER_PARAMETERS = 1_312_000  # Enhancer.for_text at D = 256 (tests/test_toy_model.py checks it)
 # enhancer file, `dice distill` options beyond the toy recipe's (scripts/toy/run_gpu.sh RUNS), run it came from
 ABLATION = {"lr1e-3": ("--lr 1e-3 (the toy recipe's; constant)", "lr1e-3"),
@@ -46,7 +48,7 @@ ABLATION = {"lr1e-3": ("--lr 1e-3 (the toy recipe's; constant)", "lr1e-3"),
             "reference": ("--lr 2e-4 (the paper's)", "reference")}
 CURVE = "lr1e-3"  # its checkpoints are scored too (ablation rows lr1e-3-STEP)
 TABLE = [("unguided", "Unguided"), ("cfg5", "CFG w = 5"), ("cfg5-20nfe", "CFG w = 5, 10 steps"), ("dice", "DICE"),
-         ("gd", "Guidance distillation (GD)"), ("cfg5-negative", "CFG w = 5 + negative prompt"),
+         ("gd", "Guidance distillation (GD)"), ("pnp", "Plug-and-Play (PnP)"), ("cfg5-negative", "CFG w = 5 + negative prompt"),
          ("dice-negative", "DICE + negative prompt")]
 SCHEDULERS = {"dpmsolver++": "DPM-Solver++", "pndm": "PNDM"}
 SETS = {"held_out_pairs": "held-out colour–shape pairs", "held_out_phrasings": "held-out phrasings"}
@@ -129,6 +131,57 @@ def import_analyses(run: Path) -> None:
     shutil.copyfile(run / "parts.png", DOCS / "toyworld-parts.png")
     shutil.copyfile(run / "attention.png", DOCS / "toyworld-attention.png")
     print(ANALYSES)
+
+
+def import_pnp(run: Path) -> None:
+    """The PnP row of a `run_gpu.sh pnp-report` folder (toy FID from its features), its training record, and its
+    unguided row, which must equal the recorded Table 1's (the same setting, seeds and GPU)."""
+    for name in ("toy-report.json", "pnp.json"):
+        if not (run / name).is_file():
+            raise SystemExit(f"{run} holds no {name}; give the folder run_gpu.sh pnp-report returned.")
+    report = json.loads((run / "toy-report.json").read_text())
+    features = {}
+    for path in sorted(run.glob("toy-features-*.npz")):
+        with np.load(path) as f:
+            features.update({k.replace("|", ":"): f[k] for k in f.files})
+    rows = {r["name"]: r for r in report["rows"]}
+    pnp = {**rows["pnp"], "toy_fid": toy_fid(features[rows["pnp"]["features"]], features["truth:held_out_pairs"])}
+    recorded = rows_of(json.loads(REPORT.read_text()))["unguided"]["alignment"]
+    PNP.write_text(json.dumps({"device": report["device"], "row": pnp, "training": json.loads((run / "pnp.json").read_text()),
+                               "unguided_alignment": rows["unguided"]["alignment"],
+                               "recorded_unguided_alignment": recorded}, indent=1) + "\n")
+    print(PNP)
+
+
+def pnp_section(w, rows: dict[str, dict], pnp: dict, gd: dict) -> None:
+    """The Plug-and-Play row: how it was trained, and the paper's framing (GD and PnP change or inject into the
+    model; DICE changes only the condition), checked against the numbers."""
+    t, low, high = pnp["training"], rows["unguided"]["alignment"], rows["cfg5"]["alignment"]
+    closed = {name: closure(rows[name]["alignment"], low, high) for name in ("dice", "gd", "pnp")}
+    w(f"PnP (`scripts/toy/plug_and_play.py`, Hsiao et al., CVPR 2024) keeps the UNet frozen and trains a guide "
+      "built as ControlNet is (diffusers' `ControlNetModel.from_unet`: a trainable copy of the UNet's encoder whose "
+      "outputs enter the frozen UNet's skip connections and middle block through zero-initialised convolutions; "
+      "the PnP paper's pruned guide is a smaller variant of it, which a model this size does not need), with the "
+      "guidance scale as an input as GD has it, on GD's targets, cache, batch and learning rate; it trained alone "
+      f"on the GPU for {t['train_s']:.0f} s ({pnp['device']}), GD for {gd['train_s']:.0f} s beside other runs. Its "
+      f"row was sampled in a later run whose unguided row "
+      + claim(pnp["unguided_alignment"] == pnp["recorded_unguided_alignment"],
+              "equals the recorded one exactly, so the rows compare as they stand.",
+              f"reads {pct(pnp['unguided_alignment'])} against the recorded {pct(pnp['recorded_unguided_alignment'])}.")
+      + "\n")
+    order = sorted(closed, key=closed.get, reverse=True)
+    names = {"dice": "DICE", "gd": "GD", "pnp": "PnP"}
+    w("**What each method changes** (the paper's framing): GD changes the model (all "
+      f"{gd['trainable_parameters']:,} UNet parameters are trained), PnP injects into it ({t['trainable_parameters']:,} "
+      f"parameters beside the frozen UNet, run at every step), and DICE changes only the condition "
+      f"({ENHANCER_PARAMETERS:,} parameters, run once per prompt; the UNet is untouched, so the enhancer transfers "
+      "to other models of the family and leaves the model's own unguided and CFG sampling as they were). Here "
+      f"{', '.join(f'{names[n]} closes {100 * closed[n]:.0f} %' for n in order)} of the gap: "
+      + claim(closed["dice"] < min(closed["gd"], closed["pnp"]),
+              "the two methods that reach into the model close more of it than the one that only rewrites the "
+              f"condition, with {t['trainable_parameters'] / ENHANCER_PARAMETERS:.1f}× (PnP) and "
+              f"{gd['trainable_parameters'] / ENHANCER_PARAMETERS:.1f}× (GD) DICE's trainable parameters.",
+              "DICE is not behind both methods that reach into the model.") + "\n")
 
 
 def analyses_section(w) -> None:
@@ -344,6 +397,28 @@ def plots(rows: dict[str, dict], runs: dict, oracle: dict) -> None:
     save(fig, ax, "step (batch 128)", "L1 DICE loss (smoothed)", "Toy world: distillation loss", "toyworld-loss.png")
 
 
+def curve_plot(curve: dict[int, float], unguided: float, cfg: float) -> None:
+    """Alignment against distillation steps (the paper's Figure 16), between unguided and CFG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    steps = sorted(curve)
+    ax.plot(steps, [100 * curve[k] for k in steps], "o-", label="DICE, 20 NFE")
+    ax.axhline(100 * cfg, color="C0", ls=":", label="CFG w = 5, 40 NFE")
+    ax.axhline(100 * unguided, color="0.5", ls="--", label="unguided, 20 NFE")
+    ax.set_xlabel("distillation steps (batch 128)")
+    ax.set_ylabel("alignment (%)")
+    ax.set_title("Toy world: quality over training", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(DOCS / "toyworld-curve.png", dpi=110)
+    plt.close(fig)
+
+
 def nfe_rows(rows: dict[str, dict], method: str) -> list[dict]:
     """The step sweep of one method, with its Table 1 row (20 steps)."""
     return [rows[method]] + [r for name, r in rows.items() if name.startswith(f"{method}-") and name.split("-")[-1].isdigit()]
@@ -377,6 +452,9 @@ def write() -> str:
     oracle, gd, runs = json.loads(ORACLE.read_text()), json.loads(GD.read_text()), json.loads(RUNS.read_text())
     model, evaluator = json.loads(BUILD_MODEL.read_text()), json.loads(BUILD_EVALUATOR.read_text())
     rows = rows_of(report)
+    pnp = json.loads(PNP.read_text()) if PNP.exists() else None
+    if pnp:
+        rows["pnp"] = pnp["row"]
     plots(rows, runs, oracle)
     sets = report["prompt_sets"]
     low, high = rows["unguided"]["alignment"], rows["cfg5"]["alignment"]
@@ -438,6 +516,10 @@ def write() -> str:
                                "training": f"{runs['negative']['steps']:,} steps × 128, {runs['negative']['train_s']:.0f} s"},
              "gd": {"parameters": f"{gd['trainable_parameters']:,}",
                     "training": f"{gd['steps']:,} steps × {gd['batch_size']}, {gd['train_s']:.0f} s"}}
+    if pnp:
+        t = pnp["training"]
+        extra["pnp"] = {"parameters": f"{t['trainable_parameters']:,}",
+                        "training": f"{t['steps']:,} steps × {t['batch_size']}, {t['train_s']:.0f} s"}
     table(w, rows, extra)
     w(f"Sampling with `dice sample`'s default, DPM-Solver++, 20 steps; {report['device']}, float16, batches of "
       f"{report['batch']}. "
@@ -458,6 +540,8 @@ def write() -> str:
       f"sampled at w = {report['gd_scale']:g}), lr 1e-4, on the same cache, for as many steps as fit in "
       f"{gd['train_s']:.0f} s. Every enhancer is scored as stored in float16; the shipped reference enhancer "
       "`dicecli/plugins/toy/toy-dice.safetensors` (`--enhancer toy`) is the DICE row's.\n")
+    if pnp:
+        pnp_section(w, rows, pnp, gd)
 
     w("## Targets\n")
     w("| target | measured | |")
@@ -568,6 +652,12 @@ def write() -> str:
     w("|---|" + "---:|" * len(curve))
     w("| alignment | " + " | ".join(pct(curve[k]) for k in sorted(curve)) + " |")
     w("")
+    curve_plot(curve, rows["unguided"]["alignment"], rows["cfg5"]["alignment"])
+    w("![alignment over training](toyworld-curve.png)\n")
+    w("Quality over training, the paper's Figure 16, at these three points: the run kept its newest two "
+      "checkpoints, as `dice distill` does by default. With `--keep-checkpoints 0` it keeps every one, and "
+      "`dice sample --enhancer WORK_DIR` then `dice eval` draw this curve for any run "
+      "([analyses.md](analyses.md), \"Quality over training\").\n")
     w(f"The first ablation: every run stopped at equal samples ({short['runs'][CURVE]['steps']:,} steps × 128, or "
       "500 × 256):\n")
     w("| run | options | steps | alignment | gap closed | toy FID |")
@@ -724,6 +814,7 @@ def main() -> None:
     parser.add_argument("--import-rebuild", dest="rebuild", type=Path, default=None)
     parser.add_argument("--import-null-share", dest="null_share", type=Path, default=None)
     parser.add_argument("--import-analyses", dest="analyses", type=Path, default=None)
+    parser.add_argument("--import-pnp", dest="pnp", type=Path, default=None)
     args = parser.parse_args()
     DOCS.mkdir(exist_ok=True)
     if args.run:
@@ -734,6 +825,8 @@ def main() -> None:
         import_null_share(args.null_share)
     if args.analyses:
         import_analyses(args.analyses)
+    if args.pnp:
+        import_pnp(args.pnp)
     (DOCS / "toyworld.md").write_text(write())
     print(DOCS / "toyworld.md")
 
