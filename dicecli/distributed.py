@@ -1,19 +1,13 @@
-"""Several processes on one node or many (torchrun, accelerate launch, Slurm): who does which work, and how
-the processes agree (docs/distributed.md).
-
-A stage cuts its work into units that do not depend on the process count (the batches a single process would
-make), deals them to the ranks (`Group.deal`, accelerate's `split_between_processes`) and meets the other ranks
-only at a few named points (`Group.meet`: a `monitored_barrier`, which names the ranks that did not come, then an
-`all_gather_object` of the point's name and payload, so a rank at another point is an error, not a silent
-mismatch). Results travel through the output's filesystem (PNGs, part files beside a cache), so nothing large
-passes through the network. Every stage joins the same way, `dice distill` too: accelerate adopts the group.
-
-What is ours is the failure channel: a rank that fails records one sentence in the launcher's store; the others
-stop at their next batch or meeting point, silently, so the job prints that sentence once (`report_failure`).
-"""
+"""Several processes on one node or many (torchrun, accelerate launch, Slurm), on torch.distributed's and
+accelerate's primitives (docs/distributed.md): work in units that do not depend on the process count, dealt with
+`split_between_processes`; a few named meeting points (`monitored_barrier`, then `all_gather_object` of the point's
+name and payload); results through the output's filesystem. Every stage joins the same way, `dice distill` too.
+Ours is only the failure channel: a failing rank records one sentence in the launcher's store, and the others stop
+at their next batch or meeting point, silently, so the job prints it once (`report_failure`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -21,6 +15,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
 from dicecli.errors import DiceError, UsageError
@@ -67,10 +62,10 @@ class Group:
 
     def deal(self, units: Sequence[T]) -> list[T]:
         """This rank's share of `units`: a contiguous run, the shares differing by at most one unit."""
-        if not self.several:
-            return list(units)
         from accelerate import PartialState
 
+        if not self.several:
+            return list(units)
         with PartialState().split_between_processes(list(units)) as share:
             return list(share)
 
@@ -91,15 +86,13 @@ class Group:
             dist.all_gather_object(arrived, (point, payload), group=self.meetings)
         except RuntimeError:  # a rank died, hangs, or failed and left (then the store says why)
             self.check()
-            try:
-                absent = [r for r in range(self.world) if not self.store.check([f"{arrival}{r}"])] or [0]
-            except Exception:  # noqa: BLE001 - the store's host (rank 0's node) has gone
-                absent = [0]
-            many = len(absent) > 1
-            raise RankTimeout(f"rank{'s' if many else ''} {', '.join(map(str, absent))} did not reach {point} within "
-                              f"{self.timeout:.0f} s of this one: {'they' if many else 'it'} died without a word "
-                              f"(killed, out of memory) or hang; see that node's log (set {TIMEOUT_ENV} to wait "
-                              "longer).") from None
+            try:  # the store's host (rank 0's node) may have gone too
+                absent = [str(r) for r in range(self.world) if not self.store.check([f"{arrival}{r}"])] or ["0"]
+            except Exception:  # noqa: BLE001
+                absent = ["0"]
+            raise RankTimeout(f"rank{'s' * (len(absent) > 1)} {', '.join(absent)} did not reach {point} within "
+                              f"{self.timeout:.0f} s of this one: died without a word (killed, out of memory) or hang; "
+                              f"see that node's log (set {TIMEOUT_ENV} to wait longer).") from None
         self.check()
         elsewhere = {p for p, _ in arrived if p != point}
         if elsewhere:
@@ -131,23 +124,20 @@ class Group:
 
     def fail(self, line: str) -> bool:
         """Record this rank's failure; True when it is the job's first (the one to print)."""
-        if self.store.add("failures", 1) > 1:
-            return False
-        self.store.set("failure", line)
-        self.store.set("failed_at", str(time.time()))
-        return True
+        first = self.store.add("failures", 1) == 1
+        if first:
+            self.store.multi_set(["failure", "failed_at"], [line, str(time.time())])
+        return first
 
     def close(self) -> None:
         """Leave the job: a final barrier when all went well (the main process may host the store the others
         use), then the process group is destroyed."""
-        if self.several:
-            import torch.distributed as dist
+        import torch.distributed as dist
 
-            try:
+        if self.several:
+            with contextlib.suppress(Exception):  # a rank or the store's host has gone: no one left to wait for
                 if self.store.add("failures", 0) == 0:
                     dist.monitored_barrier(self.meetings, timeout=timedelta(seconds=self.timeout), wait_all_ranks=True)
-            except Exception:  # noqa: BLE001 - a rank or the store's host has gone: there is no one left to wait for
-                pass
             dist.destroy_process_group()
 
 
@@ -163,8 +153,7 @@ def launched_world() -> int:
 
 
 def current(cpu: bool = False) -> Group:
-    """This process's group, joined on first use (one process: a group of one); `cpu`: the job runs on CPUs even
-    where there are GPUs (--device cpu)."""
+    """This process's group, joined on first use (one process: a group of one); `cpu`: --device cpu."""
     global _group
     if _group is None:
         _group = _join(cpu) if launched_world() > 1 else Group()
@@ -200,12 +189,10 @@ def _join(cpu: bool) -> Group:
     cpu = cpu or not torch.cuda.is_available()
     wait = timedelta(seconds=timeout)
     address = f"{os.environ['MASTER_ADDR']}:{os.environ['MASTER_PORT']}"
-    try:
-        # the launcher's own rendezvous (env://): its store carries the failure channel; the process group is the
-        # job's (NCCL for distill's gradients on GPUs), and the meetings run on a gloo group of their own
+    try:  # the launcher's rendezvous: its store is the failure channel; meetings run on a gloo group of their own
         store, rank, world = next(dist.rendezvous("env://", timeout=wait))
         if not dist.is_initialized():
-            backend = "gloo" if cpu else "cpu:gloo,cuda:nccl"
+            backend = "gloo" if cpu else "cpu:gloo,cuda:nccl"  # NCCL for distill's gradients on GPUs
             dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=wait)
         meetings = dist.group.WORLD if dist.get_backend() == "gloo" else dist.new_group(backend="gloo", timeout=wait)
         from accelerate import PartialState
@@ -220,9 +207,8 @@ def _join(cpu: bool) -> Group:
 
 
 def report_failure(sentence: str, launch_error: bool = False) -> str | None:
-    """The line to print for this rank's failure, or None when another rank says it. Before this rank joined a job,
-    a failure comes from the command line or the environment, which all ranks share: rank 0 says it (a wrong
-    launch, `launch_error`, every rank it concerns)."""
+    """The line to print for this rank's failure, or None when another rank says it. Before the job is joined, it
+    comes from the command line or environment, which all ranks share: rank 0 says it (`launch_error`: all do)."""
     group, world = joined(), launched_world()
     if world <= 1:
         return sentence
@@ -244,26 +230,15 @@ def _tell_launcher(line: str, when: float) -> None:
     """torchrun's failure summary shows the earliest error file (by its whole-second timestamp) as the root cause:
     make it the sentence, not a traceback."""
     path = os.environ.get("TORCHELASTIC_ERROR_FILE")
-    if path:
-        try:
-            with open(path, "w") as f:
-                json.dump({"message": {"message": line, "extraInfo": {"timestamp": str(int(when))}}}, f)
-        except OSError:
-            pass
+    with contextlib.suppress(OSError):
+        if path:
+            Path(path).write_text(json.dumps({"message": {"message": line, "extraInfo": {"timestamp": str(int(when))}}}))
 
 
 def stand_down(failure: RankFailed) -> None:
     """A rank that stops for another's failure tells the launcher so, a second after that failure: torchrun then
     names the failing rank as the root cause (it ranks error files by whole seconds)."""
-    group = joined()
-    try:
+    group, when = joined(), time.time() + 1  # if the store is gone: now is later than the failure
+    with contextlib.suppress(Exception):
         when = float(group.store.get("failed_at").decode()) + 1
-    except Exception:  # noqa: BLE001 - the store is gone: now is later than the failure
-        when = time.time() + 1
     _tell_launcher(f"rank {group.rank if group else '?'} stopped, as {failure}", when)
-
-
-def refuse_stdio(what: str) -> None:
-    """Standard input and output belong to one process: several ranks cannot share them."""
-    if launched_world() > 1:
-        raise UsageError(f"{what} cannot be standard input or output when dice runs as several processes; give a file.")

@@ -13,7 +13,7 @@ from dicecli.cache import (EMBEDDINGS_FORMAT, CacheWriter, EmbeddingCache, text_
 from dicecli.cachejob import CacheJob, run_cache_job
 from dicecli.errors import IncompatibleError, UsageError
 from dicecli.families import load_adapter
-from dicecli.files import (STDIO, check_output, check_stdout_takes_binary, check_writable, main_lock, remove_stale_temporaries,
+from dicecli.files import (STDIO, check_output, refuse_stdio, check_stdout_takes_binary, check_writable, main_lock, remove_stale_temporaries,
                            write_to_stdout)
 from dicecli.prompts import unique
 from dicecli.refs import ModelRef
@@ -42,7 +42,7 @@ def encode_prompts(prompts: list[str], ref: ModelRef, output: str, runtime: Runt
     appending to one cache take turns (an OS lock beside the file): the second reads what the first added, so
     nothing is lost."""
     if output == STDIO:
-        distributed.refuse_stdio("-o")
+        refuse_stdio("-o")
         check_stdout_takes_binary("an HDF5 embedding cache")
         return _encode(prompts, ref, output, negative, runtime)
     check_writable(Path(output))

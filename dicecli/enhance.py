@@ -6,10 +6,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 import torch
 
-from dicecli import distributed, faults
+from dicecli import faults
 from dicecli.cache import EMBEDDINGS_FORMAT, CacheWriter, new_header, storage_dtype, text_attrs, text_attrs_of
 from dicecli.cachejob import CacheJob, run_cache_job
-from dicecli.files import STDIO, check_output, check_stdout_takes_binary, check_writable, main_lock, write_to_stdout
+from dicecli.files import STDIO, check_output, refuse_stdio, check_stdout_takes_binary, check_writable, main_lock, write_to_stdout
 from dicecli.method import enhance_conditioning
 from dicecli.preparation import open_enhancer, prepare, read_input
 from dicecli.runtime import Runtime
@@ -38,7 +38,7 @@ def enhance(source: str, output: str, options: SampleOptions, runtime: Runtime) 
         SampleConfig(alpha=options.alpha).check(None)
     chosen = open_enhancer(options.enhancer)
     if output == STDIO:
-        distributed.refuse_stdio("-o")
+        refuse_stdio("-o")
         check_stdout_takes_binary("an HDF5 embedding cache")
     if output != STDIO:
         check_writable(Path(output))

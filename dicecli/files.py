@@ -264,3 +264,11 @@ def check_shared(group, path: Path, made_by: str) -> None:
     if group.several and not group.main and not Path(path).exists():
         raise UsageError(f"This process cannot see {path}, which the main process created {made_by}; with several "
                          "nodes the output must be on a filesystem they all share.")
+
+
+def refuse_stdio(what: str) -> None:
+    """Standard input and output belong to one process: several ranks cannot share them."""
+    from dicecli.distributed import launched_world
+
+    if launched_world() > 1:
+        raise UsageError(f"{what} cannot be standard input or output when dice runs as several processes; give a file.")

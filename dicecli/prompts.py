@@ -14,9 +14,9 @@ TEXT_FIELDS = ("prompt", "text", "caption")
 def read_prompts(source: str, name: str | None = None) -> list[str]:
     """Return the prompts of `source` in order; `-` reads standard input. `name` is how errors call it."""
     if source == "-":
-        from dicecli import distributed
+        from dicecli.files import refuse_stdio
 
-        distributed.refuse_stdio("PROMPTS")
+        refuse_stdio("PROMPTS")
         raw = sys.stdin.buffer.read()
         name = "standard input"
         suffix = ".jsonl" if raw.lstrip().startswith(b"{") else ".txt"
@@ -131,9 +131,9 @@ def open_input(source: str) -> tuple[str, Path | None]:
     from dicecli.files import stdin_to_file
 
     if source == "-":
-        from dicecli import distributed
+        from dicecli.files import refuse_stdio
 
-        distributed.refuse_stdio("INPUT")
+        refuse_stdio("INPUT")
         spooled = stdin_to_file()
         if is_hdf5(spooled):
             return "cache", spooled
