@@ -8,14 +8,12 @@ at their next batch or meeting point, silently, so the job prints it once (`repo
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any, Sequence, TypeVar
 
 from dicecli.errors import DiceError, UsageError
@@ -101,8 +99,7 @@ class Group:
         return [p for _, p in arrived]
 
     def gather(self, point: str, value: Any) -> list[Any] | None:
-        """Every rank's `value` (any picklable data, e.g. feature arrays), in rank order, on the main process
-        (None on the others). The meeting first makes sure every rank is alive and here."""
+        """Every rank's picklable `value` in rank order on the main process (None elsewhere), after a meeting."""
         if not self.several:
             return [value]
         import torch.distributed as dist
@@ -130,8 +127,7 @@ class Group:
         return first
 
     def close(self) -> None:
-        """Leave the job: a final barrier when all went well (the main process may host the store the others
-        use), then the process group is destroyed."""
+        """Leave the job: a final barrier when all went well (rank 0 may host the others' store), then destroy it."""
         import torch.distributed as dist
 
         if self.several:
@@ -146,10 +142,8 @@ _group: Group | None = None
 
 def launched_world() -> int:
     """The process count a launcher (torchrun, accelerate launch, srun with the torch variables) set, else 1."""
-    try:
-        return int(os.environ.get("WORLD_SIZE", "1"))
-    except ValueError:
-        return 1
+    world = os.environ.get("WORLD_SIZE", "1")
+    return int(world) if world.isdigit() else 1
 
 
 def current(cpu: bool = False) -> Group:
@@ -206,39 +200,24 @@ def _join(cpu: bool) -> Group:
                  store=dist.PrefixStore("dicecli", store), meetings=meetings, timeout=timeout)
 
 
-def report_failure(sentence: str, launch_error: bool = False) -> str | None:
-    """The line to print for this rank's failure, or None when another rank says it. Before the job is joined, it
-    comes from the command line or environment, which all ranks share: rank 0 says it (`launch_error`: all do)."""
+def report_failure(sentence: str, launch_error: bool = False) -> tuple[str, bool]:
+    """This rank's failure as a line, and whether this rank says it. Before the job is joined, it comes from the command
+    line or environment, which all ranks share: rank 0 says it (`launch_error`: every rank does)."""
     group, world = joined(), launched_world()
     if world <= 1:
-        return sentence
+        return sentence, True
     if group is None:
         rank = os.environ.get("RANK", "0")
-        first = rank == "0" or launch_error
-        line = f"rank {rank} of {world}: {sentence}"
-    else:
-        line = f"rank {group.rank} of {group.world} on {socket.gethostname()}: {sentence}"
-        try:
-            first = group.fail(line)
-        except Exception:  # noqa: BLE001 - the store is gone (its host exited): say it here rather than nothing
-            return line
-    _tell_launcher(line, time.time() + (0 if first else 1))  # torchrun's root cause: the first to fail
-    return line if first else None
+        return f"rank {rank} of {world}: {sentence}", rank == "0" or launch_error
+    line = f"rank {group.rank} of {group.world} on {socket.gethostname()}: {sentence}"
+    try:
+        return line, group.fail(line)
+    except Exception:  # noqa: BLE001 - the store is gone (its host exited): say it here rather than nothing
+        return line, True
 
 
-def _tell_launcher(line: str, when: float) -> None:
-    """torchrun's failure summary shows the earliest error file (by its whole-second timestamp) as the root cause:
-    make it the sentence, not a traceback."""
-    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
-    with contextlib.suppress(OSError):
-        if path:
-            Path(path).write_text(json.dumps({"message": {"message": line, "extraInfo": {"timestamp": str(int(when))}}}))
-
-
-def stand_down(failure: RankFailed) -> None:
-    """A rank that stops for another's failure tells the launcher so, a second after that failure: torchrun then
-    names the failing rank as the root cause (it ranks error files by whole seconds)."""
-    group, when = joined(), time.time() + 1  # if the store is gone: now is later than the failure
+def failure_time() -> float:
+    """When the job's first failure was recorded (now, if the store is gone)."""
     with contextlib.suppress(Exception):
-        when = float(group.store.get("failed_at").decode()) + 1
-    _tell_launcher(f"rank {group.rank if group else '?'} stopped, as {failure}", when)
+        return float(joined().store.get("failed_at").decode())
+    return time.time()

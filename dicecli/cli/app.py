@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import sys
+import time
 import traceback
 
 import typer
@@ -161,13 +163,25 @@ def fail(sentence: str, exit_code: int, error: Exception) -> None:
     """Print the failure's sentence (once for a job of several processes: by the rank that failed first) and exit."""
     from dicecli import distributed
 
-    if isinstance(error, distributed.RankFailed):
-        distributed.stand_down(error)
+    if isinstance(error, distributed.RankFailed):  # said by the rank that failed; dated after it, for torchrun
+        group = distributed.joined()
+        tell_launcher(f"rank {group.rank} stopped, as {error}", distributed.failure_time() + 1)
         sys.exit(exit_code)
-    line = distributed.report_failure(sentence, launch_error=isinstance(error, distributed.LaunchError))
-    if line is not None:
+    line, first = distributed.report_failure(sentence, launch_error=isinstance(error, distributed.LaunchError))
+    if distributed.launched_world() > 1:
+        tell_launcher(line, time.time() + (0 if first else 1))
+    if first:
         typer.echo(f"error: {line}", err=True)
     sys.exit(exit_code)
+
+
+def tell_launcher(line: str, when: float) -> None:
+    """torchrun's failure summary shows the earliest error file (by its whole-second timestamp) as the root cause:
+    make it the sentence, not a traceback."""
+    path = os.environ.get("TORCHELASTIC_ERROR_FILE")
+    if path:
+        with contextlib.suppress(OSError), open(path, "w") as f:
+            json.dump({"message": {"message": line, "extraInfo": {"timestamp": str(int(when))}}}, f)
 
 
 def one_sentence(error: Exception) -> str:
