@@ -4,6 +4,7 @@ cuts the held-out guidance error, an enhancer of another family is refused befor
 has the paper's parameter count. Registering a family in `dicecli.families.FAMILIES` runs all of it."""
 
 import inspect
+import json
 
 import numpy as np
 import pytest
@@ -110,7 +111,9 @@ def test_short_distill_cuts_the_held_out_guidance_error(dice, family, tmp_path):
     meta, plain, enhanced = short_distill_guidance_error(dice, tmp_path, f"tiny-{family}", steps=steps)
     cls = FAMILIES[family]
     assert (meta["family"], meta["loss"]) == (family, cls.defaults["distill"]["loss"])
-    assert enhanced <= ratio * plain, (family, plain, enhanced)
+    assert enhanced <= ratio * plain, (family, plain, enhanced)  # on prompts the run never saw
+    log = [json.loads(line)["loss"] for line in (tmp_path / "w" / "train_log.jsonl").read_text().splitlines()]
+    assert len(log) == steps and np.mean(log[-20:]) < np.mean(log[:5]), log  # and the training loss went down
 
 
 @pytest.mark.reliability("bad input")
