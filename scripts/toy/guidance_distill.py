@@ -55,16 +55,9 @@ def gd_pipeline(adapter, unet_dir: Path, w: float):
     return type(pipe)(**{**pipe.components, "unet": student})
 
 
-def main() -> None:
-    from diffusers import DDPMScheduler, UNet2DConditionModel
-
-    from dicecli.data import open_training_data
-    from dicecli.families import Conditioning, load_adapter
-    from dicecli.method import cfg_combine
-    from dicecli.plugins.toy.world import MODEL_DIR
-    from dicecli.refs import resolve_model
-
-    parser = argparse.ArgumentParser()
+def training_arguments(description: str) -> argparse.Namespace:
+    """The command line GD and PnP (plug_and_play.py) share: the same cache, budget and optimiser settings."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("latents", help="latent cache of the toy world (dice encode --images toy:20000)")
     parser.add_argument("out", type=Path)
     parser.add_argument("--steps", type=int, default=3000)
@@ -72,16 +65,52 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--max-seconds", type=float, default=float("inf"), help="stop training early")
     parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def teacher_and_data(latents_path: str):
+    """The frozen toy teacher, the cache's latents and caption conditioning on the device, and the null prompt's."""
+    from dicecli.data import open_training_data
+    from dicecli.families import Conditioning, load_adapter
+    from dicecli.refs import resolve_model
+
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    ref = resolve_model("toy")
-    teacher = load_adapter(ref, device, torch.float32)
+    teacher = load_adapter(resolve_model("toy"), device, torch.float32)
     teacher.require("unet", "text_encoder", "tokenizer")
-    data = open_training_data(args.latents)
+    data = open_training_data(latents_path)
     latents = data.latents[:].to(device, torch.float32)
     cond = Conditioning.cat([teacher.encode(list(data.captions[s : s + 2048])).conditioning
                              for s in range(0, len(data), 2048)]).to(device)
-    null = teacher.encode([""]).conditioning.to(device)
+    return teacher, latents, cond, teacher.encode([""]).conditioning.to(device)
+
+
+def cfg_batch(teacher, latents, cond, null, noise_scheduler, generator, batch_size: int, autocast):
+    """One batch under CFG supervision: noisy latents x_t, timesteps t, guidance scales w ~ U[W_MIN, W_MAX], the
+    captions' conditioning c, and the teacher's guided prediction eps(x_t, c_neg) + w (eps(x_t, c) - eps(x_t, c_neg))."""
+    from dicecli.families import Conditioning
+    from dicecli.method import cfg_combine
+
+    device = latents.device
+    pick = torch.randint(0, len(latents), (batch_size,), generator=generator, device=device)
+    t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (batch_size,), generator=generator, device=device)
+    w = W_MIN + (W_MAX - W_MIN) * torch.rand(batch_size, generator=generator, device=device)
+    noise = torch.randn(latents[pick].shape, generator=generator, device=device)
+    x_t = noise_scheduler.add_noise(latents[pick], noise, t)
+    c = cond[pick]
+    with torch.no_grad(), autocast:
+        both = teacher.denoise(torch.cat([x_t, x_t]), torch.cat([t, t]), Conditioning.cat([c, null.repeat(len(c))]))
+        pred_c, pred_null = both.float().chunk(2)
+    return x_t, t, w, c, cfg_combine(pred_c, pred_null, w[:, None, None, None])
+
+
+def main() -> None:
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+
+    from dicecli.plugins.toy.world import MODEL_DIR
+
+    args = training_arguments("The guidance-distillation baseline on the toy model.")
+    teacher, latents, cond, null = teacher_and_data(args.latents)
+    device = latents.device
 
     torch.manual_seed(args.seed)
     student = UNet2DConditionModel.from_pretrained(MODEL_DIR / "unet", class_embed_type="timestep",
@@ -97,16 +126,8 @@ def main() -> None:
     log, start, step = [], time.time(), 0
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     while step < args.steps and time.time() - start < args.max_seconds:
-        pick = torch.randint(0, len(latents), (args.batch_size,), generator=generator, device=device)
-        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (args.batch_size,), generator=generator, device=device)
-        w = W_MIN + (W_MAX - W_MIN) * torch.rand(args.batch_size, generator=generator, device=device)
-        noise = torch.randn(latents[pick].shape, generator=generator, device=device)
-        x_t = noise_scheduler.add_noise(latents[pick], noise, t)
-        c = cond[pick]
-        with torch.no_grad(), autocast:
-            both = teacher.denoise(torch.cat([x_t, x_t]), torch.cat([t, t]), Conditioning.cat([c, null.repeat(len(c))]))
-            pred_c, pred_null = both.float().chunk(2)
-            target = cfg_combine(pred_c, pred_null, w[:, None, None, None])
+        x_t, t, w, c, target = cfg_batch(teacher, latents, cond, null, noise_scheduler, generator, args.batch_size,
+                                         autocast)
         with autocast:
             pred = student(x_t, t, encoder_hidden_states=c.prompt_embeds, class_labels=W_INPUT_SCALE * w).sample
         loss = F.mse_loss(pred.float(), target)

@@ -20,7 +20,6 @@ trainable parameters); toy_report.py samples it with pnp_sampler() below.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -30,7 +29,8 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from guidance_distill import W_INPUT_SCALE, W_MAX, W_MIN  # noqa: E402 - the same guidance input and range as GD
+from guidance_distill import (W_INPUT_SCALE, W_MAX, W_MIN, cfg_batch, teacher_and_data,  # noqa: E402 - GD's input,
+                              training_arguments)  # range, arguments, data and targets
 
 
 def guide_from_unet(unet, vae_scale_factor: int):
@@ -98,28 +98,9 @@ class PnPSampler:
 def main() -> None:
     from diffusers import DDPMScheduler
 
-    from dicecli.data import open_training_data
-    from dicecli.families import Conditioning, load_adapter
-    from dicecli.method import cfg_combine
-    from dicecli.refs import resolve_model
-
-    parser = argparse.ArgumentParser()
-    parser.add_argument("latents", help="latent cache of the toy world (dice encode --images toy:20000)")
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=1e-4)
-    parser.add_argument("--max-seconds", type=float, default=float("inf"), help="stop training early")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    teacher = load_adapter(resolve_model("toy"), device, torch.float32)
-    teacher.require("unet", "text_encoder", "tokenizer")
-    data = open_training_data(args.latents)
-    latents = data.latents[:].to(device, torch.float32)
-    cond = Conditioning.cat([teacher.encode(list(data.captions[s : s + 2048])).conditioning
-                             for s in range(0, len(data), 2048)]).to(device)
-    null = teacher.encode([""]).conditioning.to(device)
+    args = training_arguments("The Plug-and-Play baseline on the toy model.")
+    teacher, latents, cond, null = teacher_and_data(args.latents)
+    device = latents.device
 
     torch.manual_seed(args.seed)
     unet = teacher.unet.requires_grad_(False)
@@ -131,16 +112,8 @@ def main() -> None:
     log, start, step = [], time.time(), 0
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
     while step < args.steps and time.time() - start < args.max_seconds:
-        pick = torch.randint(0, len(latents), (args.batch_size,), generator=generator, device=device)
-        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (args.batch_size,), generator=generator, device=device)
-        w = W_MIN + (W_MAX - W_MIN) * torch.rand(args.batch_size, generator=generator, device=device)
-        noise = torch.randn(latents[pick].shape, generator=generator, device=device)
-        x_t = noise_scheduler.add_noise(latents[pick], noise, t)
-        c = cond[pick]
-        with torch.no_grad(), autocast:
-            both = teacher.denoise(torch.cat([x_t, x_t]), torch.cat([t, t]), Conditioning.cat([c, null.repeat(len(c))]))
-            pred_c, pred_null = both.float().chunk(2)
-            target = cfg_combine(pred_c, pred_null, w[:, None, None, None])
+        x_t, t, w, c, target = cfg_batch(teacher, latents, cond, null, noise_scheduler, generator, args.batch_size,
+                                         autocast)
         with autocast:
             pred = unet(x_t, t, encoder_hidden_states=c.prompt_embeds, **residuals(guide, x_t, t, c.prompt_embeds, w)).sample
         loss = F.mse_loss(pred.float(), target)

@@ -64,14 +64,20 @@ def toy_fid(samples: np.ndarray, truth: np.ndarray) -> float:
     return max(0.0, float(frechet_distance(a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))))
 
 
-def import_run(run: Path) -> None:
-    if not (run / "toy-report.json").is_file():
-        raise SystemExit(f"{run} holds no toy-report.json; give the folder of a toy_report.py run.")
-    report = json.loads((run / "toy-report.json").read_text())
+def read_features(run: Path) -> dict[str, np.ndarray]:
+    """A toy_report.py run's evaluator features, by setting (`name:prompt set:scheduler`, `truth:prompt set`)."""
     features = {}
     for path in sorted(run.glob("toy-features-*.npz")):
         with np.load(path) as f:
             features.update({k.replace("|", ":"): f[k] for k in f.files})
+    return features
+
+
+def import_run(run: Path) -> None:
+    if not (run / "toy-report.json").is_file():
+        raise SystemExit(f"{run} holds no toy-report.json; give the folder of a toy_report.py run.")
+    report = json.loads((run / "toy-report.json").read_text())
+    features = read_features(run)
     for row in report["rows"]:
         row["toy_fid"] = toy_fid(features[row["features"]], features[f"truth:{row['prompt_set']}"])
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -140,10 +146,7 @@ def import_pnp(run: Path) -> None:
         if not (run / name).is_file():
             raise SystemExit(f"{run} holds no {name}; give the folder run_gpu.sh pnp-report returned.")
     report = json.loads((run / "toy-report.json").read_text())
-    features = {}
-    for path in sorted(run.glob("toy-features-*.npz")):
-        with np.load(path) as f:
-            features.update({k.replace("|", ":"): f[k] for k in f.files})
+    features = read_features(run)
     rows = {r["name"]: r for r in report["rows"]}
     pnp = {**rows["pnp"], "toy_fid": toy_fid(features[rows["pnp"]["features"]], features["truth:held_out_pairs"])}
     recorded = rows_of(json.loads(REPORT.read_text()))["unguided"]["alignment"]
