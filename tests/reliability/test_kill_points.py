@@ -123,6 +123,8 @@ COMMANDS = {
     "sweep": ["sample", "prompts.txt", "--enhancer", "enhancer.safetensors", "--alpha", "0,1", "--steps", "2",
               "--batch-size", "2", "-o", "sweep"],
     "inspect": ["inspect", "enhancer.safetensors", "prompts.txt", "-o", "insp"],
+    "pca": ["inspect", "enhancer.safetensors", "prompts.txt", "--pca", "-o", "pca"],
+    "checkpoints": ["sample", "prompts.txt", "--enhancer", "run", "--steps", "2", "--batch-size", "2", "-o", "curve"],
     "attention": ["attention", "enhancer.safetensors", "a red cat", "--steps", "3", "-o", "maps.png"],
     "trigger": ["trigger", "enhancer.safetensors", "prompts.txt", "--length", "2", "--iterations", "2", "--top-k", "4",
                 "-o", "trig"],
@@ -138,6 +140,7 @@ ARTIFACTS = {"encode": ["out.h5"], "encode-append": ["old.h5"], "latents": ["lat
              "sample": ["samples"], "transfer": ["transfer"], "distill": ["trained.safetensors", "work"],
              "eval": ["report.json", "report.md", "report.csv", "report.html"], "sweep": ["sweep"],
              "inspect": ["insp.json", "insp.csv", "insp-positions.csv", "insp.png"], "attention": ["maps.png", "maps.png.json"],
+             "pca": ["pca.json", "pca.csv", "pca-positions.csv", "pca.png", "pca-pca.png"], "checkpoints": ["curve"],
              "trigger": ["trig.json", "trig.txt"], "comfyui": ["comfy"], "habits-encode": ["habits.h5"],
              "habits-sample": ["habits"]}
 RERUN_EXTRA = {"distill": ["--resume"]}  # a killed distillation continues from its checkpoint
@@ -157,7 +160,7 @@ for family in ("sdxl", "pixart"):
     RERUN_EXTRA[f"{family}-distill"] = ["--resume"]
     WORK_DIRS[f"{family}-distill"] = f"work-{family}"
 
-# (command, point, signal) on tiny-sd15: 32 SIGKILL points and 8 SIGINT points
+# (command, point, signal) on tiny-sd15: SIGKILL and SIGINT points
 CASES = [
     ("encode", "start", "KILL"), ("encode", "encode.batch@2", "KILL"), ("encode", "write:out.h5", "KILL"),
     ("encode-append", "encode.batch@1", "KILL"), ("encode-append", "encode.batch@3", "KILL"),
@@ -178,7 +181,8 @@ CASES = [
     # the analyses and sweeps
     ("eval", "write:report.html", "KILL"), ("sweep", "sample.batch@4", "KILL"), ("sweep", "write:dice-sweep.json", "KILL"),
     ("sweep", "sample.batch@4", "INT"), ("inspect", "write:insp.png", "KILL"), ("attention", "write:maps.png", "KILL"),
-    ("trigger", "write:trig.txt", "KILL"),
+    ("trigger", "write:trig.txt", "KILL"), ("pca", "write:pca-pca.png", "KILL"),
+    ("checkpoints", "sample.batch@4", "KILL"), ("checkpoints", "write:dice-sweep.json", "KILL"),
     ("comfyui", "write:__init__.py", "KILL"),
     ("habits-encode", "encode.batch@2", "KILL"), ("habits-sample", "sample.batch@2", "KILL"),
 ]
@@ -214,6 +218,11 @@ def inputs(tmp_path_factory, enhancer_file) -> Path:
     for model, cache in (("tiny-sd15", "old.h5"), ("tiny-sdxl", "old-sdxl.h5"), ("tiny-pixart", "old-pixart.h5")):
         assert run_dice("encode", folder / "old.txt", "-o", folder / cache, "--model", model).code == 0
     assert run_dice("sample", folder / "prompts.txt", "--model", "tiny-sd15", "--steps", "2", "-o", folder / "given").code == 0
+    for step in (1, 2):  # a distill work dir of two checkpoints, for `dice sample --enhancer run`
+        checkpoint = folder / "run" / "checkpoints" / f"step-{step:07d}"
+        checkpoint.mkdir(parents=True)
+        shutil.copy(enhancer_file, checkpoint / "enhancer.safetensors")
+        (checkpoint / "trainer.json").write_text(json.dumps({"step": step}))
     return folder
 
 
